@@ -1,0 +1,3 @@
+module github.com/securetrain/securetrain
+
+go 1.25.0
