@@ -1,0 +1,156 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+)
+
+// DefaultHostConfig is the host configuration file's path.
+const DefaultHostConfig = "/etc/securetrain/securetrain.yaml"
+
+// Host is the node's own configuration: where things live, how the launcher
+// reaches Vault, what the network may use. Written by the admin, never by a
+// job's user.
+type Host struct {
+	Version    int           `yaml:"version"`
+	Runsc      string        `yaml:"runsc"`       // path of the pinned static runsc
+	StateDir   string        `yaml:"state_dir"`   // live job state (tmpfs), e.g. /run/securetrain
+	DataDir    string        `yaml:"data_dir"`    // per-job homes, logs and results
+	ProfileDir string        `yaml:"profile_dir"` // admin profiles
+	Vault      HostVault     `yaml:"vault"`
+	Network    HostNetwork   `yaml:"network"`
+	Audit      HostAudit     `yaml:"audit"`
+	Daemon     HostDaemon    `yaml:"daemon"`
+	Integrity  HostIntegrity `yaml:"integrity"`
+	Source     string        `yaml:"-"`
+}
+
+// HostVault is how the launcher itself authenticates to Vault.
+type HostVault struct {
+	Address    string        `yaml:"address"`
+	CACert     string        `yaml:"ca_cert"`
+	ClientCert string        `yaml:"client_cert"`
+	ClientKey  string        `yaml:"client_key"`
+	Namespace  string        `yaml:"namespace"`
+	Auth       HostVaultAuth `yaml:"auth"`
+}
+
+// HostVaultAuth selects the launcher's login method.
+type HostVaultAuth struct {
+	Method          string `yaml:"method"` // token, approle, jwt, cert
+	TokenFile       string `yaml:"token_file"`
+	RoleID          string `yaml:"role_id"`
+	SecretIDFile    string `yaml:"secret_id_file"`
+	SecretIDWrapped bool   `yaml:"secret_id_wrapped"`
+	JWTFile         string `yaml:"jwt_file"`
+	Role            string `yaml:"role"`
+	Mount           string `yaml:"mount"`
+}
+
+// HostNetwork bounds what netguard may use on this node.
+type HostNetwork struct {
+	Pool           string   `yaml:"pool"`            // address pool for job subnets
+	Upstreams      []string `yaml:"upstreams"`       // DNS resolvers; default: /etc/resolv.conf
+	InternalRanges []string `yaml:"internal_ranges"` // private ranges DNS answers may point at
+	AllowMax       []string `yaml:"allow_max"`       // bound on command-line --allow for non-admins
+}
+
+// HostAudit says where the audit log lives.
+type HostAudit struct {
+	Path string `yaml:"path"`
+}
+
+// HostDaemon configures `securetrain daemon`.
+type HostDaemon struct {
+	Socket      string   `yaml:"socket"`
+	MetricsAddr string   `yaml:"metrics_addr"`
+	AdminGroups []string `yaml:"admin_groups"`
+}
+
+// HostIntegrity configures provenance signing.
+type HostIntegrity struct {
+	SigningKey   string `yaml:"signing_key"`   // ed25519 private key file
+	TransitKey   string `yaml:"transit_key"`   // or a Vault transit key name
+	TransitMount string `yaml:"transit_mount"` // default transit
+}
+
+// SetDefaults fills the host configuration's defaults.
+func (h *Host) SetDefaults() {
+	if h.Version == 0 {
+		h.Version = CurrentVersion
+	}
+	if h.StateDir == "" {
+		h.StateDir = "/run/securetrain"
+	}
+	if h.DataDir == "" {
+		h.DataDir = "/var/lib/securetrain"
+	}
+	if h.ProfileDir == "" {
+		h.ProfileDir = DefaultProfileDir
+	}
+	if h.Network.Pool == "" {
+		h.Network.Pool = "100.127.0.0/17"
+	}
+	if h.Audit.Path == "" {
+		h.Audit.Path = "/var/log/securetrain/audit.jsonl"
+	}
+	if h.Daemon.Socket == "" {
+		h.Daemon.Socket = path.Join(h.StateDir, "securetrain.sock")
+	}
+	if h.Integrity.TransitMount == "" {
+		h.Integrity.TransitMount = "transit"
+	}
+}
+
+// Validate checks the host configuration.
+func (h *Host) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{File: h.Source, Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if h.Version != CurrentVersion {
+		add("version", "unsupported version %d; this build reads version: %d", h.Version, CurrentVersion)
+	}
+	for f, p := range map[string]string{"state_dir": h.StateDir, "data_dir": h.DataDir, "profile_dir": h.ProfileDir, "audit.path": h.Audit.Path} {
+		if !path.IsAbs(p) {
+			add(f, "must be an absolute path, got %q", p)
+		}
+	}
+	if h.Runsc != "" && !path.IsAbs(h.Runsc) {
+		add("runsc", "must be an absolute path, got %q", h.Runsc)
+	}
+	switch h.Vault.Auth.Method {
+	case "", "token", "approle", "jwt", "cert":
+	default:
+		add("vault.auth.method", "must be token, approle, jwt or cert, got %q", h.Vault.Auth.Method)
+	}
+	return errors.Join(errs...)
+}
+
+// LoadHost reads the host configuration. A missing file at the default path
+// means all defaults; a missing file named explicitly is an error.
+func LoadHost(file string, explicit bool) (*Host, error) {
+	var h Host
+	data, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		if err := decodeStrict(file, data, &h); err != nil {
+			return nil, err
+		}
+		if h.Version == 0 {
+			return nil, &FieldError{File: file, Field: "version", Msg: "missing; this build reads version: 1"}
+		}
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	default:
+		return nil, fmt.Errorf("host config %s: %w", file, unwrapPathErr(err))
+	}
+	h.Source = file
+	h.SetDefaults()
+	if err := h.Validate(); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
