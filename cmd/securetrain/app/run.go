@@ -1,0 +1,133 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/launcher"
+)
+
+// RunCommand runs one job: securetrain run [flags] -- COMMAND [ARGS...].
+var RunCommand = &cli.Command{
+	Name:      "run",
+	Usage:     "run a training job in a sandbox",
+	ArgsUsage: "-- COMMAND [ARGS...]",
+	Description: `Runs COMMAND inside a gVisor sandbox under a profile (default: "default").
+The code directory (the working directory) is read-only, ./outputs is writable,
+datasets come in read-only with --data. Exit codes: the job's own, 128+N when a
+signal ended it, 123 killed for a policy violation, 124 killed for a resource
+limit, 125 refused before it started.`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "profile", Aliases: []string{"p"}, Value: "default", Usage: "profile `NAME` or FILE"},
+		&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "run as `NAME|UID` (root only; default: the sudo caller)"},
+		&cli.StringFlag{Name: "code", Usage: "code `DIR`, mounted read-only (default: the working directory)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "writable outputs `DIR` (default: the profile's, ./outputs)"},
+		&cli.StringSliceFlag{Name: "data", Aliases: []string{"d"}, Usage: "read-only dataset `SRC[:DST]` (repeatable; DST defaults to /data/BASENAME)"},
+		&cli.StringFlag{Name: "python", Usage: "interpreter `PATH` whose venv/conda environment the job uses (sudo drops VIRTUAL_ENV)"},
+		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `NAME=VALUE` in the job (repeatable)"},
+		&cli.Float64Flag{Name: "cpus", Usage: "CPU limit (overrides limits.cpus)"},
+		&cli.StringFlag{Name: "memory", Usage: "memory limit such as 8GiB (overrides limits.memory)"},
+		&cli.Int64Flag{Name: "pids", Usage: "process/thread limit (overrides limits.pids)"},
+		&cli.DurationFlag{Name: "wall-time", Usage: "wall-clock limit such as 2h (overrides limits.wall_time)"},
+		&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, none, a count N, or a list such as 0,1 (overrides limits.gpus)"},
+		&cli.StringFlag{Name: "network", Usage: "none turns networking off for this run"},
+		&cli.StringFlag{Name: "report", Usage: "also write the result record (JSON) to `FILE`"},
+		&cli.StringFlag{Name: "tty", Value: "auto", Usage: "give the job a terminal: auto (when stdin and stdout are terminals), always, never"},
+	},
+	Action: runAction,
+}
+
+func runAction(c *cli.Context) error {
+	argv := c.Args().Slice()
+	if len(argv) == 0 {
+		return cli.Exit("run: no command; usage: securetrain run [flags] -- COMMAND [ARGS...]", launcher.ExitRefused)
+	}
+	refuse := func(err error) error { return cli.Exit("run: "+err.Error(), launcher.ExitRefused) }
+	if os.Geteuid() != 0 {
+		return refuse(launcher.ErrNeedRoot)
+	}
+	l, err := newLauncher(c)
+	if err != nil {
+		return refuse(err)
+	}
+	prof, err := configs.LoadProfile(c.String("profile"), l.Host.ProfileDir)
+	if err != nil {
+		return refuse(err)
+	}
+	prof, err = launcher.ApplyOverrides(prof, launcher.Overrides{
+		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
+		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
+	})
+	if err != nil {
+		return refuse(err)
+	}
+	env := os.Environ()
+	caller, err := launcher.CallerFromEnv(envToMap(env), c.String("user"))
+	if err != nil {
+		return refuse(err)
+	}
+	var data []launcher.DataMount
+	for _, d := range c.StringSlice("data") {
+		dm, err := launcher.ParseData(d)
+		if err != nil {
+			return refuse(err)
+		}
+		data = append(data, dm)
+	}
+	tty := false
+	switch c.String("tty") {
+	case "auto":
+		tty = term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	case "always":
+		tty = true
+	case "never":
+	default:
+		return refuse(fmt.Errorf("--tty: want auto, always or never, got %q", c.String("tty")))
+	}
+	req := launcher.Request{
+		Command: argv, Profile: prof, Caller: caller, CodeDir: c.String("code"),
+		Output: c.String("output"), Data: data, Python: c.String("python"),
+		Env: c.StringSlice("env"), CallerEnv: env,
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
+		ReportPath: c.String("report"),
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	res, err := l.Run(c.Context, req, sigs)
+	if res == nil {
+		return refuse(err)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "securetrain: job %s: teardown: %s\n", res.ID, firstLine(err.Error()))
+	}
+	switch res.Outcome {
+	case launcher.OutcomeViolation, launcher.OutcomeLimit:
+		fmt.Fprintf(os.Stderr, "securetrain: job %s killed: %s\n", res.ID, res.Reason)
+	case launcher.OutcomeStopped:
+		fmt.Fprintf(os.Stderr, "securetrain: job %s %s\n", res.ID, res.Reason)
+	}
+	if res.ExitCode != 0 {
+		return cli.Exit("", res.ExitCode)
+	}
+	return nil
+}
+
+func envToMap(env []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range env {
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				m[kv[:i]] = kv[i+1:]
+				break
+			}
+		}
+	}
+	return m
+}

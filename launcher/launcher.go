@@ -1,0 +1,150 @@
+package launcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/violation"
+)
+
+// Launcher runs jobs on this host. One value serves many jobs.
+type Launcher struct {
+	Host  *configs.Host
+	Runsc string // path of the pinned static runsc
+	Log   *slog.Logger
+}
+
+// New returns a launcher for the host configuration.
+func New(h *configs.Host, log *slog.Logger) *Launcher {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r := h.Runsc
+	if r == "" {
+		r = DefaultRunsc()
+	}
+	return &Launcher{Host: h, Runsc: r, Log: log}
+}
+
+// DefaultRunsc is the runsc used when the host configuration names none:
+// $SECURETRAIN_RUNSC, /usr/local/bin/runsc, then the pinned build cache.
+func DefaultRunsc() string {
+	if p := os.Getenv("SECURETRAIN_RUNSC"); p != "" {
+		return p
+	}
+	for _, p := range []string{"/usr/local/bin/runsc", "/usr/local/sbin/runsc"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/var/cache/securetrain/tools/runsc-" + PinnedGVisor
+}
+
+// PinnedGVisor is the gVisor version securetrain is built and tested against.
+const PinnedGVisor = "v0.0.0-20260905035102-160fafc42237"
+
+// Store returns the job state store.
+func (l *Launcher) Store() *Store { return &Store{Dir: filepath.Join(l.Host.StateDir, "jobs")} }
+
+func (l *Launcher) runsc() *sandbox.Runsc {
+	return &sandbox.Runsc{Path: l.Runsc, Root: filepath.Join(l.Host.StateDir, "runsc")}
+}
+
+// Result is the record of one finished job.
+type Result struct {
+	ID            string                `json:"id"`
+	User          string                `json:"user"`
+	UID           int                   `json:"uid"`
+	Command       []string              `json:"command"`
+	Profile       string                `json:"profile"`
+	ProfileDigest string                `json:"profile_digest"`
+	Started       time.Time             `json:"started"`
+	Ended         time.Time             `json:"ended"`
+	WallSeconds   float64               `json:"wall_seconds"`
+	ExitCode      int                   `json:"exit_code"` // what securetrain exits with
+	JobStatus     int                   `json:"job_status"`
+	Outcome       string                `json:"outcome"` // exited, failed, signaled, violation, limit, stopped
+	Reason        string                `json:"reason,omitempty"`
+	Violations    []violation.Violation `json:"violations,omitempty"`
+	Log           string                `json:"log,omitempty"`
+	Output        string                `json:"output,omitempty"`
+	Usage         json.RawMessage       `json:"usage,omitempty"`
+}
+
+// Outcomes.
+const (
+	OutcomeExited    = "exited"    // status 0
+	OutcomeFailed    = "failed"    // non-zero status of its own
+	OutcomeSignaled  = "signaled"  // ended by a signal it did not get from us
+	OutcomeViolation = "violation" // killed for a policy violation
+	OutcomeLimit     = "limit"     // killed for a resource limit
+	OutcomeStopped   = "stopped"   // stopped on request (Ctrl-C, securetrain kill)
+)
+
+// NewID returns a fresh job id: 12 hex digits, short enough for interface
+// names and unique enough for one host.
+func NewID() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// RefusedError is a job that did not start. Its message is one line.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// cleanup is a stack of undo steps; every step runs, errors are joined.
+type cleanup struct{ fns []func() error }
+
+func (c *cleanup) push(f func() error) { c.fns = append(c.fns, f) }
+func (c *cleanup) run() error {
+	var errs []error
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		if err := c.fns[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.fns = nil
+	return errors.Join(errs...)
+}
+
+// Cleaners remove one kind of recorded resource; gc and teardown use them.
+func (l *Launcher) cleaners() map[string]func(context.Context, jobstate.Resource) error {
+	return map[string]func(context.Context, jobstate.Resource) error{
+		KindRunsc: func(ctx context.Context, r jobstate.Resource) error {
+			rs := l.runsc()
+			if root := r.Attrs["root"]; root != "" {
+				rs.Root = root
+			}
+			return rs.Delete(ctx, r.Name)
+		},
+		KindDir: func(_ context.Context, r jobstate.Resource) error {
+			return os.RemoveAll(r.Name)
+		},
+		KindCgroup: func(_ context.Context, r jobstate.Resource) error {
+			return removeCgroup(r.Name)
+		},
+	}
+}
+
+// Resource kinds the launcher itself records.
+const (
+	KindRunsc  = "runsc"
+	KindDir    = "dir"
+	KindCgroup = "cgroup"
+)

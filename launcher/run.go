@@ -1,0 +1,480 @@
+package launcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/violation"
+)
+
+// Run runs one job to its end. Signals on sigs (SIGINT, SIGTERM, SIGHUP) are
+// forwarded to the job; a second one, or the stop grace running out, kills
+// it. A non-nil error with a nil Result means the job never started
+// (*RefusedError); teardown errors come back joined with a Result.
+func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) (*Result, error) {
+	pl, err := l.prepare(ctx, req)
+	if err != nil {
+		return nil, &RefusedError{err}
+	}
+	id := NewID()
+	log := l.Log.With("job", id)
+	store := l.Store()
+	h, err := store.Create(JobState{
+		ID: id, User: pl.user.Name, UID: int(pl.user.UID), GID: int(pl.user.GID),
+		Command: req.Command, Profile: pl.prof.Source, ProfileDigest: pl.prof.Digest,
+		CodeDir: pl.codeDir, Created: time.Now().UTC(), LauncherPID: os.Getpid(), Status: StatusPreparing,
+	})
+	if err != nil {
+		return nil, &RefusedError{err}
+	}
+	var undo cleanup
+	undo.push(func() error { return h.Remove() })
+	started := time.Now()
+	res, runErr := l.setupAndRun(ctx, id, pl, h, &undo, sigs)
+	tdErr := l.teardown(ctx, h, &undo)
+	if res == nil {
+		if tdErr != nil {
+			log.Error("teardown after failed setup", "err", tdErr)
+		}
+		return nil, &RefusedError{runErr}
+	}
+	res.Started, res.Ended = started.UTC(), time.Now().UTC()
+	res.WallSeconds = res.Ended.Sub(res.Started).Seconds()
+	if err := l.writeResult(pl, res); err != nil {
+		log.Warn("result record", "err", err)
+	}
+	return res, errors.Join(runErr, tdErr)
+}
+
+// teardown runs the cleanup stack. Every step runs; a step that finds its
+// resource gone counts as done.
+func (l *Launcher) teardown(ctx context.Context, h *Handle, undo *cleanup) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	_ = h.Update(func(s *JobState) { s.Status = StatusExited })
+	return undo.run()
+}
+
+// record writes r to the job state before the caller creates it and pushes
+// its undo.
+func (l *Launcher) record(h *Handle, undo *cleanup, r jobstate.Resource) error {
+	if err := h.Record(r); err != nil {
+		return err
+	}
+	clean := l.cleaners()[r.Kind]
+	undo.push(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := clean(ctx, r); err != nil {
+			return fmt.Errorf("removing %s: %w", r, err)
+		}
+		return nil
+	})
+	return nil
+}
+
+func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Handle, undo *cleanup, sigs <-chan os.Signal) (*Result, error) {
+	req, prof := pl.req, pl.prof
+	log := l.Log.With("job", id)
+	uid, gid := int(pl.user.UID), int(pl.user.GID)
+
+	// Outputs: created as the job's user, with the user's own permissions.
+	if err := asUser(uid, gid, pl.req.Caller.Groups, func() error {
+		if err := os.MkdirAll(pl.outputDir, 0o755); err != nil {
+			return err
+		}
+		fi, err := os.Lstat(pl.outputDir)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("not a directory")
+		}
+		return unix.Access(pl.outputDir, unix.W_OK)
+	}); err != nil {
+		return nil, fmt.Errorf("output %s: %w (the job's user %s must be able to create and write it)", pl.outputDir, unwrapFS(err), pl.user.Name)
+	}
+
+	// Per-job data: a fresh writable HOME owned by the user, the log, the result.
+	jobData := filepath.Join(l.Host.DataDir, "jobs", id)
+	if err := os.MkdirAll(filepath.Dir(jobData), 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(jobData, 0o711); err != nil {
+		return nil, err
+	}
+	home := filepath.Join(jobData, "home")
+	if err := l.record(h, undo, jobstate.Resource{Kind: KindDir, Name: home}); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(home, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(home, uid, gid); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(jobData, "job.log")
+	jlog, err := openLog(logPath, uid, gid, int64(prof.Sandbox.LogLimit))
+	if err != nil {
+		return nil, err
+	}
+	undo.push(jlog.Close)
+	_ = h.Update(func(s *JobState) {
+		s.Log = logPath
+		s.ResultPath = filepath.Join(jobData, "result.json")
+	})
+
+	// Bundle: root skeleton, generated /etc, masks, spec.
+	bundle := filepath.Join(h.Dir(), "bundle")
+	if err := os.Mkdir(bundle, 0o711); err != nil {
+		return nil, err
+	}
+	hostname := "st-" + id
+	etc, err := sandbox.EtcFiles(filepath.Join(bundle, "etc"), pl.user, hostname, []byte{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	mounts := append([]sandbox.Mount(nil), pl.mounts...)
+	mounts = append(mounts, etc...)
+	mounts = append(mounts,
+		sandbox.Mount{Kind: sandbox.Bind, Source: home, Target: pl.user.Home},
+		sandbox.Mount{Kind: sandbox.Bind, Source: pl.codeDir, Target: pl.codeDir, ReadOnly: true},
+		sandbox.Mount{Kind: sandbox.Tmpfs, Target: "/tmp", Size: uint64(prof.Limits.Scratch), Mode: 0o1777},
+	)
+	empty := filepath.Join(bundle, "empty")
+	if err := os.WriteFile(empty, nil, 0o400); err != nil {
+		return nil, err
+	}
+	for _, m := range pl.masks {
+		fi, err := os.Lstat(m)
+		if err != nil {
+			continue
+		}
+		if fi.IsDir() {
+			mounts = append(mounts, sandbox.Mount{Kind: sandbox.Tmpfs, Target: m, ReadOnly: true, Size: 4096, Mode: 0o500})
+		} else {
+			mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: empty, Target: m, ReadOnly: true})
+		}
+	}
+	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
+	sandbox.SortMounts(mounts)
+	root := pl.rootfs
+	if root == "" {
+		root = filepath.Join(bundle, "rootfs")
+		if err := sandbox.PrepareRoot(root, pl.links, mounts); err != nil {
+			return nil, err
+		}
+	}
+	cgroupsPath := "/securetrain/" + id
+	spec, err := sandbox.BuildSpec(sandbox.Spec{
+		ID: id, Args: pl.args, Env: pl.env, Cwd: pl.codeDir,
+		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
+		Hostname: hostname, Terminal: req.TTY, Root: root, Mounts: mounts,
+		Shm:         uint64(prof.Limits.Shm),
+		Resources:   sandbox.Resources{CPUs: prof.Limits.CPUs, Memory: int64(prof.Limits.Memory), Pids: prof.Limits.Pids},
+		CgroupsPath: cgroupsPath, Devices: pl.devices,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
+		return nil, err
+	}
+
+	// Start.
+	rs := l.runsc()
+	if err := os.MkdirAll(rs.Root, 0o700); err != nil {
+		return nil, err
+	}
+	if err := l.record(h, undo, jobstate.Resource{Kind: KindCgroup, Name: cgroupsPath}); err != nil {
+		return nil, err
+	}
+	if err := l.record(h, undo, jobstate.Resource{Kind: KindRunsc, Name: id, Attrs: map[string]string{"root": rs.Root}}); err != nil {
+		return nil, err
+	}
+	opts := sandbox.RunOptions{OverlaySize: uint64(prof.Limits.Scratch)}
+	if len(pl.devices) > 0 {
+		opts.GPUCaps = prof.GPU.Capabilities
+	}
+	var console *sandbox.ConsoleSocket
+	if req.TTY {
+		console, err = sandbox.NewConsoleSocket(filepath.Join(h.Dir(), "console.sock"))
+		if err != nil {
+			return nil, err
+		}
+		undo.push(console.Close)
+		opts.ConsoleSocket = console.Path
+	}
+	cmd := exec.Command(rs.Path, rs.RunArgs(id, bundle, opts)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var copies sync.WaitGroup
+	if !req.TTY {
+		cmd.Stdin = req.Stdin
+		if f, ok := req.Stdin.(*os.File); !ok || f == nil {
+			cmd.Stdin = nil
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			return nil, err
+		}
+		copies.Add(2)
+		go tee(req.Stdout, jlog, stdout, &copies)
+		go tee(req.Stderr, jlog, stderr, &copies)
+	} else {
+		cmd.Stdout, cmd.Stderr = req.Stderr, req.Stderr
+	}
+	exited := make(chan error, 1)
+	startErr := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the thread that started the child exits
+		// (Go issue 27505): keep this goroutine on its thread for the
+		// child's whole life.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			startErr <- err
+			return
+		}
+		startErr <- nil
+		copies.Wait()
+		exited <- cmd.Wait()
+	}()
+	if err := <-startErr; err != nil {
+		return nil, fmt.Errorf("starting runsc: %w", err)
+	}
+	_ = h.Update(func(s *JobState) {
+		s.Status = StatusRunning
+		if s.Extra == nil {
+			s.Extra = map[string]string{}
+		}
+		s.Extra["runsc_pid"] = fmt.Sprint(cmd.Process.Pid)
+	})
+	log.Info("job started", "pid", cmd.Process.Pid, "user", pl.user.Name, "profile", prof.Name)
+	if req.TTY {
+		restore, err := l.attachTTY(ctx, console, req, jlog)
+		if err != nil {
+			rs.Kill(context.Background(), id, "KILL", true)
+			<-exited
+			return nil, err
+		}
+		undo.push(func() error { restore(); return nil })
+	}
+
+	res := &Result{
+		ID: id, User: pl.user.Name, UID: uid, Command: req.Command,
+		Profile: prof.Name, ProfileDigest: prof.Digest, Log: logPath, Output: pl.outputDir,
+	}
+	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, res)
+	return res, waitErr
+}
+
+// supervise is the job's one select loop: its exit, signals, the wall clock
+// and (as the subsystems arrive) violations and renewal failures.
+func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, res *Result) error {
+	log := l.Log.With("job", id)
+	prof := pl.prof
+	wall := time.NewTimer(prof.Limits.WallTime.D())
+	defer wall.Stop()
+	var grace <-chan time.Time
+	stopping := false
+	kill := func() {
+		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			log.Warn("kill", "err", err)
+		}
+	}
+	stop := func(sig string) {
+		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rs.Kill(kctx, id, sig, true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			log.Warn("signal", "sig", sig, "err", err)
+		}
+		if !stopping {
+			stopping = true
+			grace = time.After(prof.Limits.StopGrace.D())
+		}
+	}
+	terminate := func(v violation.Violation) {
+		v.Job, v.Time, v.Action = id, time.Now().UTC(), violation.Killed
+		res.Violations = append(res.Violations, v)
+		if res.Outcome == "" {
+			if v.Kind.IsPolicy() {
+				res.Outcome, res.ExitCode = OutcomeViolation, ExitPolicy
+			} else {
+				res.Outcome, res.ExitCode = OutcomeLimit, ExitLimit
+			}
+			res.Reason = v.String()
+		}
+		log.Warn("terminating job", "violation", v.String())
+		stop("TERM")
+	}
+	done := ctx.Done()
+	for {
+		select {
+		case err := <-exited:
+			l.finish(res, err)
+			return nil
+		case s := <-sigs:
+			name := signalName(s)
+			if stopping {
+				log.Info("second signal: killing job", "sig", name)
+				kill()
+				continue
+			}
+			if res.Outcome == "" {
+				res.Outcome, res.Reason = OutcomeStopped, "stopped by "+name
+			}
+			stop(name)
+		case <-done:
+			done = nil
+			if res.Outcome == "" {
+				res.Outcome, res.Reason = OutcomeStopped, "stopped: "+context.Cause(ctx).Error()
+			}
+			stop("TERM")
+		case <-wall.C:
+			w := prof.Limits.WallTime.D()
+			terminate(violation.Violation{Kind: violation.WallTime, Limit: "limits.wall_time",
+				Measured: w.Seconds(), Threshold: w.Seconds(), Unit: "s",
+				Detail: fmt.Sprintf("ran for %s; raise limits.wall_time or pass --wall-time", w)})
+		case <-grace:
+			log.Info("stop grace over: killing job", "grace", prof.Limits.StopGrace.D())
+			kill()
+			grace = nil
+		}
+	}
+}
+
+// finish fills the result from runsc's exit status.
+func (l *Launcher) finish(res *Result, err error) {
+	status := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				status = 128 + int(ws.Signal())
+			} else {
+				status = ee.ExitCode()
+			}
+		} else {
+			status = ExitRefused
+		}
+	}
+	res.JobStatus = status
+	switch res.Outcome {
+	case OutcomeViolation, OutcomeLimit:
+		return // exit code already set
+	case OutcomeStopped:
+		res.ExitCode = status
+		return
+	}
+	res.ExitCode = status
+	switch {
+	case status == 0:
+		res.Outcome = OutcomeExited
+	case status > 128 && status < 128+65:
+		res.Outcome = OutcomeSignaled
+		res.Reason = "killed by signal " + unix.SignalName(syscall.Signal(status-128))
+	default:
+		res.Outcome = OutcomeFailed
+	}
+}
+
+func signalName(s os.Signal) string {
+	if ss, ok := s.(syscall.Signal); ok {
+		return strings.TrimPrefix(unix.SignalName(ss), "SIG")
+	}
+	return "TERM"
+}
+
+// attachTTY receives the job's pty, puts the launcher's terminal in raw
+// mode, and copies both ways (and into the log). Ctrl-C then reaches the
+// job through its own terminal, exactly as outside the sandbox.
+func (l *Launcher) attachTTY(ctx context.Context, console *sandbox.ConsoleSocket, req Request, jlog io.Writer) (func(), error) {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pty, err := console.Receive(rctx)
+	if err != nil {
+		return nil, err
+	}
+	in, _ := req.Stdin.(*os.File)
+	restore := func() { pty.Close() }
+	if in != nil && term.IsTerminal(int(in.Fd())) {
+		_ = sandbox.Resize(pty, int(in.Fd()))
+		if st, err := term.MakeRaw(int(in.Fd())); err == nil {
+			restore = func() { term.Restore(int(in.Fd()), st); pty.Close() }
+		}
+		go io.Copy(pty, in)
+		go watchWinch(ctx, pty, int(in.Fd()))
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go tee(req.Stdout, jlog, pty, &wg)
+	return restore, nil
+}
+
+func (l *Launcher) writeResult(pl *plan, res *Result) error {
+	dir := filepath.Join(l.Host.DataDir, "jobs", res.ID)
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	p := filepath.Join(dir, "result.json")
+	if err := writeOwned(p, b, int(pl.user.UID), int(pl.user.GID)); err != nil {
+		return err
+	}
+	if pl.req.ReportPath != "" {
+		rp := pl.req.ReportPath
+		if !filepath.IsAbs(rp) {
+			rp = filepath.Join(pl.codeDir, rp)
+		}
+		// The report goes where the user asked, written with the user's
+		// own permissions.
+		return asUser(int(pl.user.UID), int(pl.user.GID), pl.req.Caller.Groups, func() error {
+			return os.WriteFile(rp, b, 0o644)
+		})
+	}
+	return nil
+}
+
+func writeOwned(p string, b []byte, uid, gid int) error {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o640)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Chown(uid, gid); err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	return err
+}
+
+func writeJSON(p string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(p, b, 0o600)
+}

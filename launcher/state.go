@@ -1,0 +1,238 @@
+package launcher
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/jobstate"
+)
+
+// JobState is what the state directory says about one job. It names every
+// host resource the job owns, so gc can remove them after a crash. It never
+// holds a secret value.
+type JobState struct {
+	ID            string              `json:"id"`
+	User          string              `json:"user"`
+	UID           int                 `json:"uid"`
+	GID           int                 `json:"gid"`
+	Command       []string            `json:"command"`
+	Profile       string              `json:"profile"`
+	ProfileDigest string              `json:"profile_digest"`
+	CodeDir       string              `json:"code_dir"`
+	Created       time.Time           `json:"created"`
+	LauncherPID   int                 `json:"launcher_pid"`
+	Status        string              `json:"status"`
+	Log           string              `json:"log,omitempty"`
+	ResultPath    string              `json:"result,omitempty"`
+	Resources     []jobstate.Resource `json:"resources"`
+	Live          bool                `json:"-"` // a launcher holds the lock
+	Extra         map[string]string   `json:"extra,omitempty"`
+}
+
+// Status values.
+const (
+	StatusPreparing = "preparing"
+	StatusRunning   = "running"
+	StatusStopping  = "stopping"
+	StatusExited    = "exited"
+)
+
+// Store keeps job state directories under Dir (/run/securetrain/jobs).
+type Store struct {
+	Dir string
+}
+
+// Handle is a live launcher's hold on its job's state: the lock is held for
+// as long as the launcher lives, and released by the kernel when it dies.
+type Handle struct {
+	dir  string
+	lock *os.File
+	mu   sync.Mutex
+	st   JobState
+}
+
+// Create makes the job's state directory and takes its lock.
+func (s *Store) Create(st JobState) (*Handle, error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	dir := filepath.Join(s.Dir, st.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("state: lock %s: %w", dir, err)
+	}
+	h := &Handle{dir: dir, lock: lock, st: st}
+	if err := h.save(); err != nil {
+		h.Remove()
+		return nil, err
+	}
+	return h, nil
+}
+
+// Dir is the job's state directory.
+func (h *Handle) Dir() string { return h.dir }
+
+// Record implements jobstate.Recorder: the resource is on disk before the
+// caller creates it.
+func (h *Handle) Record(r jobstate.Resource) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.st.Resources = append(h.st.Resources, r)
+	return h.save()
+}
+
+// Update changes the state and persists it.
+func (h *Handle) Update(f func(*JobState)) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f(&h.st)
+	return h.save()
+}
+
+// State returns a copy of the current state.
+func (h *Handle) State() JobState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.st
+	st.Resources = append([]jobstate.Resource(nil), h.st.Resources...)
+	return st
+}
+
+func (h *Handle) save() error {
+	return writeJSONAtomic(filepath.Join(h.dir, "state.json"), h.st, 0o600)
+}
+
+// Remove deletes the state directory and releases the lock. Call it only
+// after every recorded resource is gone.
+func (h *Handle) Remove() error {
+	err := os.RemoveAll(h.dir)
+	if h.lock != nil {
+		h.lock.Close()
+		h.lock = nil
+	}
+	return err
+}
+
+// Release closes the lock without removing anything (the state stays for gc).
+func (h *Handle) Release() {
+	if h.lock != nil {
+		h.lock.Close()
+		h.lock = nil
+	}
+}
+
+// List returns every job under the store, with Live set when its launcher
+// still holds the lock.
+func (s *Store) List() ([]JobState, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	var out []JobState
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		st, err := s.Load(e.Name())
+		if err != nil {
+			// A directory without a readable state still belongs to gc.
+			st = JobState{ID: e.Name(), Status: "unknown"}
+		}
+		st.Live = s.live(e.Name())
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// Load reads one job's state.
+func (s *Store) Load(id string) (JobState, error) {
+	var st JobState
+	b, err := os.ReadFile(filepath.Join(s.Dir, id, "state.json"))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("state %s: %w", id, err)
+	}
+	st.Live = s.live(id)
+	return st, nil
+}
+
+// live reports whether a launcher holds the job's lock.
+func (s *Store) live(id string) bool {
+	f, err := os.OpenFile(filepath.Join(s.Dir, id, "lock"), os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return true
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// Claim takes the lock of a dead launcher's job so gc can clean it without
+// racing another gc. It fails if a launcher (or another gc) holds it.
+func (s *Store) Claim(id string) (*Handle, error) {
+	dir := filepath.Join(s.Dir, id)
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("job %s is live: %w", id, err)
+	}
+	st, _ := s.Load(id)
+	if st.ID == "" {
+		st.ID = id
+	}
+	return &Handle{dir: dir, lock: lock, st: st}, nil
+}
+
+func writeJSONAtomic(path string, v any, mode os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
