@@ -46,4 +46,3 @@ var LogsCommand = &cli.Command{
 }
 
 func uidOf() int { return os.Getuid() }
-

@@ -1,0 +1,53 @@
+# securetrain — see README.md.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/securetrain
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/securetrain/securetrain/cmd/securetrain/app.Version=$(VERSION)
+TOOLS_DIR ?= /var/cache/securetrain/tools
+RUNSC = $(shell scripts/build-runsc.sh)
+export SECURETRAIN_TOOLS := $(TOOLS_DIR)
+
+.PHONY: all build runsc vault setup setup-runtime test test-unit demo bench install clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securetrain
+
+# The pinned, static runsc (CGO_ENABLED=0), cached in $(TOOLS_DIR) and linked at bin/runsc.
+runsc:
+	@mkdir -p bin && ln -sf "$$(scripts/build-runsc.sh)" bin/runsc && echo "bin/runsc -> $$(readlink bin/runsc)"
+
+# Vault v1.13.0 (MPL-2.0) for the tests, cached in $(TOOLS_DIR).
+vault:
+	@scripts/build-vault.sh
+
+setup-runtime:
+	scripts/setup.sh runtime
+
+setup:
+	scripts/setup.sh test
+
+# Everything CI runs: setup (apt packages, runsc, Vault), build, all tests.
+test: setup build runsc
+	SECURETRAIN_BIN=$(CURDIR)/$(BIN) SECURETRAIN_RUNSC=$(CURDIR)/bin/runsc \
+	  $(GO) test -count=1 -timeout 40m ./...
+
+# Unit tests only (no root, no runsc).
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+# The sample training job under the default profile.
+demo: setup-runtime build runsc
+	SECURETRAIN_RUNSC=$(CURDIR)/bin/runsc scripts/demo.sh
+
+bench: setup-runtime build runsc
+	SECURETRAIN_BIN=$(CURDIR)/$(BIN) SECURETRAIN_RUNSC=$(CURDIR)/bin/runsc scripts/bench.sh
+
+install: build runsc
+	install -m 0755 $(BIN) /usr/local/bin/securetrain
+	install -m 0755 "$$(readlink bin/runsc)" /usr/local/bin/runsc
+
+clean:
+	rm -rf bin .bench
