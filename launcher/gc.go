@@ -88,6 +88,12 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 			}
 			rep.Orphans = append(rep.Orphans, c.ID)
 		}
+		if len(live) == 0 && len(errs) == 0 {
+			// No job lives: release what runsc keeps for all sandboxes.
+			if err := rs.ReleaseShared(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return rep, errors.Join(errs...)
 }

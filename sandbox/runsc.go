@@ -191,3 +191,7 @@ func subcommand(args []string) []string {
 	}
 	return args
 }
+
+// NullNetNS is the file under a runsc root where runsc pins the empty network
+// namespace its gofers share (runsc's specutils.NullNetNSFilename).
+const NullNetNS = "null-netns"
