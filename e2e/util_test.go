@@ -47,7 +47,7 @@ func errorsAs(err error, target any) bool { return err != nil && errors.As(err, 
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-func pythonWithTorch(t *testing.T) string { return testenv.Python(t) }
+func pythonWithTorch(t testing.TB) string { return testenv.Python(t) }
 
 func testenvLook(t *testing.T, name string) string {
 	t.Helper()

@@ -28,12 +28,14 @@ import (
 // it. A non-nil error with a nil Result means the job never started
 // (*RefusedError); teardown errors come back joined with a Result.
 func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) (*Result, error) {
+	t0 := time.Now()
 	pl, err := l.prepare(ctx, req)
 	if err != nil {
 		return nil, &RefusedError{err}
 	}
 	id := NewID()
 	log := l.Log.With("job", id)
+	log.Debug("prepared", "took", time.Since(t0))
 	store := l.Store()
 	h, err := store.Create(JobState{
 		ID: id, User: pl.user.Name, UID: int(pl.user.UID), GID: int(pl.user.GID),
@@ -196,6 +198,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if err := writeJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
 		return nil, err
 	}
+	log.Debug("bundle written", "bundle", bundle, "mounts", len(spec.Mounts))
 
 	// Start.
 	rs := l.runsc()
