@@ -433,6 +433,18 @@ func (l *Launcher) attachTTY(ctx context.Context, console *sandbox.ConsoleSocket
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go tee(req.Stdout, jlog, pty, &wg)
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	// Before the terminal is restored, let the job's last output through
+	// (the pty reads EOF once the sandbox has closed its side).
+	inner := restore
+	restore = func() {
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		inner()
+	}
 	return restore, nil
 }
 

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -62,6 +63,9 @@ func (c *ConsoleSocket) Receive(ctx context.Context) (*os.File, error) {
 func (c *ConsoleSocket) Close() error {
 	err := c.ln.Close()
 	os.Remove(c.Path)
+	if errors.Is(err, net.ErrClosed) {
+		return nil // Receive already closed it
+	}
 	return err
 }
 
