@@ -188,7 +188,7 @@ func TestTamperDetected(t *testing.T) {
 		{"inserted copy", append(append(append([]string(nil), lines[:5]...),
 			rehash(t, lines[4], func(b *body) { b.Seq = ev4.Seq + 1; b.Prev = ev4.Hash; b.User = "mallory" })), lines[5:]...), 6, Inserted},
 		{"inserted raw duplicate", append(append(append([]string(nil), lines[:5]...), lines[4]), lines[5:]...), 6, Inserted},
-		{"swapped", append(append(append(append([]string(nil), lines[:3]...), lines[4], lines[3]), lines[5:]...)), 4, Reordered},
+		{"swapped", append(append(append([]string(nil), lines[:3]...), lines[4], lines[3]), lines[5:]...), 4, Reordered},
 		{"edited prev", replace(4, rehash(t, lines[4], func(b *body) { b.Prev = ev3.Prev })), 5, Replaced},
 		{"torn tail", replace(9, lines[9][:40]), 10, Torn},
 	}
