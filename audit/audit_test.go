@@ -310,13 +310,10 @@ func TestSecretGuard(t *testing.T) {
 		}
 	}
 	bad := map[string]Payload{
-		"token":          Custom{Type: "x", Fields: map[string]any{"token": "abc"}},
-		"client_token":   Custom{Type: "x", Fields: map[string]any{"auth": map[string]any{"client_token": "abc"}}},
-		"secret_id":      Custom{Type: "x", Fields: map[string]any{"secret_id": "abc"}},
-		"Password":       Custom{Type: "x", Fields: map[string]any{"DB-Password": "abc"}},
-		"vault token":    Custom{Type: "x", Fields: map[string]any{"note": "hvs.CAESIJlU0123456789abcdefghij"}},
-		"env assignment": JobStart{Command: []string{"env", "VAULT_TOKEN=abc", "python"}},
-		"flag":           JobStart{Command: []string{"train", "--password=hunter2"}},
+		"token":        Custom{Type: "x", Fields: map[string]any{"token": "abc"}},
+		"client_token": Custom{Type: "x", Fields: map[string]any{"auth": map[string]any{"client_token": "abc"}}},
+		"secret_id":    Custom{Type: "x", Fields: map[string]any{"secret_id": "abc"}},
+		"Password":     Custom{Type: "x", Fields: map[string]any{"DB-Password": "abc"}},
 	}
 	for name, p := range bad {
 		_, err := l.Append(ctx, "j", "u", p)
@@ -327,6 +324,26 @@ func TestSecretGuard(t *testing.T) {
 	}
 	if seq, _, _ := l.Head(); seq != uint64(len(ok)) {
 		t.Errorf("head seq %d, want %d: a refused event was written", seq, len(ok))
+	}
+	// Values are redacted, the event is written.
+	ev, err := l.Append(ctx, "j", "u", JobStart{UID: 1 << 40, Command: []string{"env", "VAULT_TOKEN=abc", "python", "--db-password=hunter2", "--lr=1"},
+		Allowlist: []string{"hvs.CAESIJlU0123456789abcdefghij"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(ev.Data)
+	for _, leak := range []string{"abc", "hunter2", "hvs.CAES"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("secret %q written: %s", leak, got)
+		}
+	}
+	for _, want := range []string{`"VAULT_TOKEN=[REDACTED]"`, `"--db-password=[REDACTED]"`, `"--lr=1"`, `"uid":1099511627776`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("data lacks %s: %s", want, got)
+		}
+	}
+	if b, _ := os.ReadFile(l.Path()); strings.Contains(string(b), "hunter2") {
+		t.Error("secret reached the file")
 	}
 }
 
@@ -476,3 +493,23 @@ func benchAppend(b *testing.B, opts Options) {
 
 func BenchmarkAppendFsync(b *testing.B)  { benchAppend(b, Options{}) }
 func BenchmarkAppendNoSync(b *testing.B) { benchAppend(b, Options{NoSync: true}) }
+
+func BenchmarkVerify(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "audit.jsonl")
+	l, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 10000 {
+		l.Append(ctx, "job-"+strconv.Itoa(i/10), "alice", Exit{Code: 0, Outcome: "success", Usage: json.RawMessage(`{"cpu_seconds":1.5}`)})
+	}
+	l.Close(ctx)
+	data, _ := os.ReadFile(path)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if err := Verify(bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(10000*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}

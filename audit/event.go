@@ -17,11 +17,15 @@
 // Every writer (launchers, the daemon, the Slurm epilog, gc) appends through
 // Log, which serializes writers across processes with flock on the log file.
 // Payloads never carry secret values: Append refuses a payload with a member
-// named like a credential (token, password, secret_id, ...) or a string that
-// looks like a Vault token.
+// named like a credential (token, password, secret_id, ...), and redacts a
+// string that looks like a Vault token or assigns a credential-named key
+// (VAULT_TOKEN=..., --password=...). A secret passed as a separate argument
+// ("--password", "hunter2") cannot be recognized: profiles deliver
+// credentials as files, never on the command line.
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -223,36 +227,53 @@ func looksLikeVaultToken(s string) bool {
 	return false
 }
 
-// checkSecrets walks decoded JSON and refuses credential-named members and
-// token-shaped strings.
-func checkSecrets(path string, v any) error {
+// Redacted replaces a secret-looking value in a payload.
+const Redacted = "[REDACTED]"
+
+// scrubSecrets walks decoded JSON: a member named like a credential is an
+// error (a payload type must never carry one); a string that looks like a
+// Vault token, or assigns a credential-named key (VAULT_TOKEN=…,
+// --password=…, as in a command line or environment), has its value
+// replaced by Redacted. It reports whether anything was replaced.
+func scrubSecrets(path string, v any) (any, bool, error) {
 	switch x := v.(type) {
 	case map[string]any:
+		changed := false
 		for k, e := range x {
 			p := path + "." + k
 			if secretName(k) {
-				return &SecretFieldError{Path: p, Reason: "its name marks a credential"}
+				return nil, false, &SecretFieldError{Path: p, Reason: "its name marks a credential"}
 			}
-			if err := checkSecrets(p, e); err != nil {
-				return err
+			ne, c, err := scrubSecrets(p, e)
+			if err != nil {
+				return nil, false, err
+			}
+			if c {
+				x[k], changed = ne, true
 			}
 		}
+		return x, changed, nil
 	case []any:
+		changed := false
 		for i, e := range x {
-			if err := checkSecrets(fmt.Sprintf("%s[%d]", path, i), e); err != nil {
-				return err
+			ne, c, err := scrubSecrets(fmt.Sprintf("%s[%d]", path, i), e)
+			if err != nil {
+				return nil, false, err
+			}
+			if c {
+				x[i], changed = ne, true
 			}
 		}
+		return x, changed, nil
 	case string:
 		if looksLikeVaultToken(x) {
-			return &SecretFieldError{Path: path, Reason: "its value looks like a Vault token"}
+			return Redacted, true, nil
 		}
-		// KEY=VALUE strings (command lines, environments) with a credential key.
-		if k, _, ok := strings.Cut(x, "="); ok && k != "" && !strings.ContainsAny(k, " /") && secretName(strings.TrimLeft(k, "-")) {
-			return &SecretFieldError{Path: path, Reason: fmt.Sprintf("it assigns %s", k)}
+		if k, val, ok := strings.Cut(x, "="); ok && k != "" && val != "" && !strings.ContainsAny(k, " /") && secretName(strings.TrimLeft(k, "-")) {
+			return k + "=" + Redacted, true, nil
 		}
 	}
-	return nil
+	return v, false, nil
 }
 
 func validType(t Type) bool {
@@ -285,12 +306,20 @@ func encodeData(p Payload) (json.RawMessage, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, fmt.Errorf("audit %s payload encodes as %.20s: want a JSON object", p.AuditType(), b)
 	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // re-encoding keeps numbers exact
 	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("audit %s payload: %w", p.AuditType(), err)
 	}
-	if err := checkSecrets("data", v); err != nil {
+	v, changed, err := scrubSecrets("data", v)
+	if err != nil {
 		return nil, err
+	}
+	if changed {
+		if b, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("audit %s payload: %w", p.AuditType(), err)
+		}
 	}
 	return b, nil
 }
