@@ -53,7 +53,7 @@ func fixedNow() func() time.Time {
 
 // sampleLog writes n events of the kinds the launcher writes and returns the
 // path and the lines.
-func sampleLog(t *testing.T, n int, opts Options) (string, []string) {
+func sampleLog(t testing.TB, n int, opts Options) (string, []string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	if opts.Now == nil {
@@ -82,7 +82,7 @@ func sampleLog(t *testing.T, n int, opts Options) (string, []string) {
 	return path, readLines(t, path)
 }
 
-func readLines(t *testing.T, path string) []string {
+func readLines(t testing.TB, path string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
