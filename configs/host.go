@@ -114,9 +114,9 @@ func (h *Host) Validate() error {
 	if h.Version != CurrentVersion {
 		add("version", "unsupported version %d; this build reads version: %d", h.Version, CurrentVersion)
 	}
-	for f, p := range map[string]string{"state_dir": h.StateDir, "data_dir": h.DataDir, "profile_dir": h.ProfileDir, "audit.path": h.Audit.Path} {
-		if !path.IsAbs(p) {
-			add(f, "must be an absolute path, got %q", p)
+	for _, d := range []struct{ field, path string }{{"state_dir", h.StateDir}, {"data_dir", h.DataDir}, {"profile_dir", h.ProfileDir}, {"audit.path", h.Audit.Path}} {
+		if !path.IsAbs(d.path) {
+			add(d.field, "must be an absolute path, got %q", d.path)
 		}
 	}
 	if h.Runsc != "" && !path.IsAbs(h.Runsc) {
@@ -134,10 +134,11 @@ func (h *Host) Validate() error {
 // means all defaults; a missing file named explicitly is an error.
 func LoadHost(file string, explicit bool) (*Host, error) {
 	var h Host
+	var lines fieldLines
 	data, err := os.ReadFile(file)
 	switch {
 	case err == nil:
-		if err := decodeStrict(file, data, &h); err != nil {
+		if lines, err = decodeStrict(file, data, &h); err != nil {
 			return nil, err
 		}
 		if h.Version == 0 {
@@ -150,6 +151,7 @@ func LoadHost(file string, explicit bool) (*Host, error) {
 	h.Source = file
 	h.SetDefaults()
 	if err := h.Validate(); err != nil {
+		annotate(err, file, lines)
 		return nil, err
 	}
 	return &h, nil

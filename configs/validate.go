@@ -3,6 +3,7 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"slices"
@@ -19,6 +20,7 @@ const (
 	MaxPids     = 4 << 20
 	MaxWallTime = 30 * 24 * time.Hour
 	MinScratch  = 1 << 20
+	MaxGPUs     = 64 // bound on a GPU count and on GPU indices
 )
 
 var (
@@ -36,7 +38,7 @@ func (p *Profile) Validate() error {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	l := p.Limits
-	if l.CPUs < 0.01 || l.CPUs > MaxCPUs {
+	if !(l.CPUs >= 0.01 && l.CPUs <= MaxCPUs) { // also refuses NaN
 		add("limits.cpus", "must be between 0.01 and %d, got %g", MaxCPUs, l.CPUs)
 	}
 	if l.Memory < MinMemory || l.Memory > MaxMemory {
@@ -45,20 +47,23 @@ func (p *Profile) Validate() error {
 	if l.Pids < MinPids || l.Pids > MaxPids {
 		add("limits.pids", "must be between %d and %d, got %d", MinPids, MaxPids, l.Pids)
 	}
-	if l.WallTime.D() <= 0 || l.WallTime.D() > MaxWallTime {
+	if l.WallTime.D() < time.Second || l.WallTime.D() > MaxWallTime {
 		add("limits.wall_time", "must be between 1s and 720h, got %s", l.WallTime)
 	}
-	if l.Scratch < MinScratch {
-		add("limits.scratch", "must be at least 1MiB, got %s", l.Scratch)
+	if l.Scratch < MinScratch || l.Scratch > MaxMemory {
+		add("limits.scratch", "must be between 1MiB and 16TiB, got %s", l.Scratch)
 	}
 	if l.Shm < MinScratch || l.Shm > l.Memory {
 		add("limits.shm", "must be between 1MiB and limits.memory (%s), got %s", l.Memory, l.Shm)
 	}
-	if l.CPUSeconds < 0 {
-		add("limits.cpu_seconds", "must not be negative")
+	if !(l.CPUSeconds >= 0) || math.IsInf(l.CPUSeconds, 0) {
+		add("limits.cpu_seconds", "must be a non-negative number (0: no budget), got %g", l.CPUSeconds)
 	}
-	if l.GPUSeconds < 0 {
-		add("limits.gpu_seconds", "must not be negative")
+	if !(l.GPUSeconds >= 0) || math.IsInf(l.GPUSeconds, 0) {
+		add("limits.gpu_seconds", "must be a non-negative number (0: no budget), got %g", l.GPUSeconds)
+	}
+	if l.GPUs.Count > MaxGPUs || slices.ContainsFunc(l.GPUs.Indices, func(i int) bool { return i >= MaxGPUs }) {
+		add("limits.gpus", "must be all, none, a count up to %d or indices below %d, got %s", MaxGPUs, MaxGPUs, l.GPUs)
 	}
 	if l.StopGrace.D() > 10*time.Minute {
 		add("limits.stop_grace", "must be at most 10m, got %s", l.StopGrace)
@@ -70,11 +75,11 @@ func (p *Profile) Validate() error {
 	if s.Python != "" && !path.IsAbs(s.Python) {
 		add("sandbox.python", "must be an absolute path to an interpreter, got %q", s.Python)
 	}
-	if strings.ContainsRune(s.Output, 0) {
-		add("sandbox.output", "must be a path")
+	if !relInside(s.Output) {
+		add("sandbox.output", "must be a relative path inside the code directory without .., got %q", s.Output)
 	}
 	for i, m := range s.Mask {
-		if m == "" || path.IsAbs(m) || slices.Contains(strings.Split(m, "/"), "..") {
+		if !relInside(m) {
 			add(fmt.Sprintf("sandbox.mask[%d]", i), "must be a relative path inside the code directory without .., got %q", m)
 		}
 	}
@@ -127,14 +132,15 @@ func (p *Profile) Validate() error {
 		if len(sec.Files) == 0 && len(sec.Env) == 0 {
 			add(f, "maps no field; give files: or env:")
 		}
-		for field, dst := range sec.Files {
+		for _, field := range sortedKeys(sec.Files) {
+			dst := sec.Files[field]
 			if !strings.HasPrefix(path.Clean(dst), "/run/secrets/") {
-				add(f+".files."+field, "must be a path under /run/secrets/, got %q", dst)
+				add(join(f+".files", field), "must be a path under /run/secrets/, got %q", dst)
 			}
 		}
-		for name := range sec.Env {
+		for _, name := range sortedKeys(sec.Env) {
 			if err := checkEnvName(name); err != nil {
-				add(f+".env."+name, "%v", err)
+				add(join(f+".env", name), "%v", err)
 			}
 		}
 	}
@@ -166,12 +172,28 @@ func (p *Profile) Validate() error {
 			add(fmt.Sprintf("env.pass[%d]", i), "%v", err)
 		}
 	}
-	for name := range p.Env.Set {
+	for _, name := range sortedKeys(p.Env.Set) {
 		if err := checkEnvName(name); err != nil {
-			add("env.set."+name, "%v", err)
+			add(join("env.set", name), "%v", err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// relInside reports whether p is a non-empty relative path that stays inside
+// its base directory.
+func relInside(p string) bool {
+	return p != "" && !path.IsAbs(p) && !strings.ContainsRune(p, 0) &&
+		!slices.Contains(strings.Split(p, "/"), "..")
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // checkEnvName refuses variable names that must never reach a job: the
