@@ -286,6 +286,15 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 				return &FieldError{File: d.file, Line: n.Line, Field: path, Msg: "want a plain string, got !!binary"}
 			}
 		}
+		switch v.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			// yaml.v3 truncates a float into an integer ("pids: 1.5" is 1,
+			// "version: 1.9" is 1); only integers are integers.
+			if n.ShortTag() != "!!int" && n.ShortTag() != "!!null" {
+				return &FieldError{File: d.file, Line: n.Line, Field: path, Msg: fmt.Sprintf("want %s, got %q", typeName(v.Type()), n.Value)}
+			}
+		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
 			return &FieldError{File: d.file, Line: n.Line, Field: path, Msg: fmt.Sprintf("want %s, got %q", typeName(v.Type()), n.Value)}
 		}
