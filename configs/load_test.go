@@ -317,3 +317,34 @@ func TestIsProfilePath(t *testing.T) {
 		}
 	}
 }
+
+func TestListProfilesAdminDirIsReadNotGlobbed(t *testing.T) {
+	root := t.TempDir()
+	admin := filepath.Join(root, "p[1]")
+	other := filepath.Join(root, "p1") // what the pattern p[1] would match
+	for _, d := range []string{admin, other} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, admin, "mine.yaml", "version: 1\ndescription: mine\n")
+	writeFile(t, other, "theirs.yaml", "version: 1\ndescription: theirs\n")
+	writeFile(t, admin, "bad name.yaml", "version: 1\n")
+	if err := os.Mkdir(filepath.Join(admin, "dir.yaml"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	refs, err := ListProfiles(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range refs {
+		names = append(names, r.Name)
+	}
+	if got := strings.Join(names, " "); got != "default gpu mine" {
+		t.Errorf("ListProfiles(%s) = %s, want default gpu mine", admin, got)
+	}
+	if refs, err := ListProfiles(filepath.Join(root, "missing")); err != nil || len(refs) != 2 {
+		t.Errorf("ListProfiles(missing dir) = %v, %v; want the shipped profiles and no error", refs, err)
+	}
+}
