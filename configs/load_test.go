@@ -126,8 +126,8 @@ env:
   pass: &names [HOME, USER]
 vault: {token_role: job, policies: *names}
 secrets:
-- &s {path: kv/a, env: {A: a}}
-- *s
+- {path: &p kv/a, env: {A: a}}
+- {path: *p, env: {B: b}}
 limits: {gpus: [0, &two 2], cpus: *two}
 `))
 	if err != nil {

@@ -124,6 +124,27 @@ func (p *Profile) Validate() error {
 	if !slices.Contains([]string{"stop", "continue"}, p.Vault.OnRenewFailure) {
 		add("vault.on_renew_failure", "must be stop or continue, got %q", p.Vault.OnRenewFailure)
 	}
+	// Each variable and each secret file comes from one place only: which
+	// of two would win is up to the launcher, not visible in the profile.
+	envFrom := map[string]string{}
+	envOnce := func(field, name string) {
+		if first, ok := envFrom[name]; ok {
+			add(field, "sets %s, as %s does; give each variable once", name, first)
+			return
+		}
+		envFrom[name] = field
+	}
+	secretFiles := map[string]string{}
+	for i, name := range p.Env.Pass {
+		if checkEnvName(name) == nil {
+			envOnce(fmt.Sprintf("env.pass[%d]", i), name)
+		}
+	}
+	for _, name := range sortedKeys(p.Env.Set) {
+		if checkEnvName(name) == nil {
+			envOnce(join("env.set", name), name)
+		}
+	}
 	for i, sec := range p.Secrets {
 		f := fmt.Sprintf("secrets[%d]", i)
 		if sec.Path == "" || strings.HasPrefix(sec.Path, "/") {
@@ -133,14 +154,20 @@ func (p *Profile) Validate() error {
 			add(f, "maps no field; give files: or env:")
 		}
 		for _, field := range sortedKeys(sec.Files) {
-			dst := sec.Files[field]
+			dst, fp := sec.Files[field], join(f+".files", field)
 			if !strings.HasPrefix(path.Clean(dst), "/run/secrets/") {
-				add(join(f+".files", field), "must be a path under /run/secrets/, got %q", dst)
+				add(fp, "must be a path under /run/secrets/, got %q", dst)
+			} else if first, ok := secretFiles[path.Clean(dst)]; ok {
+				add(fp, "writes %s, as %s does; give each file once", path.Clean(dst), first)
+			} else {
+				secretFiles[path.Clean(dst)] = fp
 			}
 		}
 		for _, name := range sortedKeys(sec.Env) {
 			if err := checkEnvName(name); err != nil {
 				add(join(f+".env", name), "%v", err)
+			} else {
+				envOnce(join(f+".env", name), name)
 			}
 		}
 	}
