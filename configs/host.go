@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path"
 )
@@ -121,6 +122,21 @@ func (h *Host) Validate() error {
 	}
 	if h.Runsc != "" && !path.IsAbs(h.Runsc) {
 		add("runsc", "must be an absolute path, got %q", h.Runsc)
+	}
+	if _, err := netip.ParsePrefix(h.Network.Pool); err != nil {
+		add("network.pool", "must be an address range such as 100.127.0.0/17, got %q", h.Network.Pool)
+	}
+	for i, r := range h.Network.InternalRanges {
+		if _, err := netip.ParsePrefix(r); err != nil {
+			add(fmt.Sprintf("network.internal_ranges[%d]", i), "must be an address range such as 10.0.0.0/8, got %q", r)
+		}
+	}
+	for i, u := range h.Network.Upstreams {
+		if _, err := netip.ParseAddr(u); err != nil {
+			if _, err := netip.ParseAddrPort(u); err != nil {
+				add(fmt.Sprintf("network.upstreams[%d]", i), "must be a resolver address such as 127.0.0.53 or 127.0.0.53:53, got %q", u)
+			}
+		}
 	}
 	switch h.Vault.Auth.Method {
 	case "", "token", "approle", "jwt", "cert":
