@@ -58,7 +58,7 @@ func ParseByteSize(s string) (ByteSize, error) {
 			return 0, fmt.Errorf("want a size such as 512MiB or 8GiB, got %q", s)
 		}
 		var carry uint64
-		n, carry = bits.Add64(n, uint64(f*float64(mult)), 0) // f*mult < mult
+		n, carry = bits.Add64(n, uint64(f*float64(mult)), 0) // f*mult <= mult: a carry only at the top
 		if carry != 0 {
 			return 0, tooLarge
 		}
