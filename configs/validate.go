@@ -24,10 +24,13 @@ const (
 )
 
 var (
-	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	hexSHA   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	platform = []string{"systrap", "ptrace", "kvm"}
-	gpuCaps  = []string{"compute", "utility", "graphics", "video"}
+	envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	hexSHA  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// secretField is a field of a Vault secret's data, as files: and env:
+	// name it. "<<", "" or "a: b" would not survive being written back out.
+	secretField = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	platform    = []string{"systrap", "ptrace", "kvm"}
+	gpuCaps     = []string{"compute", "utility", "graphics", "video"}
 )
 
 // Validate runs every check and returns all failures joined, each a
@@ -155,7 +158,9 @@ func (p *Profile) Validate() error {
 		}
 		for _, field := range sortedKeys(sec.Files) {
 			dst, fp := sec.Files[field], join(f+".files", field)
-			if !strings.HasPrefix(path.Clean(dst), "/run/secrets/") {
+			if !secretField.MatchString(field) {
+				add(fp, "names a secret field %q; a field name holds letters, digits, '_', '-' and '.'", field)
+			} else if !strings.HasPrefix(path.Clean(dst), "/run/secrets/") {
 				add(fp, "must be a path under /run/secrets/, got %q", dst)
 			} else if first, ok := secretFiles[path.Clean(dst)]; ok {
 				add(fp, "writes %s, as %s does; give each file once", path.Clean(dst), first)
@@ -166,6 +171,8 @@ func (p *Profile) Validate() error {
 		for _, name := range sortedKeys(sec.Env) {
 			if err := checkEnvName(name); err != nil {
 				add(join(f+".env", name), "%v", err)
+			} else if field := sec.Env[name]; !secretField.MatchString(field) {
+				add(join(f+".env", name), "names a secret field %q; a field name holds letters, digits, '_', '-' and '.'", field)
 			} else {
 				envOnce(join(f+".env", name), name)
 			}
