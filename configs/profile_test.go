@@ -58,6 +58,8 @@ func TestParseProfileErrors(t *testing.T) {
 		{"list for bool", "version: 1\nnetwork: {unrestricted: []}\n", "p.yaml:2: network.unrestricted: want true or false, got a list"},
 		{"non-scalar key", "version: 1\nlimits:\n  ? [a]\n  : 1\n", "p.yaml:3: limits: has a key that is a list; keys must be plain names"},
 		{"merge key", "version: 1\nlimits: &l {cpus: 1}\nsandbox:\n  <<: *l\n", "p.yaml:4: sandbox.<<: merge keys (<<) are not supported; write the fields out"},
+		{"null tag with a value", "version: 1\nlimits: {cpus: !!null 5}\n", `p.yaml:2: limits.cpus: want a number, got "5"`},
+		{"str tag on a number", "version: 1\nlimits: {pids: !!str 100}\n", `p.yaml:2: limits.pids: want an integer, got "100"`},
 		{"version as string", "version: \"1\"\n", `p.yaml:1: version: want an integer, got "1"`},
 		{"version missing", "name: x\n", "p.yaml: version: missing; this build reads version: 1"},
 		{"version null", "version: ~\n", "p.yaml: version: missing; this build reads version: 1"},
@@ -214,5 +216,21 @@ func TestParseProfileErrors(t *testing.T) {
 				t.Errorf("error %T is not a *FieldError", err)
 			}
 		})
+	}
+}
+
+func TestFieldErrorFormat(t *testing.T) {
+	for _, tt := range []struct {
+		e    FieldError
+		want string
+	}{
+		{FieldError{File: "f.yaml", Line: 3, Field: "limits.cpus", Msg: "bad"}, "f.yaml:3: limits.cpus: bad"},
+		{FieldError{File: "f.yaml", Field: "version", Msg: "missing"}, "f.yaml: version: missing"},
+		{FieldError{Field: "limits.cpus", Msg: "bad"}, "limits.cpus: bad"},
+		{FieldError{File: "f.yaml", Line: 1, Msg: "not valid YAML"}, "f.yaml:1: not valid YAML"},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("%+v.Error() = %q, want %q", tt.e, got, tt.want)
+		}
 	}
 }
