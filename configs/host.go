@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path"
 )
@@ -114,13 +115,28 @@ func (h *Host) Validate() error {
 	if h.Version != CurrentVersion {
 		add("version", "unsupported version %d; this build reads version: %d", h.Version, CurrentVersion)
 	}
-	for f, p := range map[string]string{"state_dir": h.StateDir, "data_dir": h.DataDir, "profile_dir": h.ProfileDir, "audit.path": h.Audit.Path} {
-		if !path.IsAbs(p) {
-			add(f, "must be an absolute path, got %q", p)
+	for _, d := range []struct{ field, path string }{{"state_dir", h.StateDir}, {"data_dir", h.DataDir}, {"profile_dir", h.ProfileDir}, {"audit.path", h.Audit.Path}} {
+		if !path.IsAbs(d.path) {
+			add(d.field, "must be an absolute path, got %q", d.path)
 		}
 	}
 	if h.Runsc != "" && !path.IsAbs(h.Runsc) {
 		add("runsc", "must be an absolute path, got %q", h.Runsc)
+	}
+	if _, err := netip.ParsePrefix(h.Network.Pool); err != nil {
+		add("network.pool", "must be an address range such as 100.127.0.0/17, got %q", h.Network.Pool)
+	}
+	for i, r := range h.Network.InternalRanges {
+		if _, err := netip.ParsePrefix(r); err != nil {
+			add(fmt.Sprintf("network.internal_ranges[%d]", i), "must be an address range such as 10.0.0.0/8, got %q", r)
+		}
+	}
+	for i, u := range h.Network.Upstreams {
+		if _, err := netip.ParseAddr(u); err != nil {
+			if _, err := netip.ParseAddrPort(u); err != nil {
+				add(fmt.Sprintf("network.upstreams[%d]", i), "must be a resolver address such as 127.0.0.53 or 127.0.0.53:53, got %q", u)
+			}
+		}
 	}
 	switch h.Vault.Auth.Method {
 	case "", "token", "approle", "jwt", "cert":
@@ -134,10 +150,11 @@ func (h *Host) Validate() error {
 // means all defaults; a missing file named explicitly is an error.
 func LoadHost(file string, explicit bool) (*Host, error) {
 	var h Host
+	var lines fieldLines
 	data, err := os.ReadFile(file)
 	switch {
 	case err == nil:
-		if err := decodeStrict(file, data, &h); err != nil {
+		if lines, err = decodeStrict(file, data, &h); err != nil {
 			return nil, err
 		}
 		if h.Version == 0 {
@@ -150,6 +167,7 @@ func LoadHost(file string, explicit bool) (*Host, error) {
 	h.Source = file
 	h.SetDefaults()
 	if err := h.Validate(); err != nil {
+		annotate(err, file, lines)
 		return nil, err
 	}
 	return &h, nil

@@ -85,12 +85,19 @@ func ListProfiles(adminDir string) ([]ProfileRef, error) {
 	}
 	var errs []error
 	if adminDir != "" {
-		files, err := filepath.Glob(filepath.Join(adminDir, "*.yaml"))
-		if err != nil {
-			return nil, err
+		// os.ReadDir, not filepath.Glob: a directory name holding * or [
+		// must not match other directories, and an unreadable directory is
+		// an error rather than an empty list.
+		ents, err := os.ReadDir(adminDir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("profile directory %s: %w", adminDir, unwrapPathErr(err)))
 		}
-		for _, f := range files {
-			name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		for _, e := range ents {
+			name, ok := strings.CutSuffix(e.Name(), ".yaml")
+			if !ok || e.IsDir() || !validName(name) {
+				continue
+			}
+			f := filepath.Join(adminDir, e.Name())
 			r := ProfileRef{Name: name, Source: f, Admin: true}
 			data, err := os.ReadFile(f)
 			if err == nil {

@@ -134,6 +134,10 @@ func (g *GPUSet) UnmarshalYAML(n *yaml.Node) error {
 	case yaml.SequenceNode:
 		parts := make([]string, len(n.Content))
 		for i, c := range n.Content {
+			c = resolve(c)
+			if c.Kind != yaml.ScalarNode {
+				return fmt.Errorf("want a list of GPU indices such as [0, 1], got %s in the list", kindName(c))
+			}
 			parts[i] = c.Value
 		}
 		if len(parts) == 0 {
@@ -147,11 +151,17 @@ func (g *GPUSet) UnmarshalYAML(n *yaml.Node) error {
 		*g = v
 		return nil
 	}
-	return fmt.Errorf("want all, none, a count or a list of GPU indices")
+	return fmt.Errorf("want all, none, a count or a list of GPU indices, got %s", kindName(n))
 }
 
-// MarshalYAML implements yaml.Marshaler.
-func (g GPUSet) MarshalYAML() (any, error) { return g.String(), nil }
+// MarshalYAML implements yaml.Marshaler. Indices are written as a list: a
+// single index written as "0" would read back as a count of zero GPUs.
+func (g GPUSet) MarshalYAML() (any, error) {
+	if !g.All && len(g.Indices) > 0 {
+		return g.Indices, nil
+	}
+	return g.String(), nil
+}
 
 // Sandbox says what the job sees.
 type Sandbox struct {
@@ -234,35 +244,27 @@ type Integrity struct {
 }
 
 // ParseProfile decodes and validates a profile. file names it in errors.
+// Every error is a *FieldError, or an errors.Join of them (one per line),
+// each naming the file and, where known, the line.
 func ParseProfile(file string, data []byte) (*Profile, error) {
 	var p Profile
-	if err := decodeStrict(file, data, &p); err != nil {
+	lines, err := decodeStrict(file, data, &p)
+	if err != nil {
 		return nil, err
 	}
 	if p.Version == 0 {
 		return nil, &FieldError{File: file, Field: "version", Msg: "missing; this build reads version: 1"}
 	}
 	if p.Version != CurrentVersion {
-		return nil, &FieldError{File: file, Field: "version", Msg: fmt.Sprintf("unsupported version %d; this build reads version: %d", p.Version, CurrentVersion)}
+		return nil, &FieldError{File: file, Line: lines.line("version"), Field: "version", Msg: fmt.Sprintf("unsupported version %d; this build reads version: %d", p.Version, CurrentVersion)}
 	}
 	p.SetDefaults()
 	if err := p.Validate(); err != nil {
-		var fe *FieldError
-		if ok := asFieldError(err, &fe); ok && fe.File == "" {
-			fe.File = file
-		}
+		annotate(err, file, lines)
 		return nil, err
 	}
 	sum := sha256.Sum256(data)
 	p.Digest = "sha256:" + hex.EncodeToString(sum[:])
 	p.Source = file
 	return &p, nil
-}
-
-func asFieldError(err error, fe **FieldError) bool {
-	e, ok := err.(*FieldError)
-	if ok {
-		*fe = e
-	}
-	return ok
 }

@@ -2,6 +2,8 @@ package configs
 
 import (
 	"fmt"
+	"math/bits"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +25,11 @@ var byteUnits = []struct {
 	{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"B", 1},
 }
 
-// ParseByteSize parses "8GiB", "512M", "1024".
+var sizeNumber = regexp.MustCompile(`^([0-9]+)(?:\.([0-9]+))?$`)
+
+// ParseByteSize parses "8GiB", "512M", "1.5GiB", "1024". Only decimal digits
+// with an optional fraction are read (no signs, exponents, NaN or Inf), and a
+// size that does not fit in 64 bits is an error, never a wrapped value.
 func ParseByteSize(s string) (ByteSize, error) {
 	t := strings.TrimSpace(s)
 	mult := uint64(1)
@@ -33,17 +39,37 @@ func ParseByteSize(s string) (ByteSize, error) {
 			break
 		}
 	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || t == "" {
+	m := sizeNumber.FindStringSubmatch(t)
+	if m == nil {
 		return 0, fmt.Errorf("want a size such as 512MiB or 8GiB, got %q", s)
 	}
-	return ByteSize(f * float64(mult)), nil
+	tooLarge := fmt.Errorf("want a size below 16EiB, got %q", s)
+	whole, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		return 0, tooLarge
+	}
+	hi, n := bits.Mul64(whole, mult)
+	if hi != 0 {
+		return 0, tooLarge
+	}
+	if m[2] != "" && mult > 1 {
+		f, err := strconv.ParseFloat("0."+m[2], 64)
+		if err != nil {
+			return 0, fmt.Errorf("want a size such as 512MiB or 8GiB, got %q", s)
+		}
+		var carry uint64
+		n, carry = bits.Add64(n, uint64(f*float64(mult)), 0) // f*mult <= mult: a carry only at the top
+		if carry != 0 {
+			return 0, tooLarge
+		}
+	}
+	return ByteSize(n), nil
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a size such as 512MiB or 8GiB")
+		return fmt.Errorf("want a size such as 512MiB or 8GiB, got %s", kindName(n))
 	}
 	v, err := ParseByteSize(n.Value)
 	if err != nil {
@@ -75,7 +101,7 @@ type Duration time.Duration
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a duration such as 30s or 2h")
+		return fmt.Errorf("want a duration such as 30s or 2h, got %s", kindName(n))
 	}
 	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
 	if err != nil || v < 0 {

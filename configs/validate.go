@@ -3,6 +3,7 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"slices"
@@ -19,13 +20,17 @@ const (
 	MaxPids     = 4 << 20
 	MaxWallTime = 30 * 24 * time.Hour
 	MinScratch  = 1 << 20
+	MaxGPUs     = 64 // bound on a GPU count and on GPU indices
 )
 
 var (
-	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	hexSHA   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	platform = []string{"systrap", "ptrace", "kvm"}
-	gpuCaps  = []string{"compute", "utility", "graphics", "video"}
+	envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	hexSHA  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// secretField is a field of a Vault secret's data, as files: and env:
+	// name it. "<<", "" or "a: b" would not survive being written back out.
+	secretField = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	platform    = []string{"systrap", "ptrace", "kvm"}
+	gpuCaps     = []string{"compute", "utility", "graphics", "video"}
 )
 
 // Validate runs every check and returns all failures joined, each a
@@ -36,7 +41,7 @@ func (p *Profile) Validate() error {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	l := p.Limits
-	if l.CPUs < 0.01 || l.CPUs > MaxCPUs {
+	if !(l.CPUs >= 0.01 && l.CPUs <= MaxCPUs) { // also refuses NaN
 		add("limits.cpus", "must be between 0.01 and %d, got %g", MaxCPUs, l.CPUs)
 	}
 	if l.Memory < MinMemory || l.Memory > MaxMemory {
@@ -45,20 +50,23 @@ func (p *Profile) Validate() error {
 	if l.Pids < MinPids || l.Pids > MaxPids {
 		add("limits.pids", "must be between %d and %d, got %d", MinPids, MaxPids, l.Pids)
 	}
-	if l.WallTime.D() <= 0 || l.WallTime.D() > MaxWallTime {
+	if l.WallTime.D() < time.Second || l.WallTime.D() > MaxWallTime {
 		add("limits.wall_time", "must be between 1s and 720h, got %s", l.WallTime)
 	}
-	if l.Scratch < MinScratch {
-		add("limits.scratch", "must be at least 1MiB, got %s", l.Scratch)
+	if l.Scratch < MinScratch || l.Scratch > MaxMemory {
+		add("limits.scratch", "must be between 1MiB and 16TiB, got %s", l.Scratch)
 	}
 	if l.Shm < MinScratch || l.Shm > l.Memory {
 		add("limits.shm", "must be between 1MiB and limits.memory (%s), got %s", l.Memory, l.Shm)
 	}
-	if l.CPUSeconds < 0 {
-		add("limits.cpu_seconds", "must not be negative")
+	if !(l.CPUSeconds >= 0) || math.IsInf(l.CPUSeconds, 0) {
+		add("limits.cpu_seconds", "must be a non-negative number (0: no budget), got %g", l.CPUSeconds)
 	}
-	if l.GPUSeconds < 0 {
-		add("limits.gpu_seconds", "must not be negative")
+	if !(l.GPUSeconds >= 0) || math.IsInf(l.GPUSeconds, 0) {
+		add("limits.gpu_seconds", "must be a non-negative number (0: no budget), got %g", l.GPUSeconds)
+	}
+	if l.GPUs.Count > MaxGPUs || slices.ContainsFunc(l.GPUs.Indices, func(i int) bool { return i >= MaxGPUs }) {
+		add("limits.gpus", "must be all, none, a count up to %d or indices below %d, got %s", MaxGPUs, MaxGPUs, l.GPUs)
 	}
 	if l.StopGrace.D() > 10*time.Minute {
 		add("limits.stop_grace", "must be at most 10m, got %s", l.StopGrace)
@@ -70,11 +78,11 @@ func (p *Profile) Validate() error {
 	if s.Python != "" && !path.IsAbs(s.Python) {
 		add("sandbox.python", "must be an absolute path to an interpreter, got %q", s.Python)
 	}
-	if strings.ContainsRune(s.Output, 0) {
-		add("sandbox.output", "must be a path")
+	if !relInside(s.Output) {
+		add("sandbox.output", "must be a relative path inside the code directory without .., got %q", s.Output)
 	}
 	for i, m := range s.Mask {
-		if m == "" || path.IsAbs(m) || slices.Contains(strings.Split(m, "/"), "..") {
+		if !relInside(m) {
 			add(fmt.Sprintf("sandbox.mask[%d]", i), "must be a relative path inside the code directory without .., got %q", m)
 		}
 	}
@@ -119,6 +127,27 @@ func (p *Profile) Validate() error {
 	if !slices.Contains([]string{"stop", "continue"}, p.Vault.OnRenewFailure) {
 		add("vault.on_renew_failure", "must be stop or continue, got %q", p.Vault.OnRenewFailure)
 	}
+	// Each variable and each secret file comes from one place only: which
+	// of two would win is up to the launcher, not visible in the profile.
+	envFrom := map[string]string{}
+	envOnce := func(field, name string) {
+		if first, ok := envFrom[name]; ok {
+			add(field, "sets %s, as %s does; give each variable once", name, first)
+			return
+		}
+		envFrom[name] = field
+	}
+	secretFiles := map[string]string{}
+	for i, name := range p.Env.Pass {
+		if checkEnvName(name) == nil {
+			envOnce(fmt.Sprintf("env.pass[%d]", i), name)
+		}
+	}
+	for _, name := range sortedKeys(p.Env.Set) {
+		if checkEnvName(name) == nil {
+			envOnce(join("env.set", name), name)
+		}
+	}
 	for i, sec := range p.Secrets {
 		f := fmt.Sprintf("secrets[%d]", i)
 		if sec.Path == "" || strings.HasPrefix(sec.Path, "/") {
@@ -127,14 +156,25 @@ func (p *Profile) Validate() error {
 		if len(sec.Files) == 0 && len(sec.Env) == 0 {
 			add(f, "maps no field; give files: or env:")
 		}
-		for field, dst := range sec.Files {
-			if !strings.HasPrefix(path.Clean(dst), "/run/secrets/") {
-				add(f+".files."+field, "must be a path under /run/secrets/, got %q", dst)
+		for _, field := range sortedKeys(sec.Files) {
+			dst, fp := sec.Files[field], join(f+".files", field)
+			if !secretField.MatchString(field) {
+				add(fp, "names a secret field %q; a field name holds letters, digits, '_', '-' and '.'", field)
+			} else if !strings.HasPrefix(path.Clean(dst), "/run/secrets/") {
+				add(fp, "must be a path under /run/secrets/, got %q", dst)
+			} else if first, ok := secretFiles[path.Clean(dst)]; ok {
+				add(fp, "writes %s, as %s does; give each file once", path.Clean(dst), first)
+			} else {
+				secretFiles[path.Clean(dst)] = fp
 			}
 		}
-		for name := range sec.Env {
+		for _, name := range sortedKeys(sec.Env) {
 			if err := checkEnvName(name); err != nil {
-				add(f+".env."+name, "%v", err)
+				add(join(f+".env", name), "%v", err)
+			} else if field := sec.Env[name]; !secretField.MatchString(field) {
+				add(join(f+".env", name), "names a secret field %q; a field name holds letters, digits, '_', '-' and '.'", field)
+			} else {
+				envOnce(join(f+".env", name), name)
 			}
 		}
 	}
@@ -166,12 +206,28 @@ func (p *Profile) Validate() error {
 			add(fmt.Sprintf("env.pass[%d]", i), "%v", err)
 		}
 	}
-	for name := range p.Env.Set {
+	for _, name := range sortedKeys(p.Env.Set) {
 		if err := checkEnvName(name); err != nil {
-			add("env.set."+name, "%v", err)
+			add(join("env.set", name), "%v", err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// relInside reports whether p is a non-empty relative path that stays inside
+// its base directory.
+func relInside(p string) bool {
+	return p != "" && !path.IsAbs(p) && !strings.ContainsRune(p, 0) &&
+		!slices.Contains(strings.Split(p, "/"), "..")
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // checkEnvName refuses variable names that must never reach a job: the

@@ -1,0 +1,95 @@
+package configs
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadHostMissingDefaultFileMeansDefaults(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "securetrain.yaml")
+	h, err := LoadHost(f, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Host{
+		Version: 1, StateDir: "/run/securetrain", DataDir: "/var/lib/securetrain", ProfileDir: DefaultProfileDir,
+		Network: HostNetwork{Pool: "100.127.0.0/17"}, Audit: HostAudit{Path: "/var/log/securetrain/audit.jsonl"},
+		Daemon: HostDaemon{Socket: "/run/securetrain/securetrain.sock"}, Integrity: HostIntegrity{TransitMount: "transit"},
+		Source: f,
+	}
+	if h.Version != want.Version || h.StateDir != want.StateDir || h.DataDir != want.DataDir || h.ProfileDir != want.ProfileDir ||
+		h.Network.Pool != want.Network.Pool || h.Audit != want.Audit || h.Daemon.Socket != want.Daemon.Socket ||
+		h.Integrity != want.Integrity || h.Source != want.Source {
+		t.Errorf("defaults = %+v\nwant %+v", h, want)
+	}
+}
+
+func TestLoadHostExplicitMissingIsError(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := LoadHost(f, true)
+	if err == nil || err.Error() != "host config "+f+": no such file or directory" || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("LoadHost(explicit missing) = %v", err)
+	}
+}
+
+func TestLoadHost(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "h.yaml", `version: 1
+runsc: /usr/local/bin/runsc
+state_dir: /run/st
+vault:
+  address: https://127.0.0.1:8200
+  auth: {method: approle, role_id: abc, secret_id_file: /etc/securetrain/sid}
+network:
+  upstreams: [127.0.0.53]
+daemon:
+  admin_groups: [wheel]
+`)
+	h, err := LoadHost(f, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Runsc != "/usr/local/bin/runsc" || h.StateDir != "/run/st" || h.Daemon.Socket != "/run/st/securetrain.sock" ||
+		h.Vault.Auth.Method != "approle" || h.Vault.Auth.RoleID != "abc" || len(h.Network.Upstreams) != 1 || h.Daemon.AdminGroups[0] != "wheel" {
+		t.Errorf("LoadHost = %+v", h)
+	}
+}
+
+func TestLoadHostErrors(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"unknown field", "version: 1\nvault:\n  adress: x\n", "h.yaml:3: vault.adress: unknown field; allowed: address, auth, ca_cert, client_cert, client_key, namespace"},
+		{"unknown top-level", "version: 1\nrunc: /x\n", "h.yaml:2: runc: unknown field; allowed: audit, daemon, data_dir, integrity, network, profile_dir, runsc, state_dir, vault, version"},
+		{"wrong type", "version: 1\nnetwork: {upstreams: 1.1.1.1}\n", `h.yaml:2: network.upstreams: want a list, got "1.1.1.1"`},
+		{"duplicate", "version: 1\nrunsc: /a\nrunsc: /b\n", "h.yaml:3: runsc: appears twice"},
+		{"empty", "", "h.yaml: file is empty; it needs at least version: 1"},
+		{"two documents", "version: 1\n---\nversion: 1\n", "h.yaml:2: holds more than one YAML document (---); a file holds exactly one"},
+		{"version missing", "runsc: /x\n", "h.yaml: version: missing; this build reads version: 1"},
+		{"version unsupported", "version: 3\n", "h.yaml:1: version: unsupported version 3; this build reads version: 1"},
+		{"relative state_dir", "version: 1\nstate_dir: run\n", `h.yaml:2: state_dir: must be an absolute path, got "run"`},
+		{"relative audit path", "version: 1\naudit:\n  path: audit.jsonl\n", `h.yaml:3: audit.path: must be an absolute path, got "audit.jsonl"`},
+		{"relative runsc", "version: 1\nrunsc: runsc\n", `h.yaml:2: runsc: must be an absolute path, got "runsc"`},
+		{"auth method", "version: 1\nvault: {auth: {method: userpass}}\n", `h.yaml:2: vault.auth.method: must be token, approle, jwt or cert, got "userpass"`},
+		{"bool for string", "version: 1\nvault: {auth: {method: true}}\n", "h.yaml:2: vault.auth.method: want a string, got true (quote it)"},
+		{"pool", "version: 1\nnetwork:\n  pool: 100.127.0.0\n", `h.yaml:3: network.pool: must be an address range such as 100.127.0.0/17, got "100.127.0.0"`},
+		{"internal range", "version: 1\nnetwork:\n  internal_ranges: [10.0.0.0/8, intranet]\n", `h.yaml:3: network.internal_ranges[1]: must be an address range such as 10.0.0.0/8, got "intranet"`},
+		{"upstream", "version: 1\nnetwork:\n  upstreams:\n  - 127.0.0.53:53\n  - dns.example\n", `h.yaml:5: network.upstreams[1]: must be a resolver address such as 127.0.0.53 or 127.0.0.53:53, got "dns.example"`},
+		{"two failures in order", "version: 1\ndata_dir: d\nstate_dir: s\n",
+			"h.yaml:3: state_dir: must be an absolute path, got \"s\"\nh.yaml:2: data_dir: must be an absolute path, got \"d\""},
+	}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := writeFile(t, dir, "h.yaml", tt.yaml)
+			h, err := LoadHost(f, true)
+			if err == nil {
+				t.Fatalf("accepted: %+v", h)
+			}
+			if want := strings.ReplaceAll(tt.want, "h.yaml", f); err.Error() != want {
+				t.Errorf("error\n got: %s\nwant: %s", err, want)
+			}
+		})
+	}
+}
