@@ -26,6 +26,7 @@ type Host struct {
 	Audit      HostAudit     `yaml:"audit"`
 	Daemon     HostDaemon    `yaml:"daemon"`
 	Integrity  HostIntegrity `yaml:"integrity"`
+	Policy     HostPolicy    `yaml:"policy"` // who may run what through the daemon (policy.go)
 	Source     string        `yaml:"-"`
 }
 
@@ -143,6 +144,7 @@ func (h *Host) Validate() error {
 	default:
 		add("vault.auth.method", "must be token, approle, jwt or cert, got %q", h.Vault.Auth.Method)
 	}
+	errs = append(errs, h.Policy.validate(h.Source)...)
 	return errors.Join(errs...)
 }
 

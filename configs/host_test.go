@@ -61,7 +61,7 @@ daemon:
 func TestLoadHostErrors(t *testing.T) {
 	tests := []struct{ name, yaml, want string }{
 		{"unknown field", "version: 1\nvault:\n  adress: x\n", "h.yaml:3: vault.adress: unknown field; allowed: address, auth, ca_cert, client_cert, client_key, namespace"},
-		{"unknown top-level", "version: 1\nrunc: /x\n", "h.yaml:2: runc: unknown field; allowed: audit, daemon, data_dir, integrity, network, profile_dir, runsc, state_dir, vault, version"},
+		{"unknown top-level", "version: 1\nrunc: /x\n", "h.yaml:2: runc: unknown field; allowed: audit, daemon, data_dir, integrity, network, policy, profile_dir, runsc, state_dir, vault, version"},
 		{"wrong type", "version: 1\nnetwork: {upstreams: 1.1.1.1}\n", `h.yaml:2: network.upstreams: want a list, got "1.1.1.1"`},
 		{"duplicate", "version: 1\nrunsc: /a\nrunsc: /b\n", "h.yaml:3: runsc: appears twice"},
 		{"empty", "", "h.yaml: file is empty; it needs at least version: 1"},
@@ -91,5 +91,68 @@ func TestLoadHostErrors(t *testing.T) {
 				t.Errorf("error\n got: %s\nwant: %s", err, want)
 			}
 		})
+	}
+}
+
+func TestHostPolicy(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "h.yaml", `version: 1
+policy:
+  rules:
+    - users: [alice]
+      groups: [ml]
+      profiles: [default, gpu]
+      max_cpus: 4
+      max_memory: 8GiB
+      max_gpus: 1
+      max_wall_time: 2h
+      allow: ["*.example.com", "pypi.org:443"]
+`)
+	h, err := LoadHost(f, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.Policy.Rules[0]
+	if r.MaxCPUs != 4 || r.MaxMemory != 8<<30 || r.MaxGPUs != 1 || r.MaxWallTime.D().Hours() != 2 {
+		t.Errorf("rule = %+v", r)
+	}
+	if got, _, _ := h.Policy.Match("bob", []string{"ml"}, "gpu"); got == nil {
+		t.Error("group ml must match")
+	}
+	if got, _, names := h.Policy.Match("bob", []string{"other"}, "default"); got != nil || names {
+		t.Error("bob without group ml must not match")
+	}
+	if got, _, names := h.Policy.Match("alice", nil, "unrestricted"); got != nil || !names {
+		t.Error("alice is named but not for profile unrestricted")
+	}
+	for a, want := range map[string]bool{"mlflow.example.com": true, "mlflow.example.com:443": true, "example.com": false, "pypi.org:443": true, "pypi.org": false, "evil.com": false} {
+		if r.AllowsEntry(a) != want {
+			t.Errorf("AllowsEntry(%q) = %v, want %v", a, !want, want)
+		}
+	}
+}
+
+func TestHostPolicyInvalid(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "h.yaml", `version: 1
+policy:
+  rules:
+    - profiles: [default]
+    - users: [alice]
+      profiles: []
+      max_cpus: -1
+`)
+	_, err := LoadHost(f, true)
+	if err == nil {
+		t.Fatal("want error")
+	}
+	for _, want := range []string{"policy.rules[0]: names no users and no groups", "policy.rules[1].profiles: lists no profiles", "policy.rules[1].max_cpus: must not be negative"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	f2 := writeFile(t, dir, "h2.yaml", "version: 1\npolicy:\n  rules:\n    - users: [a]\n      profiles: [x]\n      max_gpu: 1\n")
+	if _, err := LoadHost(f2, true); err == nil || !strings.Contains(err.Error(), "max_gpu") {
+		t.Errorf("unknown field: %v", err)
 	}
 }
