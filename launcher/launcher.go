@@ -139,6 +139,8 @@ func (l *Launcher) cleaners() map[string]func(context.Context, jobstate.Resource
 		KindCgroup: func(_ context.Context, r jobstate.Resource) error {
 			return removeCgroup(r.Name)
 		},
+		KindMount:    cleanMount,    // privilege_linux.go
+		KindEmptyDir: cleanEmptyDir, // privilege_linux.go
 	}
 }
 

@@ -38,6 +38,16 @@ type Request struct {
 	TTY            bool
 	// ReportPath, when set, receives a copy of the result record.
 	ReportPath string
+	// ID is the job's id; empty means a fresh one (NewID). The daemon sets
+	// it to name the job before it starts.
+	ID string
+	// Confine puts the privilege boundary in place for a caller who is not
+	// root (the daemon sets it): every path the request names is opened and
+	// checked with the caller's own credentials, and what was checked is
+	// what gets mounted (privilege_linux.go).
+	Confine bool
+
+	staged map[string]string // checked source -> staging mount point
 }
 
 // Caller is the user a job runs as. Never root.

@@ -33,7 +33,10 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	if err != nil {
 		return nil, &RefusedError{err}
 	}
-	id := NewID()
+	id := req.ID
+	if id == "" {
+		id = NewID()
+	}
 	log := l.Log.With("job", id)
 	log.Debug("prepared", "took", time.Since(t0))
 	store := l.Store()
@@ -47,6 +50,14 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	}
 	var undo cleanup
 	undo.push(func() error { return h.Remove() })
+	if req.Confine {
+		if err := l.confine(id, pl, h, &undo); err != nil {
+			if tdErr := l.teardown(ctx, h, &undo); tdErr != nil {
+				log.Error("teardown after refused paths", "err", tdErr)
+			}
+			return nil, &RefusedError{err}
+		}
+	}
 	started := time.Now()
 	res, runErr := l.setupAndRun(ctx, id, pl, h, &undo, sigs)
 	tdErr := l.teardown(ctx, h, &undo)
@@ -175,6 +186,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		}
 	}
 	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
+	pl.req.stagedSources(mounts) // privilege boundary: mount what was checked
 	sandbox.SortMounts(mounts)
 	root := pl.rootfs
 	if root == "" {
