@@ -16,6 +16,9 @@ var KillCommand = &cli.Command{
 		if c.NArg() != 1 {
 			return cli.Exit("kill: usage: securetrain kill [--force] ID", 2)
 		}
+		if viaDaemon(c) {
+			return killViaDaemon(c)
+		}
 		l, err := newLauncher(c)
 		if err != nil {
 			return err

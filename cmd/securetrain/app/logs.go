@@ -19,6 +19,9 @@ var LogsCommand = &cli.Command{
 		if c.NArg() != 1 {
 			return cli.Exit("logs: usage: securetrain logs ID", 2)
 		}
+		if viaDaemon(c) {
+			return logsViaDaemon(c)
+		}
 		h, err := loadHost(c)
 		if err != nil {
 			return err

@@ -18,6 +18,9 @@ var PsCommand = &cli.Command{
 		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "also list jobs whose launcher died (gc removes them)"},
 	},
 	Action: func(c *cli.Context) error {
+		if viaDaemon(c) {
+			return psViaDaemon(c)
+		}
 		l, err := newLauncher(c)
 		if err != nil {
 			return err

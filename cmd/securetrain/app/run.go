@@ -50,7 +50,7 @@ func runAction(c *cli.Context) error {
 	}
 	refuse := func(err error) error { return cli.Exit("run: "+err.Error(), launcher.ExitRefused) }
 	if os.Geteuid() != 0 {
-		return refuse(launcher.ErrNeedRoot)
+		return runViaDaemon(c, argv) // viadaemon.go; without a daemon: the needs-root refusal
 	}
 	l, err := newLauncher(c)
 	if err != nil {

@@ -1,0 +1,498 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/audit"
+	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/launcher"
+	"github.com/securetrain/securetrain/metrics"
+	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/sdnotify"
+)
+
+// Server is the daemon. Fill the fields, then call Serve.
+type Server struct {
+	Launcher *launcher.Launcher
+	Log      *slog.Logger
+	Audit    *audit.Log         // nil: no audit events
+	Metrics  *metrics.Metrics   // nil: no metrics
+	Notify   *sdnotify.Notifier // nil: no sd_notify
+	// GPUs lists the host's GPU indices; default: /dev/nvidiaN.
+	GPUs func() ([]int, error)
+
+	alloc *GPUAllocator
+	mu    sync.Mutex
+	jobs  map[string]*liveJob
+	wg    sync.WaitGroup
+}
+
+type liveJob struct {
+	uid  int
+	user string
+	sigs chan os.Signal
+}
+
+// Serve runs gc, listens on the host's daemon socket, tells the service
+// manager it is ready, and serves until ctx ends; then it stops every job
+// and waits for their teardown.
+func (s *Server) Serve(ctx context.Context) error {
+	h := s.Launcher.Host
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	if s.GPUs == nil {
+		s.GPUs = func() ([]int, error) { return sandbox.GPUHost{}.Indices() }
+	}
+	s.alloc = NewGPUAllocator()
+	s.jobs = map[string]*liveJob{}
+
+	// Whatever a previous daemon left (it was SIGKILLed, or the node
+	// crashed) goes before any new work is accepted.
+	_ = s.Notify.Status("garbage-collecting jobs of a previous run")
+	rep, gcErr := s.Launcher.GC(ctx)
+	if len(rep.Jobs) > 0 || len(rep.Orphans) > 0 {
+		s.Log.Info("gc", "jobs", len(rep.Jobs), "orphans", len(rep.Orphans))
+		s.audit(ctx, "", "", audit.GC{Removed: rep.Resources, Errors: errStrings(gcErr)})
+	}
+	if gcErr != nil {
+		s.Log.Warn("gc left state behind; it is retried at the next start or by securetrain gc", "err", gcErr)
+	}
+
+	ln, err := listen(h.Daemon.Socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(h.Daemon.Socket)
+	if h.Daemon.MetricsAddr != "" && s.Metrics != nil {
+		if err := s.Metrics.Serve(ctx, h.Daemon.MetricsAddr, s.Log); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	if err := s.Notify.Ready("accepting jobs on " + h.Daemon.Socket); err != nil {
+		s.Log.Warn("sd_notify", "err", err)
+	}
+	s.Log.Info("listening", "socket", h.Daemon.Socket)
+	go func() { <-ctx.Done(); ln.Close() }()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			s.Log.Warn("accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			s.handle(ctx, c)
+		}()
+	}
+	_ = s.Notify.Stopping("stopping jobs")
+	s.wg.Wait()
+	return nil
+}
+
+// listen creates the socket, mode 0666: anyone may connect, and what they
+// may do is decided from their peer credentials.
+func listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("daemon socket: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("daemon socket %s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unixpacket", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("daemon socket %s: another daemon is listening", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("daemon socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("daemon socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Identify returns the peer's identity: uid, gid and pid from SO_PEERCRED
+// (the kernel's word, fixed at connect), name, home and supplementary
+// groups from NSS.
+func Identify(c *net.UnixConn, adminGroups []string) (Identity, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return Identity{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return Identity{}, err
+	}
+	if cerr != nil {
+		return Identity{}, fmt.Errorf("peer credentials: %w", cerr)
+	}
+	id := Identity{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid)}
+	u, err := user.LookupId(strconv.Itoa(id.UID))
+	if err != nil {
+		return Identity{}, fmt.Errorf("uid %d has no user entry (NSS): %w", id.UID, ErrDenied)
+	}
+	id.Name, id.Home = u.Username, u.HomeDir
+	gids := []string{strconv.Itoa(id.GID)}
+	if gs, err := u.GroupIds(); err == nil {
+		for _, g := range gs {
+			n, err := strconv.Atoi(g)
+			if err != nil || n == id.GID {
+				continue
+			}
+			id.Groups = append(id.Groups, n)
+			gids = append(gids, g)
+		}
+	}
+	for _, g := range gids {
+		if gr, err := user.LookupGroupId(g); err == nil {
+			id.GroupNames = append(id.GroupNames, gr.Name)
+		}
+	}
+	id.Admin = isAdmin(id.UID, id.GroupNames, adminGroups)
+	return id, nil
+}
+
+func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+	h := s.Launcher.Host
+	var req Request
+	files, err := recv(c, &req)
+	if err != nil {
+		return
+	}
+	defer closeAll(files)
+	id, err := Identify(c, h.Daemon.AdminGroups)
+	if err != nil {
+		send(c, Reply{Error: err.Error()})
+		return
+	}
+	log := s.Log.With("user", id.Name, "uid", id.UID, "pid", id.PID, "op", req.Op)
+	var rep Reply
+	switch req.Op {
+	case OpRun:
+		if req.Run == nil || len(files) != 3 {
+			rep.Error = "run: want the run arguments and three file descriptors (stdin, stdout, stderr)"
+			break
+		}
+		rep = s.run(ctx, c, id, req.Run, files, log)
+	case OpPs:
+		rep = s.ps(id, req.All)
+	case OpKill:
+		rep = s.kill(ctx, id, req.ID, req.Force)
+	case OpLogs:
+		if len(files) != 1 {
+			rep.Error = "logs: want one file descriptor (stdout)"
+			break
+		}
+		rep = s.logs(id, req.ID, files[0])
+	default:
+		rep.Error = fmt.Sprintf("unknown operation %q: want run, ps, kill or logs", req.Op)
+	}
+	if rep.Error != "" {
+		log.Info("refused", "reason", rep.Error)
+	}
+	if err := send(c, rep); err != nil && !errors.Is(err, syscall.EPIPE) {
+		log.Debug("reply", "err", err)
+	}
+}
+
+func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *RunArgs, files []*os.File, log *slog.Logger) Reply {
+	t0 := time.Now()
+	l := s.Launcher
+	var avail []int
+	if g := args.GPUs; g != "" && g != "none" && g != "0" {
+		avail, _ = s.GPUs()
+	}
+	dec, err := Authorize(l.Host, id, args, avail, func(id Identity, p string) ([]byte, error) {
+		if id.Root() {
+			return os.ReadFile(p)
+		}
+		return launcher.ReadFileAs(id.UID, id.GID, id.Groups, p)
+	})
+	if err != nil {
+		return Reply{Error: err.Error()}
+	}
+	prof := dec.Profile
+	jobID := launcher.NewID()
+	if !prof.Limits.GPUs.None() {
+		if avail == nil {
+			avail, _ = s.GPUs()
+		}
+		got, err := s.alloc.Acquire(jobID, prof.Limits.GPUs, avail)
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		defer s.alloc.Release(jobID)
+		q := *prof
+		q.Limits.GPUs = configs.GPUSet{Indices: got}
+		prof = &q
+	}
+
+	caller := launcher.Caller{UID: id.UID, GID: id.GID, Groups: id.Groups, Name: id.Name, Home: id.Home}
+	if args.User != "" || id.Root() {
+		// Admins only (Authorize): the named user, as root would run it.
+		env := map[string]string{}
+		if id.Root() && args.User == "" {
+			return Reply{Error: "running as root: jobs never run as root; pass --user NAME|UID"}
+		}
+		if caller, err = launcher.CallerFromEnv(env, args.User); err != nil {
+			return Reply{Error: err.Error()}
+		}
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(args.Dir, p)
+	}
+	if !filepath.IsAbs(args.Dir) {
+		return Reply{Error: "run: the caller's working directory must be absolute"}
+	}
+	code := abs(args.Code)
+	if code == "" {
+		code = args.Dir
+	}
+	var data []launcher.DataMount
+	for _, d := range args.Data {
+		dm, err := launcher.ParseData(d)
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		dm.Source = abs(dm.Source)
+		data = append(data, dm)
+	}
+	sigs := make(chan os.Signal, 8)
+	req := launcher.Request{
+		Command: args.Command, Profile: prof, Caller: caller, CodeDir: code,
+		Output: args.Output, Data: data, Python: abs(args.Python), Env: args.Env, CallerEnv: args.CallerEnv,
+		Stdin: files[0], Stdout: files[1], Stderr: files[2], TTY: args.TTY,
+		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
+	}
+	log = log.With("job", jobID)
+	s.mu.Lock()
+	s.jobs[jobID] = &liveJob{uid: caller.UID, user: caller.Name, sigs: sigs}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.jobs, jobID)
+		s.mu.Unlock()
+	}()
+
+	// The client's messages: forwarded signals; its hang-up stops the job.
+	go func() {
+		for {
+			var m Signal
+			fs, err := recv(c, &m)
+			closeAll(fs)
+			if err != nil {
+				forward(sigs, syscall.SIGTERM)
+				return
+			}
+			if sig, ok := signals[m.Signal]; ok {
+				forward(sigs, sig)
+			}
+		}
+	}()
+
+	s.Metrics.JobState(jobID, caller.Name, metrics.Starting)
+	var mounts []audit.Mount
+	for _, d := range data {
+		mounts = append(mounts, audit.Mount{Source: d.Source, Dest: d.Target, ReadOnly: true})
+	}
+	var gpus []string
+	for _, g := range prof.Limits.GPUs.Indices {
+		gpus = append(gpus, strconv.Itoa(g))
+	}
+	s.audit(ctx, jobID, caller.Name, audit.JobStart{
+		Command: args.Command, Workdir: code, UID: caller.UID, GID: caller.GID,
+		Profile: prof.Name, ProfileHash: prof.Digest, Mounts: mounts,
+		Allowlist: prof.Network.Allow, GPUs: gpus, Runtime: "runsc",
+	})
+	log.Info("job accepted", "profile", prof.Name, "command", strings.Join(args.Command, " "))
+	s.Metrics.ObserveLaunch(time.Since(t0))
+	s.Metrics.JobStarted(jobID, caller.Name)
+	res, err := l.Run(ctx, req, sigs)
+	if res == nil {
+		s.Metrics.JobEnded(jobID, metrics.SetupFail)
+		s.audit(ctx, jobID, caller.Name, audit.Exit{Code: launcher.ExitRefused, Outcome: "refused"})
+		msg := "job refused"
+		if err != nil {
+			msg = err.Error()
+		}
+		return Reply{Error: msg}
+	}
+	var notes []string
+	if err != nil {
+		notes = append(notes, fmt.Sprintf("job %s: teardown: %s", res.ID, oneLine(err.Error())))
+	}
+	switch res.Outcome {
+	case launcher.OutcomeViolation, launcher.OutcomeLimit:
+		notes = append(notes, fmt.Sprintf("job %s killed: %s", res.ID, res.Reason))
+	case launcher.OutcomeStopped:
+		notes = append(notes, fmt.Sprintf("job %s %s", res.ID, res.Reason))
+	}
+	for _, v := range res.Violations {
+		s.Metrics.Violation(v.Kind)
+	}
+	s.Metrics.JobEnded(jobID, outcome(res.Outcome))
+	s.audit(ctx, jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: res.Usage})
+	code2 := res.ExitCode
+	return Reply{ID: res.ID, Exit: &code2, Notes: notes}
+}
+
+var signals = map[string]os.Signal{"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT}
+
+func forward(ch chan os.Signal, s os.Signal) {
+	select {
+	case ch <- s:
+	default:
+	}
+}
+
+func outcome(o string) metrics.Outcome {
+	switch o {
+	case launcher.OutcomeExited:
+		return metrics.Success
+	case launcher.OutcomeFailed, launcher.OutcomeSignaled:
+		return metrics.Failed
+	case launcher.OutcomeViolation, launcher.OutcomeLimit:
+		return metrics.Violated
+	case launcher.OutcomeStopped:
+		return metrics.Killed
+	}
+	return metrics.Other
+}
+
+// visible reports whether the caller may see a job of uid.
+func visible(id Identity, uid int) bool { return id.Admin || id.UID == uid }
+
+func (s *Server) ps(id Identity, all bool) Reply {
+	jobs, err := s.Launcher.Store().List()
+	if err != nil {
+		return Reply{Error: err.Error()}
+	}
+	var out []JobInfo
+	for _, j := range jobs {
+		if !visible(id, j.UID) || (!j.Live && !all) {
+			continue
+		}
+		out = append(out, JobInfo{ID: j.ID, User: j.User, UID: j.UID, Status: j.Status, Live: j.Live,
+			Created: j.Created, Profile: j.Profile, Command: j.Command})
+	}
+	return Reply{Jobs: out}
+}
+
+func (s *Server) kill(ctx context.Context, id Identity, jobID string, force bool) Reply {
+	noJob := Reply{Error: fmt.Sprintf("kill: job %s: %s", jobID, launcher.ErrNoJob)}
+	s.mu.Lock()
+	j := s.jobs[jobID]
+	s.mu.Unlock()
+	sig := "SIGTERM"
+	if force {
+		sig = "SIGKILL"
+	}
+	switch {
+	case j != nil:
+		if !visible(id, j.uid) {
+			return noJob // another user's job does not exist for this caller
+		}
+		if force {
+			if err := s.Launcher.Kill(ctx, jobID, 0, true); err != nil {
+				return Reply{Error: "kill: " + err.Error()}
+			}
+		} else {
+			forward(j.sigs, syscall.SIGTERM)
+		}
+		s.audit(ctx, jobID, j.user, audit.Kill{Signal: sig, Reason: "user", By: id.Name})
+		return Reply{}
+	default:
+		// A job the daemon does not run (sudo securetrain run).
+		st, err := s.Launcher.Store().Load(jobID)
+		if err != nil || !visible(id, st.UID) || filepath.Base(jobID) != jobID {
+			return noJob
+		}
+		if st.LauncherPID == os.Getpid() {
+			return Reply{Error: fmt.Sprintf("kill: job %s is not running", jobID)}
+		}
+		uid := id.UID
+		if id.Admin {
+			uid = 0
+		}
+		if err := s.Launcher.Kill(ctx, jobID, uid, force); err != nil {
+			return Reply{Error: "kill: " + err.Error()}
+		}
+		s.audit(ctx, jobID, st.User, audit.Kill{Signal: sig, Reason: "user", By: id.Name})
+		return Reply{}
+	}
+}
+
+func (s *Server) logs(id Identity, jobID string, out *os.File) Reply {
+	noLog := Reply{Error: fmt.Sprintf("logs: no log for job %s", jobID)}
+	if filepath.Base(jobID) != jobID || jobID == "." || jobID == ".." || jobID == "" {
+		return Reply{Error: fmt.Sprintf("logs: %q is not a job id", jobID)}
+	}
+	p := filepath.Join(s.Launcher.Host.DataDir, "jobs", jobID, "job.log")
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return noLog
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || !visible(id, int(st.Uid)) {
+		return noLog
+	}
+	if _, err := io.Copy(out, f); err != nil {
+		return Reply{Error: "logs: " + err.Error()}
+	}
+	return Reply{}
+}
+
+func (s *Server) audit(ctx context.Context, job, user string, p audit.Payload) {
+	if s.Audit == nil {
+		return
+	}
+	if _, err := s.Audit.Append(ctx, job, user, p); err != nil {
+		s.Log.Error("audit", "job", job, "err", err)
+	}
+}
+
+func errStrings(err error) []string {
+	if err == nil {
+		return nil
+	}
+	return strings.Split(err.Error(), "\n")
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
