@@ -101,7 +101,7 @@ func Authorize(h *configs.Host, id Identity, args *RunArgs, avail []int, read Pr
 		default:
 			data, rerr := read(id, p)
 			if rerr != nil {
-				return nil, fmt.Errorf("profile %s: %w", args.Profile, rerr)
+				return nil, rerr
 			}
 			if prof, err = configs.ParseProfile(p, data); err != nil {
 				return nil, err

@@ -26,9 +26,18 @@ const KindMount = "mount"
 // recursively): the staging directory of a job's mounts.
 const KindEmptyDir = "emptydir"
 
-// ErrNotPermitted is wrapped by every refusal of a path the job's user could
-// not open themselves.
+// ErrNotPermitted is matched (errors.Is) by every refusal of a path the
+// job's user could not open themselves.
 var ErrNotPermitted = errors.New("the job's user may not use it")
+
+// PathError is a path refused at the privilege boundary. Its message is one
+// line: the flag or role, the path as given, and why.
+type PathError struct {
+	What, Path, Why string
+}
+
+func (e *PathError) Error() string        { return e.What + " " + e.Path + ": " + e.Why }
+func (e *PathError) Is(target error) bool { return target == ErrNotPermitted }
 
 // confine is the privilege boundary for a request made by a user who is not
 // root (Request.Confine, set by the daemon). Every path the request names
@@ -63,12 +72,20 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 	for _, lib := range pl.gpuLibs {
 		own[[2]string{lib, "/usr/local/securetrain-nvidia/lib/" + filepath.Base(lib)}] = true
 	}
+	dataTargets := map[string]string{}
+	for _, d := range pl.req.Data {
+		dataTargets[d.Target] = "--data " + d.Source + " ->"
+	}
 	for _, m := range pl.mounts {
 		if m.Kind != sandbox.Bind || own[[2]string{m.Source, m.Target}] || hostVisible(m.Source) ||
 			slices.ContainsFunc(items, func(it item) bool { return it.src == m.Source }) {
 			continue
 		}
-		items = append(items, item{m.Source, "mount source", !m.ReadOnly})
+		what := dataTargets[m.Target]
+		if what == "" {
+			what = "interpreter environment"
+		}
+		items = append(items, item{m.Source, what, !m.ReadOnly})
 	}
 	fds := make([]int, len(items))
 	for i := range fds {
@@ -86,12 +103,12 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 			if it.write {
 				// Created as the user, with the user's permissions.
 				if err := os.MkdirAll(it.src, 0o755); err != nil {
-					return fmt.Errorf("%s %s: %w: %w", it.what, it.src, unwrapFS(err), ErrNotPermitted)
+					return &PathError{it.what, it.src, fmt.Sprintf("user %s cannot create it (%v)", u.Name, unwrapFS(err))}
 				}
 			}
-			fd, err := openChecked(it.src, it.write)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", it.what, it.src, err)
+			fd, why := openChecked(it.src, it.write)
+			if why != "" {
+				return &PathError{it.what, it.src, fmt.Sprintf(why, u.Name)}
 			}
 			fds[i] = fd
 		}
@@ -99,9 +116,9 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 			if !filepath.IsAbs(rp) {
 				rp = filepath.Join(pl.codeDir, rp)
 			}
-			fd, err := openChecked(filepath.Dir(rp), true)
-			if err != nil {
-				return fmt.Errorf("--report %s: %w", pl.req.ReportPath, err)
+			fd, why := openChecked(filepath.Dir(rp), true)
+			if why != "" {
+				return &PathError{"--report", pl.req.ReportPath, fmt.Sprintf(why, u.Name) + " (its directory)"}
 			}
 			unix.Close(fd)
 		}
@@ -160,11 +177,12 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 // into a directory the user cannot search fails), then the result is opened
 // with RESOLVE_NO_SYMLINKS, so a link swapped in meanwhile fails too. The
 // access a mount gives (read, or read and write) is checked on what was
-// opened, with the thread's fsuid, fsgid and groups (AT_EACCESS).
-func openChecked(p string, write bool) (int, error) {
+// opened, with the thread's fsuid, fsgid and groups (AT_EACCESS). On refusal
+// it returns why, with one %s for the user's name.
+func openChecked(p string, write bool) (int, string) {
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
-		return -1, fmt.Errorf("%w: %w", unwrapFS(err), ErrNotPermitted)
+		return -1, fmt.Sprintf("user %%s cannot reach it (%v)", unwrapFS(err))
 	}
 	fd, err := unix.Openat2(unix.AT_FDCWD, real, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
@@ -172,31 +190,33 @@ func openChecked(p string, write bool) (int, error) {
 	})
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			return -1, fmt.Errorf("a symlink was swapped into the path: %w", ErrNotPermitted)
+			return -1, "a symlink was swapped into the path while it was checked for user %s"
 		}
-		return -1, fmt.Errorf("%w: %w", err, ErrNotPermitted)
+		return -1, fmt.Sprintf("user %%s cannot reach %s (%v)", real, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, fmt.Sprintf("stat as user %%s: %v", err)
 	}
 	mode := uint32(unix.R_OK)
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		mode |= unix.X_OK
 	}
+	need := "read"
 	if write {
 		mode |= unix.W_OK
+		need = "write"
 	}
 	if err := unix.Faccessat2(fd, "", mode, unix.AT_EMPTY_PATH|unix.AT_EACCESS); err != nil {
 		unix.Close(fd)
-		need := "read"
-		if write {
-			need = "write"
+		at := ""
+		if real != filepath.Clean(p) {
+			at = " (it resolves to " + real + ")"
 		}
-		return -1, fmt.Errorf("the job's user cannot %s it (%w): %w", need, err, ErrNotPermitted)
+		return -1, fmt.Sprintf("user %%s cannot %s it%s: %v", need, at, err)
 	}
-	return fd, nil
+	return fd, ""
 }
 
 // stagedSources points the mounts whose sources confine checked at their
@@ -239,14 +259,14 @@ func ReadFileAs(uid, gid int, groups []int, p string) ([]byte, error) {
 	err := asUser(uid, gid, groups, func() error {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
-			return fmt.Errorf("%w: %w", unwrapFS(err), ErrNotPermitted)
+			return &PathError{"profile file", p, fmt.Sprintf("the caller cannot reach it (%v)", unwrapFS(err))}
 		}
 		fd, err := unix.Openat2(unix.AT_FDCWD, real, &unix.OpenHow{
 			Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
 			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		})
 		if err != nil {
-			return fmt.Errorf("%w: %w", err, ErrNotPermitted)
+			return &PathError{"profile file", p, fmt.Sprintf("the caller cannot read it (%v)", err)}
 		}
 		f := os.NewFile(uintptr(fd), real)
 		defer f.Close()
