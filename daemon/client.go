@@ -22,10 +22,14 @@ type Client struct {
 	c *net.UnixConn
 }
 
-// Available reports whether a daemon socket exists at path.
+// Available reports whether a daemon socket exists at path (or something
+// there cannot be looked at, which Dial then reports).
 func Available(path string) bool {
 	fi, err := os.Stat(path)
-	return err == nil && fi.Mode()&fs.ModeSocket != 0
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return fi.Mode()&fs.ModeSocket != 0
 }
 
 // Dial connects to the daemon at path.

@@ -116,8 +116,12 @@ func (s *Server) Serve(ctx context.Context) error {
 // listen creates the socket, mode 0666: anyone may connect, and what they
 // may do is decided from their peer credentials.
 func listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("daemon socket: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm()&0o001 == 0 {
+		return nil, fmt.Errorf("daemon socket directory %s must be searchable by every user (mode 0755; systemd: RuntimeDirectoryMode=0755)", dir)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {

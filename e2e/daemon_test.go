@@ -1,0 +1,445 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The daemon tests' own users (other packages' tests on a shared machine
+// create and delete the harness's users).
+const (
+	daemonUser  = "st-e2e-d1"
+	daemonUser2 = "st-e2e-d2"
+)
+
+var daemonUsersOnce sync.Once
+
+func daemonUsers(t *testing.T) {
+	t.Helper()
+	var err error
+	daemonUsersOnce.Do(func() {
+		for _, u := range []string{daemonUser, daemonUser2} {
+			if _, lerr := user.Lookup(u); lerr != nil {
+				if out, cerr := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); cerr != nil {
+					err = fmt.Errorf("useradd %s: %v: %s", u, cerr, out)
+					return
+				}
+				created = append(created, u)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{daemonUser, daemonUser2} {
+		if _, err := user.Lookup(u); err != nil {
+			t.Fatalf("test user %s: %v", u, err)
+		}
+	}
+}
+
+// daemonEnv is a host configuration with a daemon socket and a policy, and
+// the running daemon.
+type daemonEnv struct {
+	*env
+	bin                             string // a copy of the binary the job users can execute
+	config, socket, audit, profiles string
+	cmd                             *exec.Cmd
+	log                             *syncBuffer
+}
+
+// daemonConfig writes a host config (readable by the job users, who read it
+// to find the socket) with a policy: daemonUser and daemonUser2 may run the
+// default profile with --cpus up to 1; the admin profile dir holds one
+// extra profile nobody is granted.
+func daemonConfig(t *testing.T, e *env) *daemonEnv {
+	t.Helper()
+	daemonUsers(t)
+	dir, err := os.MkdirTemp("", "st-e2e-daemon-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	profiles := filepath.Join(dir, "profiles")
+	os.Mkdir(profiles, 0o755)
+	if err := os.WriteFile(filepath.Join(profiles, "restricted.yaml"), []byte("version: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(e.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "securetrain"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonEnv{env: e, bin: filepath.Join(dir, "securetrain"), config: filepath.Join(dir, "securetrain.yaml"), socket: filepath.Join(dir, "run", "securetrain.sock"),
+		audit: filepath.Join(dir, "audit.jsonl"), profiles: profiles}
+	body := fmt.Sprintf(`version: 1
+runsc: %s
+state_dir: %s
+data_dir: %s
+profile_dir: %s
+audit:
+  path: %s
+daemon:
+  socket: %s
+policy:
+  rules:
+    - users: [%s, %s]
+      profiles: [default]
+      max_cpus: 1
+`, e.runsc, stateDir, dataDir, profiles, d.audit, d.socket, daemonUser, daemonUser2)
+	if err := os.WriteFile(d.config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// start starts the daemon as a real process; with notify, NOTIFY_SOCKET
+// points at a socket the test reads, and start returns once READY=1 came.
+func (d *daemonEnv) start(t *testing.T, notify bool) {
+	t.Helper()
+	c := exec.Command(d.bin, "--config", d.config, "daemon")
+	c.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	d.log = &syncBuffer{}
+	c.Stdout, c.Stderr = d.log, d.log
+	var ready chan string
+	if notify {
+		ns := filepath.Join(t.TempDir(), "notify.sock")
+		pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		c.Env = append(c.Env, "NOTIFY_SOCKET="+ns)
+		ready = make(chan string, 1)
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := pc.Read(buf)
+				if err != nil {
+					close(ready)
+					return
+				}
+				if strings.Contains(string(buf[:n]), "READY=1") {
+					ready <- string(buf[:n])
+					return
+				}
+			}
+		}()
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = c
+	t.Cleanup(func() { d.stop(t) })
+	if notify {
+		select {
+		case msg, ok := <-ready:
+			if !ok {
+				t.Fatal("notify socket closed before READY=1")
+			}
+			t.Logf("sd_notify: %q", msg)
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("no READY=1 from the daemon; its log:\n%s", d.log)
+		}
+		return
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(d.log.String(), "msg=listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start listening:\n%s", d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop stops the daemon with SIGTERM (its jobs are stopped with it).
+func (d *daemonEnv) stop(t *testing.T) {
+	if d.cmd == nil || d.cmd.ProcessState != nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+}
+
+// userCmd runs securetrain as name (uid, gid and groups of the user) in dir.
+func (d *daemonEnv) userCmd(t *testing.T, name, dir string, args ...string) *exec.Cmd {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	c := exec.Command(d.bin, append([]string{"--config", d.config}, args...)...)
+	c.Dir = dir
+	c.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + u.HomeDir, "USER=" + name}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	c.WaitDelay = 5 * time.Second
+	return c
+}
+
+func (d *daemonEnv) userRun(t *testing.T, name, dir string, args ...string) result {
+	t.Helper()
+	c := d.userCmd(t, name, dir, args...)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	c.Stdout, c.Stderr = out, errb
+	err := c.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errorsAs(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("securetrain %v as %s: %v", args, name, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// userProject makes a code directory owned by name.
+func userProject(t *testing.T, name string) string {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	dir, err := os.MkdirTemp("/tmp", "st-e2e-dproj-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	os.Chown(dir, uid, gid)
+	return dir
+}
+
+// liveJob is a job waiting on its stdin.
+type liveJob struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *syncBuffer
+}
+
+func (d *daemonEnv) startWaitingJob(t *testing.T, name, dir string) *liveJob {
+	t.Helper()
+	c := d.userCmd(t, name, dir, "run", "--", "/bin/sh", "-c", "echo ready-$(id -un); read line; echo got-$line")
+	in, err := c.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &liveJob{cmd: c, stdin: in, out: &syncBuffer{}}
+	c.Stdout, c.Stderr = j.out, j.out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); c.Process.Signal(syscall.SIGTERM); c.Wait() })
+	return j
+}
+
+// psIDs returns the job ids and users that ps shows.
+func psRows(t *testing.T, r result) map[string]string {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("ps: %s", r)
+	}
+	rows := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] != "ID" {
+			rows[f[0]] = f[1]
+		}
+	}
+	return rows
+}
+
+// TestDaemonTwoUsers: two unprivileged users run jobs at the same time
+// through the daemon's socket; each job runs as its caller, each user sees
+// only their own job in ps (root sees both), nobody else may kill or read
+// another's job, stdin/stdout pass through and the exit code comes back.
+func TestDaemonTwoUsers(t *testing.T) {
+	e := setup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dirA, dirB := userProject(t, daemonUser), userProject(t, daemonUser2)
+	a := d.startWaitingJob(t, daemonUser, dirA)
+	b := d.startWaitingJob(t, daemonUser2, dirB)
+	waitFor(t, a.out, "ready-"+daemonUser)
+	waitFor(t, b.out, "ready-"+daemonUser2)
+
+	psA := psRows(t, d.userRun(t, daemonUser, dirA, "ps"))
+	psB := psRows(t, d.userRun(t, daemonUser2, dirB, "ps"))
+	psRoot := psRows(t, e.run(t, dirA, nil, "--config", d.config, "ps"))
+	if len(psA) != 1 || len(psB) != 1 || len(psRoot) != 2 {
+		t.Fatalf("ps: %s sees %v, %s sees %v, root sees %v; want one job each, root both", daemonUser, psA, daemonUser2, psB, psRoot)
+	}
+	var idA, idB string
+	for id, u := range psA {
+		idA = id
+		if u != daemonUser {
+			t.Errorf("%s's ps shows a job of %s", daemonUser, u)
+		}
+	}
+	for id, u := range psB {
+		idB = id
+		if u != daemonUser2 {
+			t.Errorf("%s's ps shows a job of %s", daemonUser2, u)
+		}
+	}
+	if r := d.userRun(t, daemonUser2, dirB, "kill", idA); r.code == 0 || !strings.Contains(r.stderr, "no such job") {
+		t.Errorf("%s killing %s's job: %s", daemonUser2, daemonUser, r)
+	}
+	if r := d.userRun(t, daemonUser2, dirB, "logs", idA); r.code == 0 || !strings.Contains(r.stderr, "no log for job") {
+		t.Errorf("%s reading %s's log: %s", daemonUser2, daemonUser, r)
+	}
+	if r := d.userRun(t, daemonUser, dirA, "logs", idA); r.code != 0 || !strings.Contains(r.stdout, "ready-"+daemonUser) {
+		t.Errorf("%s reading own log: %s", daemonUser, r)
+	}
+
+	fmt.Fprintln(a.stdin, "a")
+	fmt.Fprintln(b.stdin, "b")
+	a.stdin.Close()
+	b.stdin.Close()
+	if err := a.cmd.Wait(); err != nil || !strings.Contains(a.out.String(), "got-a") {
+		t.Errorf("job A: %v\n%s", err, a.out)
+	}
+	if err := b.cmd.Wait(); err != nil || !strings.Contains(b.out.String(), "got-b") {
+		t.Errorf("job B: %v\n%s", err, b.out)
+	}
+	// Exit codes come back.
+	if r := d.userRun(t, daemonUser, dirA, "run", "--", "/bin/sh", "-c", "exit 7"); r.code != 7 {
+		t.Errorf("exit code through the daemon: %s", r)
+	}
+	d.stop(t)
+	audit, _ := os.ReadFile(d.audit)
+	for _, want := range []string{`"type":"job_start","job":"` + idA + `","user":"` + daemonUser, `"type":"exit","job":"` + idB + `","user":"` + daemonUser2} {
+		if !strings.Contains(string(audit), want) {
+			t.Errorf("audit log lacks %s:\n%s", want, audit)
+		}
+	}
+	if r := e.run(t, dirA, nil, "--config", d.config, "audit", "verify", d.audit); r.code != 0 {
+		t.Errorf("audit verify: %s", r)
+	}
+}
+
+// TestDaemonRefusals: each refusal at the policy and the privilege boundary
+// is one line, exit 125, and leaves nothing.
+func TestDaemonRefusals(t *testing.T) {
+	e := setup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	secret, err := os.MkdirTemp("/root", "st-e2e-secret-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(secret) })
+	os.Chmod(secret, 0o700)
+	if err := os.Symlink("/root", filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	other := userProject(t, daemonUser2)
+	os.Chmod(other, 0o700)
+	prof := filepath.Join(dir, "mine.yaml")
+	os.WriteFile(prof, []byte("version: 1\n"), 0o644)
+	cases := []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--profile", "restricted"}, `securetrain: run: profile "restricted" is not allowed for user ` + daemonUser + ` (allowed: default): refused by the host policy`},
+		{[]string{"--profile", "mine.yaml"}, "securetrain: run: profile file mine.yaml is outside the admin's profile directory " + d.profiles},
+		{[]string{"--cpus", "2"}, "securetrain: run: --cpus 2: above the bound 1 the host policy sets for user " + daemonUser + " (policy.rules[0].max_cpus)"},
+		{[]string{"--memory", "1GiB"}, "securetrain: run: --memory: not allowed for user " + daemonUser + ": the host policy sets no policy.rules[0].max_memory"},
+		{[]string{"--user", daemonUser2}, "securetrain: run: --user " + daemonUser2 + ": only root and members of the admin groups (daemon.admin_groups) may use it"},
+		{[]string{"--data", secret}, "securetrain: run: --data " + secret + " -> " + secret + ": user " + daemonUser + " cannot reach it (permission denied)"},
+		{[]string{"--data", other}, "securetrain: run: --data " + other + " -> " + other + ": user " + daemonUser + " cannot read it: permission denied"},
+		{[]string{"--data", "escape"}, "securetrain: run: --data " + filepath.Join(dir, "escape") + " -> /root: user " + daemonUser + " cannot read it: permission denied"},
+		{[]string{"--output", "/etc"}, "securetrain: run: output /etc: user " + daemonUser + " cannot write it: permission denied"},
+		{[]string{"--output", "escape/out"}, "securetrain: run: output " + filepath.Join(dir, "escape/out") + ": user " + daemonUser + " cannot create it"},
+		{[]string{"--code", other}, "securetrain: run: code directory " + other + ": user " + daemonUser + " cannot read it: permission denied"},
+		{[]string{"--report", "/root/r.json"}, "securetrain: run: --report /root/r.json: user " + daemonUser + " cannot write it: permission denied (its directory)"},
+	}
+	for _, c := range cases {
+		args := append(append([]string{"run"}, c.flags...), "--", "/bin/true")
+		r := d.userRun(t, daemonUser, dir, args...)
+		if r.code != 125 || !strings.HasPrefix(r.stderr, c.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("flags %v: want exit 125 and one line starting\n%q\ngot %s", c.flags, c.want, r)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("/root", "out")); err == nil {
+		t.Error("a refused --output created /root/out")
+	}
+	// Without a daemon socket the one-line needs-root refusal stays.
+	d.stop(t)
+	r := d.userRun(t, daemonUser, dir, "run", "--", "/bin/true")
+	if r.code != 125 || !strings.Contains(r.stderr, "needs root") {
+		t.Errorf("no daemon: %s", r)
+	}
+}
+
+// TestDaemonKilledThenRestarted: a SIGKILLed daemon leaves its job's state
+// behind; the restarted daemon runs gc before it reports READY=1 on the
+// notify socket, so by then no runsc container, process or state is left.
+func TestDaemonKilledThenRestarted(t *testing.T) {
+	e := setup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	j := d.startWaitingJob(t, daemonUser, dir)
+	waitFor(t, j.out, "ready-"+daemonUser)
+	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) != 1 {
+		t.Fatalf("want one job's state, got %d", len(ents))
+	}
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.cmd.Wait()
+	if err := j.cmd.Wait(); err == nil {
+		t.Error("the client of a job whose daemon died must fail")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) != 1 {
+		t.Fatalf("a SIGKILLed daemon leaves its job's state for gc; found %d", len(ents))
+	}
+
+	d.start(t, true) // returns at READY=1
+	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) != 0 {
+		t.Errorf("READY=1 came before gc removed the dead job's state (%d left)", len(ents))
+	}
+	out, _ := exec.Command(e.runsc, "--root", filepath.Join(stateDir, "runsc"), "list", "-quiet").Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("READY=1 came with runsc containers left: %s", s)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc").Output()
+		if len(ps) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphaned sandbox processes after restart:\n%s", ps)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The restarted daemon serves.
+	if r := d.userRun(t, daemonUser, dir, "run", "--", "/bin/true"); r.code != 0 {
+		t.Errorf("job after restart: %s", r)
+	}
+	d.stop(t)
+	if audit, _ := os.ReadFile(d.audit); !strings.Contains(string(audit), `"type":"gc"`) {
+		t.Errorf("the restart's gc is not in the audit log")
+	}
+}
