@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"golang.org/x/term"
 )
 
 // ErrNoDaemon means no daemon socket exists at the path.
@@ -71,7 +73,23 @@ func (cl *Client) reply() (Reply, error) {
 // the signals that arrive on sigs, and returns the job's reply (exit code
 // and notes for stderr).
 func (cl *Client) Run(args RunArgs, stdin, stdout, stderr *os.File, sigs <-chan os.Signal) (Reply, error) {
-	if err := send(cl.c, Request{Op: OpRun, Run: &args}, stdin, stdout, stderr); err != nil {
+	var slave *os.File
+	if args.TTY && term.IsTerminal(int(stdin.Fd())) {
+		var stop func()
+		var err error
+		if slave, stop, err = relayTTY(stdin, stdout); err != nil {
+			return Reply{}, fmt.Errorf("terminal for the job: %w", err)
+		}
+		defer stop()
+		stdin, stdout, stderr = slave, slave, slave
+	}
+	err := send(cl.c, Request{Op: OpRun, Run: &args}, stdin, stdout, stderr)
+	if slave != nil {
+		// The daemon holds its copies now; ours would keep the relay open
+		// after the job.
+		slave.Close()
+	}
+	if err != nil {
 		return Reply{}, fmt.Errorf("securetrain daemon: %w", err)
 	}
 	stop := make(chan struct{})

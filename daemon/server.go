@@ -347,7 +347,11 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	log.Info("job accepted", "profile", prof.Name, "command", strings.Join(args.Command, " "))
 	s.Metrics.ObserveLaunch(time.Since(t0))
 	s.Metrics.JobStarted(jobID, caller.Name)
-	res, err := l.Run(ctx, req, sigs)
+	// The job's own context: what the launcher starts for it (terminal
+	// watchers) ends with it, not with the daemon.
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	res, err := l.Run(jctx, req, sigs)
 	if res == nil {
 		s.Metrics.JobEnded(jobID, metrics.SetupFail)
 		s.audit(ctx, jobID, caller.Name, audit.Exit{Code: launcher.ExitRefused, Outcome: "refused"})

@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/internal/testenv"
 )
 
 // The daemon tests' own users (other packages' tests on a shared machine
@@ -441,5 +445,55 @@ func TestDaemonKilledThenRestarted(t *testing.T) {
 	d.stop(t)
 	if audit, _ := os.ReadFile(d.audit); !strings.Contains(string(audit), `"type":"gc"`) {
 		t.Errorf("the restart's gc is not in the audit log")
+	}
+}
+
+// TestDaemonTTY: on a terminal, a job through the daemon gets a terminal of
+// the caller's size, its output (colours included) streams back, and its
+// exit code returns.
+func TestDaemonTTY(t *testing.T) {
+	e := setup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		testenv.Missing(t, "no /dev/ptmx: %v", err)
+	}
+	master := os.NewFile(uintptr(mfd), "ptmx")
+	defer master.Close()
+	unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0)
+	n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 22, Col: 77})
+	u, _ := user.Lookup(daemonUser)
+	uid, _ := strconv.Atoi(u.Uid)
+	os.Chown(slave.Name(), uid, -1)
+	c := d.userCmd(t, daemonUser, dir, "run", "--", "/bin/sh", "-c", `test -t 0 && echo stdin-is-tty; stty size; printf '\033[31mred\033[0m\n'; exit 4`)
+	c.Stdin, c.Stdout, c.Stderr = slave, slave, slave
+	c.SysProcAttr.Setpgid = false
+	c.SysProcAttr.Setsid, c.SysProcAttr.Setctty = true, true
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	out := &syncBuffer{}
+	go io.Copy(out, master)
+	err = c.Wait()
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 4 {
+		t.Errorf("exit: %v, want 4\n%s", err, out)
+	}
+	waitFor(t, out, "\x1b[31mred\x1b[0m")
+	for _, want := range []string{"stdin-is-tty", "22 77"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, out)
+		}
 	}
 }
