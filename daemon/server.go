@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -81,10 +82,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer os.Remove(h.Daemon.Socket)
 	if h.Daemon.MetricsAddr != "" && s.Metrics != nil {
-		if err := s.Metrics.Serve(ctx, h.Daemon.MetricsAddr, s.Log); err != nil {
+		// Listen here, so that a bad address fails the start.
+		mln, err := net.Listen("tcp", h.Daemon.MetricsAddr)
+		if err != nil {
 			ln.Close()
-			return err
+			return fmt.Errorf("daemon.metrics_addr %s: %w", h.Daemon.MetricsAddr, err)
 		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", s.Metrics.Handler())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(mln)
+		defer srv.Close()
+		s.Log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	if err := s.Notify.Ready("accepting jobs on " + h.Daemon.Socket); err != nil {
 		s.Log.Warn("sd_notify", "err", err)

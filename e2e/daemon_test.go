@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -100,6 +101,7 @@ audit:
   path: %s
 daemon:
   socket: %s
+  metrics_addr: 127.0.0.1:0
 policy:
   rules:
     - users: [%s, %s]
@@ -326,6 +328,23 @@ func TestDaemonTwoUsers(t *testing.T) {
 	if err := b.cmd.Wait(); err != nil || !strings.Contains(b.out.String(), "got-b") {
 		t.Errorf("job B: %v\n%s", err, b.out)
 	}
+	// Metrics: the daemon logs the address it got for metrics_addr :0.
+	if i := strings.Index(d.log.String(), "msg=\"metrics listening\" addr="); i < 0 {
+		t.Errorf("no metrics address in the daemon's log:\n%s", d.log)
+	} else {
+		addr := strings.Fields(d.log.String()[i+len("msg=\"metrics listening\" addr="):])[0]
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`securetrain_jobs_ended_total{outcome="success"} 2`, "securetrain_launch_duration_seconds_count 2"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %q:\n%s", want, body)
+			}
+		}
+	}
 	// Exit codes come back.
 	if r := d.userRun(t, daemonUser, dirA, "run", "--", "/bin/sh", "-c", "exit 7"); r.code != 7 {
 		t.Errorf("exit code through the daemon: %s", r)
@@ -495,5 +514,48 @@ func TestDaemonTTY(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("terminal output lacks %q:\n%q", want, out)
 		}
+	}
+}
+
+// TestDaemonSignalsAndHangup: SIGINT to the client reaches the job, whose
+// exit code comes back; a client that dies (SIGKILL) stops its job.
+func TestDaemonSignalsAndHangup(t *testing.T) {
+	e := setup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	c := d.userCmd(t, daemonUser, dir, "run", "--", "/bin/sh", "-c", `trap 'echo got-int; exit 9' INT; echo ready; sleep 100 & wait`)
+	out := &syncBuffer{}
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, "ready")
+	c.Process.Signal(syscall.SIGINT)
+	err := c.Wait()
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 9 || !strings.Contains(out.String(), "got-int") {
+		t.Errorf("SIGINT forwarded: %v\n%s", err, out)
+	}
+
+	c = d.userCmd(t, daemonUser, dir, "run", "--", "/bin/sh", "-c", "echo ready; exec sleep 1000")
+	out = &syncBuffer{}
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, "ready")
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs"))
+		if len(ents) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job of a client that died is still there:\n%s", d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
