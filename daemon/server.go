@@ -383,8 +383,12 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	for _, v := range res.Violations {
 		s.Metrics.Violation(v.Kind)
 	}
+	if ctx.Err() != nil && res.Outcome == launcher.OutcomeStopped {
+		s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Kill{Signal: "SIGTERM", Reason: "daemon_stop"})
+	}
+	log.Info("job ended", "outcome", res.Outcome, "exit", res.ExitCode)
 	s.Metrics.JobEnded(jobID, outcome(res.Outcome))
-	s.audit(ctx, jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: res.Usage})
+	s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: res.Usage})
 	code2 := res.ExitCode
 	return Reply{ID: res.ID, Exit: &code2, Notes: notes}
 }
