@@ -157,3 +157,17 @@ func TestIsAdmin(t *testing.T) {
 		t.Error("isAdmin")
 	}
 }
+
+func TestExampleHostConfig(t *testing.T) {
+	h, err := configs.LoadHost("../examples/securetrain-daemon.yaml", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ml := Identity{UID: 2000, Name: "ana", GroupNames: []string{"ana", "ml"}}
+	if _, err := Authorize(h, ml, &RunArgs{Command: []string{"x"}, Dir: "/", CPUs: 8, Allow: []string{"a.mlflow.internal.example.com:443"}, Network: ""}, nil, noRead); err != nil && !strings.Contains(err.Error(), "network.mode") {
+		t.Errorf("ml member: %v", err)
+	}
+	if _, err := Authorize(h, Identity{UID: 2001, Name: "intern1"}, &RunArgs{Command: []string{"x"}, Profile: "gpu"}, nil, noRead); !errors.Is(err, ErrDenied) {
+		t.Errorf("intern with gpu: %v", err)
+	}
+}
