@@ -15,6 +15,9 @@ type Contact struct {
 	Port  int        `json:"port,omitempty"`
 	Name  string     `json:"name,omitempty"` // the name the job resolved through the proxy, if any
 	First time.Time  `json:"first"`
+	// AlwaysDenied marks destinations no allowlist can open (metadata, the
+	// host, other jobs, DNS around the proxy); SuggestAllowlist skips them.
+	AlwaysDenied bool `json:"always_denied,omitempty"`
 }
 
 // SuggestAllowlist turns contacts into allowlist entries (ParseRule syntax):
@@ -23,6 +26,9 @@ type Contact struct {
 func SuggestAllowlist(cs []Contact) []string {
 	var out []string
 	for _, c := range cs {
+		if c.AlwaysDenied {
+			continue
+		}
 		dst := c.Name
 		if dst == "" {
 			dst = c.Addr.String()

@@ -409,7 +409,8 @@ func (g *Guard) onLog(ev logEvent) {
 	g.mu.Lock()
 	k := contactKey(ev.Proto, ev.Dst, ev.Port)
 	if _, ok := g.contacts[k]; !ok {
-		g.contacts[k] = &Contact{Proto: ev.Proto, Addr: ev.Dst, Port: ev.Port, Name: g.names[ev.Dst], First: time.Now()}
+		g.contacts[k] = &Contact{Proto: ev.Proto, Addr: ev.Dst, Port: ev.Port, Name: g.names[ev.Dst], First: time.Now(),
+			AlwaysDenied: ev.Prefix == logAlways || ev.Prefix == logDNS}
 	}
 	g.mu.Unlock()
 	dest := ev.Dst.String()

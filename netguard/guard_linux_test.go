@@ -1,11 +1,13 @@
 package netguard
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
+	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/violation"
 )
 
@@ -114,4 +116,168 @@ func TestEnforce(t *testing.T) {
 			t.Fatalf("EgressBytes counts denied traffic: %v", eb)
 		}
 	})
+}
+
+func TestBlockMode(t *testing.T) {
+	w := newWorld(t)
+	g := setup(t, w.config(t, Block, "tcp:10.214.1.2:8080"))
+	if _, err := jobDial(g, "tcp4", "10.214.2.2:8080"); err == nil {
+		t.Fatal("evil reachable in block mode")
+	}
+	expectViolation(t, g, violation.Network, "tcp", evilIP.String(), 8080, violation.Blocked)
+	if got, err := jobDial(g, "tcp4", "10.214.1.2:8080"); got != "allowed" {
+		t.Fatalf("after a blocked packet the job lost its allowed host: %q, %v", got, err)
+	}
+	if _, err := jobLookup(g, "evil.test"); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, g, violation.DNS, "dns", "evil.test", 0, violation.Blocked)
+}
+
+func TestAuditMode(t *testing.T) {
+	w := newWorld(t)
+	g := setup(t, w.config(t, Audit))
+	r, err := jobLookup(g, "evil.test")
+	if err != nil || len(r.Answer) != 1 {
+		t.Fatalf("audit lookup evil.test = %v, %v", r, err)
+	}
+	if got, err := jobDial(g, "tcp4", "10.214.2.2:8080"); got != "evil" {
+		t.Fatalf("audit mode blocked evil: %q, %v", got, err)
+	}
+	expectViolation(t, g, violation.Network, "tcp", evilIP.String(), 8080, violation.Recorded)
+	if got, err := jobDial(g, "tcp4", "10.214.1.2:9090"); got != "allowed" {
+		t.Fatalf("audit mode blocked allowed: %q, %v", got, err)
+	}
+	expectViolation(t, g, violation.Network, "tcp", allowedIP.String(), 9090, violation.Recorded)
+	// Always-denied stays denied in audit mode.
+	if _, err := jobDial(g, "tcp4", "169.254.169.254:80"); err == nil {
+		t.Fatal("metadata reachable in audit mode")
+	}
+	expectViolation(t, g, violation.Network, "tcp", "169.254.169.254", 80, violation.Blocked)
+	got := SuggestAllowlist(g.Contacted())
+	want := []string{"tcp:10.214.1.2:9090", "tcp:evil.test:8080"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("SuggestAllowlist = %q, want %q", got, want)
+	}
+}
+
+func TestTwoGuardsKeepTheirOwnPermissions(t *testing.T) {
+	w := newWorld(t)
+	c1 := w.config(t, Enforce, "allowed.test:8080")
+	c2 := w.config(t, Enforce, "tcp:10.214.2.2:8080")
+	c2.StateDir = c1.StateDir // one host, one state dir
+	g1, g2 := setup(t, c1), setup(t, c2)
+	if g1.JobAddr() == g2.JobAddr() || g1.HostIf() == g2.HostIf() {
+		t.Fatalf("guards share address or veth: %s %s", g1.JobAddr(), g2.JobAddr())
+	}
+	if _, err := jobLookup(g1, "allowed.test"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := jobDial(g1, "tcp4", "10.214.1.2:8080"); got != "allowed" {
+		t.Fatalf("g1 cannot reach its allowed host: %q", got)
+	}
+	if got, _ := jobDial(g2, "tcp4", "10.214.2.2:8080"); got != "evil" {
+		t.Fatalf("g2 cannot reach its allowed host: %q", got)
+	}
+	// g1 resolved allowed.test: that must not open it for g2.
+	if got, err := jobDial(g2, "tcp4", "10.214.1.2:8080"); err == nil || got != "" {
+		t.Fatalf("g2 used g1's permission: %q", got)
+	}
+	expectViolation(t, g2, violation.Network, "tcp", allowedIP.String(), 8080, violation.Killed)
+	if got, err := jobDial(g1, "tcp4", "10.214.2.2:8080"); err == nil || got != "" {
+		t.Fatalf("g1 used g2's permission: %q", got)
+	}
+	expectViolation(t, g1, violation.Network, "tcp", evilIP.String(), 8080, violation.Killed)
+	// Jobs cannot reach each other.
+	if err := jobUDP(g1, netip.AddrPortFrom(g2.JobAddr(), 9).String()); err != nil {
+		t.Fatal(err)
+	}
+	v := expectViolation(t, g1, violation.Network, "udp", g2.JobAddr().String(), 9, violation.Killed)
+	if !strings.Contains(v.Detail, "always-denied") {
+		t.Errorf("detail %q", v.Detail)
+	}
+}
+
+// failingRecorder refuses to record one kind, as a full disk would.
+type failingRecorder struct {
+	jobstate.MemRecorder
+	kind string
+}
+
+var errDiskFull = errors.New("disk full")
+
+func (f *failingRecorder) Record(r jobstate.Resource) error {
+	if r.Kind == f.kind {
+		return errDiskFull
+	}
+	return f.MemRecorder.Record(r)
+}
+
+func TestSetupFailsClosed(t *testing.T) {
+	w := newWorld(t)
+	for _, kind := range []string{KindNetns, KindVeth, KindTable} {
+		t.Run(kind, func(t *testing.T) {
+			rec := &failingRecorder{kind: kind}
+			g, err := Setup(t.Context(), w.config(t, Enforce, "allowed.test"), rec)
+			if !errors.Is(err, errDiskFull) || g != nil {
+				t.Fatalf("Setup = %v, %v; want error wrapping %v", g, err, errDiskFull)
+			}
+			assertGone(t, rec.Snapshot())
+		})
+	}
+	t.Run("nflog group taken", func(t *testing.T) {
+		cfg := w.config(t, Enforce)
+		r, err := openNFLog(DefaultNFLogGroup + 0) // slot 0 of a fresh state dir
+		must(t, err)
+		defer r.close()
+		rec := &jobstate.MemRecorder{}
+		if g, err := Setup(t.Context(), cfg, rec); err == nil {
+			g.Close()
+			t.Fatal("Setup succeeded with its NFLOG group taken")
+		}
+		assertGone(t, rec.Snapshot())
+	})
+	t.Run("invalid config has no side effect", func(t *testing.T) {
+		cfg := w.config(t, Enforce, "*")
+		rec := &jobstate.MemRecorder{}
+		if _, err := Setup(t.Context(), cfg, rec); !errors.Is(err, ErrAllowsAll) {
+			t.Fatalf("Setup with * = %v, want ErrAllowsAll", err)
+		}
+		if len(rec.Snapshot()) != 0 {
+			t.Fatalf("recorded %v before validating", rec.Snapshot())
+		}
+	})
+}
+
+func TestGCAfterCrash(t *testing.T) {
+	w := newWorld(t)
+	rec := &jobstate.MemRecorder{}
+	g, err := Setup(t.Context(), w.config(t, Enforce, "allowed.test"), rec)
+	must(t, err)
+	res := rec.Snapshot()
+	// The launcher died: gc runs each record, newest first.
+	for i := len(res) - 1; i >= 0; i-- {
+		if err := GC(t.Context(), res[i]); err != nil {
+			t.Errorf("GC %s: %v", res[i], err)
+		}
+	}
+	assertGone(t, res)
+	// A second gc, and the (in-process) guard's own Close, find nothing left.
+	for _, r := range res {
+		if err := GC(t.Context(), r); err != nil {
+			t.Errorf("second GC %s: %v", r, err)
+		}
+	}
+	if err := g.Close(); err != nil {
+		t.Errorf("Close after GC: %v", err)
+	}
+	kinds := map[string]bool{}
+	for _, r := range res {
+		kinds[r.Kind] = true
+	}
+	for _, k := range []string{KindLease, KindNetns, KindVeth, KindTable} {
+		if !kinds[k] {
+			t.Errorf("no %s record", k)
+		}
+	}
 }
