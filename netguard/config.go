@@ -121,6 +121,11 @@ func (c Config) Validate() error {
 		if !p.Addr().Is4() || p.Bits() == 0 {
 			bad("peer %s: allowed an IPv4 address or a narrower-than-/0 IPv4 CIDR", p)
 		}
+		for _, d := range alwaysDenied4 {
+			if p.Overlaps(d) {
+				bad("peer %s: overlaps always-denied %s", p, d)
+			}
+		}
 	}
 	if len(c.Peers) > 0 && len(c.PeerPorts) == 0 {
 		bad("peer_ports: required when peers are set (e.g. 29500-29510 for torchrun)")

@@ -18,6 +18,8 @@ import (
 // host declares them internal (Config.InternalRanges): DNS rebinding.
 var privateRanges = prefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15")
 
+var errNXDomain = errors.New("no such name")
+
 // dnsProxy answers the job's lookups: allowlisted names are resolved
 // upstream and their addresses added to the job's sets before the answer
 // goes out; any other name is refused without being forwarded.
@@ -97,6 +99,10 @@ func (p *dnsProxy) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return // NOERROR, no data: jobs get IPv4 only, other types are not forwarded
 	}
 	addrs, ttl, err := p.resolve(name)
+	if errors.Is(err, errNXDomain) {
+		resp.Rcode = dns.RcodeNameError
+		return
+	}
 	if err != nil {
 		p.log.Warn("dns upstream failed", "name", name, "err", err)
 		resp.Rcode = dns.RcodeServerFailure
@@ -131,7 +137,7 @@ func (p *dnsProxy) resolve(name string) ([]netip.Addr, uint32, error) {
 		}
 		if r.Rcode != dns.RcodeSuccess {
 			if r.Rcode == dns.RcodeNameError {
-				return nil, 0, nil
+				return nil, 0, errNXDomain
 			}
 			errs = append(errs, fmt.Errorf("%s: %s", up, dns.RcodeToString[r.Rcode]))
 			continue

@@ -9,6 +9,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +55,11 @@ func (pr program) install(c *nftables.Conn) (*nftables.Table, map[string]*nftabl
 			if err != nil {
 				return nil, nil, fmt.Errorf("nftables chain %s rule %q: %w", cs.Name, m.render(pr.LogGroup), err)
 			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: chains[cs.Name], Exprs: ex})
+			r := &nftables.Rule{Table: t, Chain: chains[cs.Name], Exprs: ex}
+			if m.Comment != "" {
+				r.UserData = userdata.AppendString(nil, userdata.TypeComment, m.Comment)
+			}
+			c.AddRule(r)
 		}
 	}
 	if err := c.Flush(); err != nil {
