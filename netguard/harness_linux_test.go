@@ -455,3 +455,12 @@ func noPendingViolation(t testing.TB, g *Guard, port int) {
 		t.Fatalf("unexpected violation before marker: %+v", v)
 	}
 }
+
+func listNetns() ([]string, error) {
+	es, err := os.ReadDir("/var/run/netns")
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out, err
+}
