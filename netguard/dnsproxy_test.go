@@ -64,20 +64,38 @@ type added struct {
 	ttl   time.Duration
 }
 
-func startProxy(t *testing.T, mode Mode, up string, addErr error, allow ...string) (*dnsProxy, string, *[]added, *[]string) {
-	var mu sync.Mutex
-	var adds []added
-	var refused []string
+// calls records what the proxy reported, under a lock (the proxy's
+// goroutines write, the test reads).
+type calls struct {
+	mu      sync.Mutex
+	adds    []added
+	refused []string
+}
+
+func (c *calls) Adds() []added {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.adds)
+}
+
+func (c *calls) Refused() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.refused)
+}
+
+func startProxy(t *testing.T, mode Mode, up string, addErr error, allow ...string) (*dnsProxy, string, *calls) {
+	cs := &calls{}
 	p := &dnsProxy{rules: mustRules(t, allow...), mode: mode, upstreams: []string{up}, minTTL: 30 * time.Second,
 		internal: prefixes("10.214.0.0/16"), denied: prefixes("169.254.0.0/16", "192.0.2.1/32"),
 		log: slog.New(slog.DiscardHandler), timeout: 2 * time.Second,
 		add: func(r []int, a []netip.Addr, ttl time.Duration) error {
-			mu.Lock()
-			defer mu.Unlock()
-			adds = append(adds, added{r, a, ttl})
+			cs.mu.Lock()
+			defer cs.mu.Unlock()
+			cs.adds = append(cs.adds, added{r, a, ttl})
 			return addErr
 		},
-		refused:  func(n string) { mu.Lock(); refused = append(refused, n); mu.Unlock() },
+		refused:  func(n string) { cs.mu.Lock(); cs.refused = append(cs.refused, n); cs.mu.Unlock() },
 		resolved: func(string, []netip.Addr) {},
 	}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -86,7 +104,7 @@ func startProxy(t *testing.T, mode Mode, up string, addErr error, allow ...strin
 	}
 	p.serve(&dns.Server{PacketConn: pc, Handler: p})
 	t.Cleanup(func() { p.close() })
-	return p, pc.LocalAddr().String(), &adds, &refused
+	return p, pc.LocalAddr().String(), cs
 }
 
 func ask(t *testing.T, server, name string, qtype uint16) *dns.Msg {
@@ -117,12 +135,12 @@ func TestDNSProxy(t *testing.T) {
 		"rebind.example.":    {"127.0.0.1", "169.254.169.254", "192.168.1.1", "10.214.0.9", "192.0.2.1", "203.0.113.13"},
 		"secret.tunnel.com.": {"198.51.100.1"},
 	})
-	_, srv, adds, refused := startProxy(t, Enforce, up.addr, nil, "pypi.org:443", "*.svc.example", "rebind.example", "udp:pypi.org:123")
+	_, srv, cs := startProxy(t, Enforce, up.addr, nil, "pypi.org:443", "*.svc.example", "rebind.example", "udp:pypi.org:123")
 
 	if r := ask(t, srv, "PyPI.org", dns.TypeA); r.Rcode != dns.RcodeSuccess || strings.Join(answers(r), ",") != "203.0.113.10" {
 		t.Fatalf("pypi.org: %v", r)
 	}
-	if a := (*adds)[0]; !slices.Equal(a.rules, []int{0, 3}) || a.ttl != 30*time.Second {
+	if a := cs.Adds()[0]; !slices.Equal(a.rules, []int{0, 3}) || a.ttl != 30*time.Second {
 		t.Errorf("add = %+v, want rules [0 3] with the 30s floor", a)
 	}
 	if r := ask(t, srv, "x.svc.example", dns.TypeA); len(answers(r)) != 2 {
@@ -137,8 +155,8 @@ func TestDNSProxy(t *testing.T) {
 	if up.wasAsked("secret.tunnel.com") || up.wasAsked("svc.example") {
 		t.Fatal("an unlisted name reached the upstream")
 	}
-	if !slices.Equal(*refused, []string{"secret.tunnel.com", "svc.example"}) {
-		t.Errorf("refused = %v", *refused)
+	if !slices.Equal(cs.Refused(), []string{"secret.tunnel.com", "svc.example"}) {
+		t.Errorf("refused = %v", cs.Refused())
 	}
 	if r := ask(t, srv, "rebind.example", dns.TypeA); strings.Join(answers(r), ",") != "10.214.0.9,203.0.113.13" {
 		t.Fatalf("rebinding guard kept %v, want the internal and the public address only", answers(r))
@@ -153,7 +171,7 @@ func TestDNSProxy(t *testing.T) {
 
 func TestDNSProxyFailsClosed(t *testing.T) {
 	up := startUpstream(t, map[string][]string{"pypi.org.": {"203.0.113.10"}})
-	_, srv, _, _ := startProxy(t, Enforce, up.addr, errors.New("netlink down"), "pypi.org")
+	_, srv, _ := startProxy(t, Enforce, up.addr, errors.New("netlink down"), "pypi.org")
 	if r := ask(t, srv, "pypi.org", dns.TypeA); r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 		t.Fatalf("answer handed out although its addresses could not be allowed: %v", r)
 	}
@@ -161,11 +179,11 @@ func TestDNSProxyFailsClosed(t *testing.T) {
 
 func TestDNSProxyAudit(t *testing.T) {
 	up := startUpstream(t, map[string][]string{"evil.example.": {"198.51.100.66"}})
-	_, srv, adds, refused := startProxy(t, Audit, up.addr, nil)
+	_, srv, cs := startProxy(t, Audit, up.addr, nil)
 	if r := ask(t, srv, "evil.example", dns.TypeA); strings.Join(answers(r), ",") != "198.51.100.66" {
 		t.Fatalf("audit: %v", r)
 	}
-	if len(*adds) != 0 || len(*refused) != 0 {
-		t.Errorf("audit added %v refused %v", *adds, *refused)
+	if len(cs.Adds()) != 0 || len(cs.Refused()) != 0 {
+		t.Errorf("audit added %v refused %v", cs.Adds(), cs.Refused())
 	}
 }

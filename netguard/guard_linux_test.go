@@ -2,6 +2,7 @@ package netguard
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -279,5 +280,76 @@ func TestGCAfterCrash(t *testing.T) {
 		if !kinds[k] {
 			t.Errorf("no %s record", k)
 		}
+	}
+}
+
+func TestPeers(t *testing.T) {
+	w := newWorld(t)
+	peer := func() Config {
+		c := w.config(t, Enforce)
+		c.Peers, c.PeerPorts = []netip.Prefix{testPool}, []PortRange{{29500, 29510}}
+		return c
+	}
+	c1, c2, c3 := peer(), peer(), w.config(t, Enforce)
+	c2.StateDir, c3.StateDir = c1.StateDir, c1.StateDir
+	g1, g2, g3 := setup(t, c1), setup(t, c2), setup(t, c3)
+	for _, k := range []string{"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"} {
+		if g1.Env()[k] != JobIfName {
+			t.Errorf("Env %s = %q", k, g1.Env()[k])
+		}
+	}
+	// Rank 2 listens inside its namespace and reports who connected.
+	var ln net.Listener
+	must(t, inNetns(g2.NetnsPath(), func() error {
+		var err error
+		ln, err = net.Listen("tcp4", ":29500")
+		return err
+	}))
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
+			c.Close()
+		}
+	}()
+	to := netip.AddrPortFrom(g2.JobAddr(), 29500).String()
+	got, err := jobDial(g1, "tcp4", to)
+	if err != nil || got != g1.JobAddr().String() {
+		t.Fatalf("peer dial = %q, %v; want to be seen as %s (no NAT)", got, err, g1.JobAddr())
+	}
+	if _, err := jobDial(g1, "tcp4", netip.AddrPortFrom(g2.JobAddr(), 29600).String()); err == nil {
+		t.Fatal("peer reachable outside the peer ports")
+	}
+	expectViolation(t, g1, violation.Network, "tcp", g2.JobAddr().String(), 29600, violation.Killed)
+	if _, err := jobDial(g3, "tcp4", to); err == nil {
+		t.Fatal("a job outside the allocation reached a peer")
+	}
+	expectViolation(t, g3, violation.Network, "tcp", g2.JobAddr().String(), 29500, violation.Killed)
+}
+
+func TestEgressBudget(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t, Enforce, "tcp:10.214.1.2:8080")
+	cfg.EgressBudget = 64 << 10
+	g := setup(t, cfg)
+	must(t, inNetns(g.NetnsPath(), func() error {
+		c, err := net.DialTimeout("tcp4", "10.214.1.2:8080", dialTimeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(make([]byte, 256<<10))
+		return err
+	}))
+	v := nextViolation(t, g)
+	if v.Kind != violation.EgressBytes || v.Threshold != float64(cfg.EgressBudget) || v.Measured <= v.Threshold || v.Action != violation.Killed {
+		t.Fatalf("violation = %+v, want egress budget exceeded", v)
+	}
+	if b := g.EgressBytes()[allowedIP.String()]; b < 256<<10 {
+		t.Fatalf("EgressBytes[%s] = %d, want at least the 256 KiB sent", allowedIP, b)
 	}
 }
