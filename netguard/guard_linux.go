@@ -75,6 +75,11 @@ func Setup(ctx context.Context, cfg Config, rec jobstate.Recorder) (_ *Guard, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	for _, r := range cfg.Allow {
+		if r.AllowsAll() {
+			cfg.Logger.Warn("netguard: unrestricted egress: the job may contact any host except the always-denied ones", "job", cfg.JobID, "entry", r.String())
+		}
+	}
 	g := &Guard{cfg: cfg, log: cfg.Logger.With("job", cfg.JobID), nsName: "securetrain-" + cfg.JobID,
 		table: "securetrain-" + cfg.JobID, viol: make(chan violation.Violation, 64),
 		seen: map[string]bool{}, contacts: map[string]*Contact{}, names: map[netip.Addr]string{},

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
+	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/violation"
 )
@@ -28,6 +30,10 @@ func TestEnforce(t *testing.T) {
 		}
 		if _, err := jobLookup(g, "api.svc.test"); err != nil {
 			t.Fatal(err)
+		}
+		// A repeated answer refreshes the set element instead of failing.
+		if r, err := jobLookup(g, "allowed.test"); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("second lookup of allowed.test = %v, %v", r, err)
 		}
 	})
 	t.Run("allowed by IP", func(t *testing.T) {
@@ -351,5 +357,35 @@ func TestEgressBudget(t *testing.T) {
 	}
 	if b := g.EgressBytes()[allowedIP.String()]; b < 256<<10 {
 		t.Fatalf("EgressBytes[%s] = %d, want at least the 256 KiB sent", allowedIP, b)
+	}
+}
+
+// TestForwardingConfined: while a guard has switched forwarding on, the host
+// routes for job veths only, and the last Close switches it off again.
+func TestForwardingConfined(t *testing.T) {
+	w := newWorld(t)
+	before, _ := os.ReadFile(ipForwardSysctl)
+	if strings.TrimSpace(string(before)) != "0" {
+		testenv.Missing(t, "a host with net.ipv4.ip_forward=0 (netguard confines only the forwarding it turns on)")
+	}
+	g := setup(t, w.config(t, Enforce, "tcp:10.214.2.2:8080"))
+	if got, _ := jobDial(g, "tcp4", "10.214.2.2:8080"); got != "evil" {
+		t.Fatalf("job cannot reach its allowed host: %q", got)
+	}
+	// From the "allowed" namespace through the host to the "evil" one: not a job veth.
+	err := inNetns("/var/run/netns/stt-"+w.tag+"-a", func() error {
+		c, err := net.DialTimeout("tcp4", "10.214.2.2:8080", dialTimeout)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatal("the host forwarded between two interfaces that are not job veths")
+	}
+	must(t, g.Close())
+	after, _ := os.ReadFile(ipForwardSysctl)
+	if string(before) != string(after) {
+		t.Errorf("ip_forward %q before, %q after the last job", before, after)
 	}
 }
