@@ -5,7 +5,16 @@
 // and an NFLOG reader that turns every forbidden packet into a typed
 // violation.Violation.
 //
-// The launcher builds a Config from the profile, calls Setup, hands
-// NetnsPath, ResolvConf and Hosts to the sandbox, reads Violations while the
-// job runs, and calls Close (or GC after a crash).
+// The launcher's order of calls:
+//
+//	cfg := netguard.Config{JobID: id, Mode: netguard.Enforce, Allow: rules, ...}
+//	g, err := netguard.Setup(ctx, cfg, recorder) // records before creating; undoes on error
+//	// sandbox: linux.namespaces network path = g.NetnsPath(); runsc --network=sandbox;
+//	// /etc/resolv.conf = g.ResolvConf(), /etc/hosts = g.Hosts(); env += g.Env()
+//	// supervise: select on g.Violations() (enforce: kill on the first)
+//	bytes := g.EgressBytes()                     // for the job's result
+//	g.Close()                                    // after the sandbox is dead; idempotent
+//
+// After a crash, netguard.GC removes what each record names. Jobs get IPv4
+// only; every IPv6 packet from a job is dropped.
 package netguard

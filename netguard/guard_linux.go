@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -21,6 +22,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
+
+// netnsDir is where named network namespaces are mounted (as by ip netns).
+const netnsDir = "/var/run/netns"
 
 // JobIfName is the job's interface inside its namespace (what gVisor sees).
 const JobIfName = "eth0"
@@ -185,9 +189,15 @@ func newNamedNetns(name string) error {
 	return <-errc
 }
 
+// delNetns unmounts and removes /var/run/netns/name; a missing or already
+// unmounted one is clean.
 func delNetns(name string) error {
-	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete netns %s: %w", name, err)
+	p := filepath.Join(netnsDir, name)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount netns %s: %w", p, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove netns %s: %w", p, err)
 	}
 	return nil
 }
@@ -209,7 +219,7 @@ func (g *Guard) makeVeth(rec jobstate.Recorder) func() error {
 		}
 		g.push(func() error { return delLink(g.hostIf) })
 		// Host end: no IPv6 (jobs are IPv4 only), the proxy's address.
-		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+g.hostIf+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+g.hostIf+"/disable_ipv6", []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		host, err := netlink.LinkByName(g.hostIf)
@@ -510,7 +520,7 @@ func (g *Guard) EgressBytes() map[string]uint64 {
 }
 
 // NetnsPath is the namespace to name in the OCI spec (linux.namespaces).
-func (g *Guard) NetnsPath() string { return "/var/run/netns/" + g.nsName }
+func (g *Guard) NetnsPath() string { return filepath.Join(netnsDir, g.nsName) }
 
 // JobAddr is the job's address inside its namespace.
 func (g *Guard) JobAddr() netip.Addr { return g.jobAddr }
