@@ -29,6 +29,9 @@ const netnsDir = "/var/run/netns"
 // JobIfName is the job's interface inside its namespace (what gVisor sees).
 const JobIfName = "eth0"
 
+// maxDistinct bounds the distinct violations and contacts kept per job.
+const maxDistinct = 4096
+
 // budgetPoll is how often the egress byte counters are read for the budget.
 const budgetPoll = 250 * time.Millisecond
 
@@ -397,7 +400,10 @@ func (g *Guard) action(dropped bool) violation.Action {
 // emit sends v once per key; a full channel drops (and counts) the event.
 func (g *Guard) emit(key string, v violation.Violation) {
 	g.mu.Lock()
-	if g.seen[key] {
+	if g.seen[key] || len(g.seen) >= maxDistinct {
+		if !g.seen[key] {
+			g.dropped++ // a job spraying distinct names or ports cannot grow memory
+		}
 		g.mu.Unlock()
 		return
 	}
@@ -423,7 +429,7 @@ var logDetail = map[string]string{
 func (g *Guard) onLog(ev logEvent) {
 	g.mu.Lock()
 	k := contactKey(ev.Proto, ev.Dst, ev.Port)
-	if _, ok := g.contacts[k]; !ok {
+	if _, ok := g.contacts[k]; !ok && len(g.contacts) < maxDistinct {
 		g.contacts[k] = &Contact{Proto: ev.Proto, Addr: ev.Dst, Port: ev.Port, Name: g.names[ev.Dst], First: time.Now(),
 			AlwaysDenied: ev.Prefix == logAlways || ev.Prefix == logDNS}
 	}
@@ -442,6 +448,9 @@ func (g *Guard) onResolved(name string, addrs []netip.Addr) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, a := range addrs {
+		if len(g.names) >= maxDistinct {
+			return
+		}
 		g.names[a] = name
 	}
 }
@@ -474,6 +483,14 @@ func (g *Guard) watchBudget() {
 // The channel is never closed; events beyond its buffer are dropped (the
 // first ones matter: enforce kills on the first).
 func (g *Guard) Violations() <-chan violation.Violation { return g.viol }
+
+// Dropped is the number of violation events not delivered: the channel was
+// full, or the job produced more than maxDistinct distinct ones.
+func (g *Guard) Dropped() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.dropped
+}
 
 // Contacted returns every destination logged so far (audit: all new
 // destinations outside the allowlist; other modes: the denied ones).
