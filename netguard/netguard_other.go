@@ -37,3 +37,7 @@ func (g *Guard) ResolvConf() []byte                     { return nil }
 func (g *Guard) Hosts() []byte                          { return nil }
 func (g *Guard) Env() map[string]string                 { return nil }
 func (g *Guard) Close() error                           { return nil }
+func (g *Guard) ProxyAddr() netip.Addr                  { return netip.Addr{} }
+func (g *Guard) HostIf() string                         { return "" }
+func (g *Guard) Table() string                          { return "" }
+func (g *Guard) Dropped() int                           { return 0 }
