@@ -1,12 +1,15 @@
 package netguard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,52 +52,8 @@ func TestGVisorSandboxTrafficCrossesHostVeth(t *testing.T) {
 	w := newWorld(t)
 	g := setup(t, w.config(t, Enforce, "allowed.test:8080"))
 
-	dir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), g.ResolvConf(), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "hosts"), g.Hosts(), 0o644))
-	bind := func(dst, src string) map[string]any {
-		return map[string]any{"destination": dst, "type": "bind", "source": src, "options": []string{"rbind", "ro"}}
-	}
-	spec := map[string]any{
-		"ociVersion": "1.0.2",
-		"process": map[string]any{"user": map[string]int{"uid": 0, "gid": 0}, "cwd": "/",
-			"args": []string{"/usr/bin/python3", "-I", "-c", jobScript},
-			"env":  []string{"PATH=/usr/bin:/bin", "PROXY=" + g.ProxyAddr().String()}},
-		"root":     map[string]any{"path": "/", "readonly": true},
-		"hostname": "job",
-		// With root.path "/" the pinned runsc shows the root's own file
-		// under a bind mount (the /etc/resolv.conf mount below is listed in
-		// the sandbox's mountinfo but reads the host's file), so the job
-		// script asks the proxy directly instead of through glibc.
-		"mounts": []any{
-			map[string]any{"destination": "/proc", "type": "proc", "source": "proc"},
-			map[string]any{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
-			bind("/etc/resolv.conf", filepath.Join(dir, "resolv.conf")),
-			bind("/etc/hosts", filepath.Join(dir, "hosts")),
-		},
-		"linux": map[string]any{"namespaces": []any{
-			map[string]string{"type": "pid"}, map[string]string{"type": "ipc"},
-			map[string]string{"type": "uts"}, map[string]string{"type": "mount"},
-			map[string]string{"type": "network", "path": g.NetnsPath()},
-		}},
-	}
-	b, _ := json.Marshal(spec)
-	must(t, os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644))
-	root, id := filepath.Join(dir, "runsc-state"), "ngtest-"+w.tag
-	t.Cleanup(func() {
-		exec.Command(runsc, "--root", root, "delete", "--force", id).Run()
-		// runsc leaves its null-netns bind mount in its root directory.
-		if err := unix.Unmount(filepath.Join(root, "null-netns"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			t.Errorf("unmount runsc null-netns: %v", err)
-		}
-		if out, _ := exec.Command(runsc, "--root", root, "list", "-q").Output(); strings.TrimSpace(string(out)) != "" {
-			t.Errorf("runsc containers left: %s", out)
-		}
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, runsc, "--root", root, "--network=sandbox", "run", "--bundle", dir, id)
-	out, err := cmd.CombinedOutput()
+	out, err := runSandbox(t, runsc, g, w.tag, []string{"/usr/bin/python3", "-I", "-c", jobScript},
+		"PROXY="+g.ProxyAddr().String()).CombinedOutput()
 	t.Logf("sandbox output:\n%s", out)
 	if err != nil {
 		t.Fatalf("runsc run: %v", err)
@@ -109,6 +68,57 @@ func TestGVisorSandboxTrafficCrossesHostVeth(t *testing.T) {
 	if n := vethPackets(t, g); n == 0 {
 		t.Fatal("no packet counted on the host end of the veth")
 	}
+}
+
+// runSandbox returns the command that runs args in a gVisor sandbox in g's
+// namespace: a hand-written OCI bundle whose root is the host's / read-only.
+// Cleanup deletes the container and runsc's leftover mount.
+func runSandbox(t *testing.T, runsc string, g *Guard, tag string, args []string, env ...string) *exec.Cmd {
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), g.ResolvConf(), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "hosts"), g.Hosts(), 0o644))
+	bind := func(dst, src string) map[string]any {
+		return map[string]any{"destination": dst, "type": "bind", "source": src, "options": []string{"rbind", "ro"}}
+	}
+	spec := map[string]any{
+		"ociVersion": "1.0.2",
+		"process": map[string]any{"user": map[string]int{"uid": 0, "gid": 0}, "cwd": "/",
+			"args": args, "env": append([]string{"PATH=/usr/bin:/bin", "HOME=/tmp"}, env...)},
+		"root":     map[string]any{"path": "/", "readonly": true},
+		"hostname": "job",
+		// With root.path "/" the pinned runsc shows the root's own file
+		// under a bind mount (the /etc/resolv.conf mount below is listed in
+		// the sandbox's mountinfo but reads the host's file), so job scripts
+		// ask the proxy directly instead of through glibc.
+		"mounts": []any{
+			map[string]any{"destination": "/proc", "type": "proc", "source": "proc"},
+			map[string]any{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+			map[string]any{"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+			bind("/etc/resolv.conf", filepath.Join(dir, "resolv.conf")),
+			bind("/etc/hosts", filepath.Join(dir, "hosts")),
+		},
+		"linux": map[string]any{"namespaces": []any{
+			map[string]string{"type": "pid"}, map[string]string{"type": "ipc"},
+			map[string]string{"type": "uts"}, map[string]string{"type": "mount"},
+			map[string]string{"type": "network", "path": g.NetnsPath()},
+		}},
+	}
+	b, _ := json.Marshal(spec)
+	must(t, os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644))
+	root, id := filepath.Join(dir, "runsc-state"), "ngtest-"+tag+"-"+g.cfg.JobID
+	t.Cleanup(func() {
+		exec.Command(runsc, "--root", root, "delete", "--force", id).Run()
+		if out, _ := exec.Command(runsc, "--root", root, "list", "-q").Output(); strings.TrimSpace(string(out)) != "" {
+			t.Errorf("runsc containers left: %s", out)
+		}
+		// runsc leaves its null-netns bind mount in its root directory.
+		if err := unix.Unmount(filepath.Join(root, "null-netns"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			t.Errorf("unmount runsc null-netns: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return exec.CommandContext(ctx, runsc, "--root", root, "--network=sandbox", "run", "--bundle", dir, id)
 }
 
 // vethPackets reads the counter of the rule that sends packets from the
@@ -128,4 +138,71 @@ func vethPackets(t *testing.T, g *Guard) uint64 {
 		}
 	}
 	return n
+}
+
+// glooScript: world size 2, gloo backend, one all_reduce; rank 0 hosts the
+// rendezvous store on port 29500.
+const glooScript = `
+import os, datetime, torch, torch.distributed as dist
+torch.set_num_threads(1)
+r = int(os.environ["RANK"])
+dist.init_process_group("gloo", init_method="tcp://%s:29500" % os.environ["MASTER_ADDR"],
+    rank=r, world_size=2, timeout=datetime.timedelta(seconds=60))
+t = torch.ones(4) * (r + 1)
+dist.all_reduce(t)
+print("allreduce", t.tolist(), flush=True)
+dist.destroy_process_group()
+`
+
+// TestGVisorGlooPeers: two sandboxes, peers of one allocation, train
+// together with torch.distributed (gloo, world size 2), while a third job
+// cannot reach the rendezvous.
+func TestGVisorGlooPeers(t *testing.T) {
+	runsc := testenv.Runsc(t)
+	py := testenv.Python(t)
+	w := newWorld(t)
+	peer := func() Config {
+		c := w.config(t, Enforce)
+		// Rendezvous store, and gloo's pair sockets on ephemeral ports.
+		c.Peers, c.PeerPorts = []netip.Prefix{testPool}, []PortRange{{29500, 29500}, {1024, 65535}}
+		return c
+	}
+	c0, c1, c3 := peer(), peer(), w.config(t, Enforce)
+	c1.StateDir, c3.StateDir = c0.StateDir, c0.StateDir
+	g0, g1, g3 := setup(t, c0), setup(t, c1), setup(t, c3)
+	env := func(g *Guard, rank int) []string {
+		e := []string{"RANK=" + strconv.Itoa(rank), "MASTER_ADDR=" + g0.JobAddr().String()}
+		for k, v := range g.Env() {
+			e = append(e, k+"="+v)
+		}
+		return e
+	}
+	var out0, out1 bytes.Buffer
+	r0 := runSandbox(t, runsc, g0, w.tag, []string{py, "-c", glooScript}, env(g0, 0)...)
+	r1 := runSandbox(t, runsc, g1, w.tag, []string{py, "-c", glooScript}, env(g1, 1)...)
+	r0.Stdout, r0.Stderr, r1.Stdout, r1.Stderr = &out0, &out0, &out1, &out1
+	must(t, r0.Start())
+	must(t, r1.Start())
+	err0, err1 := r0.Wait(), r1.Wait()
+	t.Logf("rank 0:\n%s\nrank 1:\n%s", out0.String(), out1.String())
+	if err0 != nil || err1 != nil {
+		t.Fatalf("ranks failed: %v, %v", err0, err1)
+	}
+	for _, out := range []string{out0.String(), out1.String()} {
+		if !strings.Contains(out, "allreduce [3.0, 3.0, 3.0, 3.0]") {
+			t.Fatalf("all_reduce result missing")
+		}
+	}
+	// A job outside the allocation cannot reach rank 0's store port.
+	if _, err := jobDial(g3, "tcp4", netip.AddrPortFrom(g0.JobAddr(), 29500).String()); err == nil {
+		t.Fatal("a third job reached the rendezvous")
+	}
+	expectViolation(t, g3, violation.Network, "tcp", g0.JobAddr().String(), 29500, violation.Killed)
+	select {
+	case v := <-g0.Violations():
+		t.Errorf("rank 0 had a violation: %v", v)
+	case v := <-g1.Violations():
+		t.Errorf("rank 1 had a violation: %v", v)
+	default:
+	}
 }
