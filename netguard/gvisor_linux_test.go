@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/securetrain/securetrain/internal/testenv"
+	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/violation"
 	"golang.org/x/sys/unix"
 )
@@ -73,7 +75,7 @@ func TestGVisorSandboxTrafficCrossesHostVeth(t *testing.T) {
 // runSandbox returns the command that runs args in a gVisor sandbox in g's
 // namespace: a hand-written OCI bundle whose root is the host's / read-only.
 // Cleanup deletes the container and runsc's leftover mount.
-func runSandbox(t *testing.T, runsc string, g *Guard, tag string, args []string, env ...string) *exec.Cmd {
+func runSandbox(t testing.TB, runsc string, g *Guard, tag string, args []string, env ...string) *exec.Cmd {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), g.ResolvConf(), 0o644))
 	must(t, os.WriteFile(filepath.Join(dir, "hosts"), g.Hosts(), 0o644))
@@ -105,7 +107,7 @@ func runSandbox(t *testing.T, runsc string, g *Guard, tag string, args []string,
 	}
 	b, _ := json.Marshal(spec)
 	must(t, os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644))
-	root, id := filepath.Join(dir, "runsc-state"), "ngtest-"+tag+"-"+g.cfg.JobID
+	root, id := sandboxRoot(dir), "ngtest-"+tag+"-"+g.cfg.JobID
 	t.Cleanup(func() {
 		exec.Command(runsc, "--root", root, "delete", "--force", id).Run()
 		if out, _ := exec.Command(runsc, "--root", root, "list", "-q").Output(); strings.TrimSpace(string(out)) != "" {
@@ -119,6 +121,44 @@ func runSandbox(t *testing.T, runsc string, g *Guard, tag string, args []string,
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return exec.CommandContext(ctx, runsc, "--root", root, "--network=sandbox", "run", "--bundle", dir, id)
+}
+
+func sandboxRoot(bundle string) string { return filepath.Join(bundle, "runsc-state") }
+
+// BenchmarkGVisorViolationToKill: a sandbox connects to the evil host; on
+// the violation event the benchmark kills the sandbox (runsc kill, as a
+// launcher without a faster path would) and waits until runsc has exited.
+// Reported: event-to-dead p50/p99 (add BenchmarkViolationLatency's
+// packet-to-event for the whole path).
+func BenchmarkGVisorViolationToKill(b *testing.B) {
+	runsc := testenv.Runsc(b)
+	w := newWorld(b)
+	var lat []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		cfg := w.config(b, Enforce, "allowed.test:8080")
+		g, err := Setup(b.Context(), cfg, &jobstate.MemRecorder{})
+		must(b, err)
+		cmd := runSandbox(b, runsc, g, w.tag, []string{"/bin/bash", "-c", "exec 3<>/dev/tcp/10.214.2.2/8080; sleep 60"})
+		must(b, cmd.Start())
+		b.StartTimer()
+		v := nextViolation(b, g)
+		start := time.Now()
+		id := cmd.Args[len(cmd.Args)-1]
+		bundle := cmd.Args[len(cmd.Args)-2]
+		must(b, exec.Command(runsc, "--root", sandboxRoot(bundle), "kill", id, "KILL").Run())
+		cmd.Wait()
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		if v.Dest != evilIP.String() {
+			b.Fatalf("violation %v", v)
+		}
+		must(b, g.Close())
+		b.StartTimer()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
 
 // vethPackets reads the counter of the rule that sends packets from the
