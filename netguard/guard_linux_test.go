@@ -2,11 +2,13 @@ package netguard
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/securetrain/securetrain/internal/testenv"
@@ -30,6 +32,19 @@ func TestEnforce(t *testing.T) {
 		}
 		if _, err := jobLookup(g, "api.svc.test"); err != nil {
 			t.Fatal(err)
+		}
+		// DNS over TCP to the proxy.
+		err = inNetns(g.NetnsPath(), func() error {
+			m := new(dns.Msg)
+			m.SetQuestion("allowed.test.", dns.TypeA)
+			r, _, err := (&dns.Client{Net: "tcp", Timeout: 3 * time.Second}).Exchange(m, netip.AddrPortFrom(g.ProxyAddr(), 53).String())
+			if err == nil && len(r.Answer) != 1 {
+				err = fmt.Errorf("answer %v", r)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("lookup over TCP: %v", err)
 		}
 		// A repeated answer refreshes the set element instead of failing.
 		if r, err := jobLookup(g, "allowed.test"); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {

@@ -22,6 +22,17 @@ const (
 	Audit Mode = "audit"
 )
 
+// ParseMode parses a profile's or flag's mode; "" means Enforce.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
+	case "":
+		return Enforce, nil
+	case Enforce, Block, Audit:
+		return m, nil
+	}
+	return "", fmt.Errorf("network mode %q: allowed enforce, block, audit", s)
+}
+
 // Errors callers branch on.
 var (
 	ErrBadRule   = errors.New("invalid allowlist entry")

@@ -136,3 +136,14 @@ func TestMergePrefixes(t *testing.T) {
 		t.Errorf("mergePrefixes = %q, want %q", s, want)
 	}
 }
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"": Enforce, "Block": Block, "audit": Audit, "enforce": Enforce} {
+		if got, err := ParseMode(in); got != want || err != nil {
+			t.Errorf("ParseMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseMode("learn"); err == nil || !strings.Contains(err.Error(), "allowed enforce, block, audit") {
+		t.Errorf("ParseMode(learn) = %v", err)
+	}
+}
