@@ -3,7 +3,7 @@ module github.com/securetrain/securetrain
 go 1.25.0
 
 require (
-	github.com/NVIDIA/go-nvml v0.13.4-1 // indirect
-	github.com/prometheus/procfs v0.19.2 // indirect
-	golang.org/x/sys v0.37.0 // indirect
+	github.com/NVIDIA/go-nvml v0.13.4-1
+	github.com/prometheus/procfs v0.19.2
+	golang.org/x/sys v0.37.0
 )

@@ -163,7 +163,7 @@ func (e *Enforcer) Observe(s Sample) *violation.Violation {
 				if g.JobMemKnown {
 					who = "the job's processes"
 				}
-				add(fmt.Sprintf("%s/%d", LimitGPUMemory, g.Index), violation.Violation{Limit: LimitGPUMemory, Measured: float64(used), Threshold: float64(e.l.GPUMemory), Unit: "B",
+				add(fmt.Sprintf("%s/%d", LimitGPUMemory, g.Index), violation.Violation{Limit: LimitGPUMemory, Measured: mib(used), Threshold: mib(e.l.GPUMemory), Unit: "MiB",
 					Detail: fmt.Sprintf("GPU %d %s: %s used by %s for %s, grace %s", g.Index, g.UUID, bytesHuman(used), who, over.Round(time.Millisecond), e.l.GPUMemoryGrace)})
 			}
 		}
@@ -196,6 +196,9 @@ func kindOf(limit string) violation.Kind {
 	}
 	return violation.Kind(limit)
 }
+
+// mib is b in MiB, to 0.1: violations carry memory in MiB.
+func mib(b uint64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
 
 func round(v float64) float64 { return math.Round(v*1000) / 1000 }
 

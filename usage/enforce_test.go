@@ -17,7 +17,7 @@ func at(sec float64, cpu float64) Sample {
 	return Sample{Time: t0.Add(time.Duration(sec * float64(time.Second))), CPUUser: cpu}
 }
 
-func mustEnforcer(t *testing.T, l Limits) *Enforcer {
+func mustEnforcer(t testing.TB, l Limits) *Enforcer {
 	t.Helper()
 	e, err := NewEnforcer(l)
 	if err != nil {
@@ -107,7 +107,7 @@ func TestEnforcerGPU(t *testing.T) {
 		}
 	}
 	v := e.Observe(gpuAt(4, 40, 11*G, 12*G))
-	if v == nil || v.Kind != violation.GPUMemory || v.Measured != 11*G || v.Threshold != 10*G || !strings.Contains(v.Detail, "GPU 0") {
+	if v == nil || v.Kind != violation.GPUMemory || v.Measured != 11*1024 || v.Threshold != 10*1024 || v.Unit != "MiB" || !strings.Contains(v.Detail, "GPU 0") {
 		t.Fatalf("t=4: %+v, want GPU 0 over for 2 s", v)
 	}
 	if v := e.Observe(gpuAt(5, 101, 11*G, 12*G)); v == nil || v.Kind != violation.GPUSeconds || v.Measured != 101 {

@@ -32,10 +32,10 @@ type fakeGPU struct {
 	procErr     error
 }
 
-func (g *fakeGPU) UUID() (string, error)                 { return g.uuid, nil }
+func (g *fakeGPU) UUID() (string, error)                { return g.uuid, nil }
 func (g *fakeGPU) Utilization() (uint32, uint32, error) { return g.util, g.mutil, nil }
-func (g *fakeGPU) Memory() (uint64, uint64, error)       { return g.used, g.total, nil }
-func (g *fakeGPU) Processes() ([]GPUProcess, error)      { return g.procs, g.procErr }
+func (g *fakeGPU) Memory() (uint64, uint64, error)      { return g.used, g.total, nil }
+func (g *fakeGPU) Processes() ([]GPUProcess, error)     { return g.procs, g.procErr }
 
 func TestGPUAbsentWithoutNVML(t *testing.T) {
 	lib := &fakeNVML{initErr: fmt.Errorf("%w: libnvidia-ml.so.1 not found", ErrNoNVML)}

@@ -88,12 +88,12 @@ func (f Final) Violations(job string, memLimit uint64, pidsLimit int64) []violat
 	var vs []violation.Violation
 	if f.OOMKilled() {
 		vs = append(vs, violation.Violation{Kind: violation.Memory, Job: job, Time: f.Time, Action: violation.Killed,
-			Limit: LimitMemory, Measured: float64(f.MemPeak), Threshold: float64(memLimit), Unit: "B",
+			Limit: LimitMemory, Measured: mib(f.MemPeak), Threshold: mib(memLimit), Unit: "MiB",
 			Detail: fmt.Sprintf("OOM kill by the kernel (%d), peak %s", f.OOMKills, bytesHuman(f.MemPeak))})
 	}
 	if f.PidsMaxHit > 0 {
 		vs = append(vs, violation.Violation{Kind: violation.Pids, Job: job, Time: f.Time, Action: violation.Killed,
-			Limit: LimitPids, Measured: float64(pidsLimit), Threshold: float64(pidsLimit),
+			Limit: LimitPids, Measured: float64(pidsLimit), Threshold: float64(pidsLimit), Unit: " host tasks",
 			Detail: fmt.Sprintf("%d host task creations refused at pids.max; under gVisor this ends the sandbox", f.PidsMaxHit)})
 	}
 	return vs

@@ -91,7 +91,7 @@ func TestRecord(t *testing.T) {
 		t.Errorf("JSON %s", js)
 	}
 	sum := r.Summary()
-	for _, want := range []string{"job j1 killed for memory (OOM, exit 137) after 1m30s", "cpu 42.0s", "peak memory 200.0 MiB", "limits.memory exceeded"} {
+	for _, want := range []string{"job j1 killed for memory (OOM, exit 137) after 1m30s", "cpu 42.0s", "peak memory 200.0 MiB", "limits.memory exceeded: measured 200MiB, limit 200MiB"} {
 		if !strings.Contains(sum, want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum)
 		}

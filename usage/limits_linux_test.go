@@ -1,0 +1,214 @@
+package usage
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/securetrain/securetrain/violation"
+)
+
+// A burner with two busy processes under a CFS quota of one CPU uses about
+// one core, as the sampler measures it on the host cgroup.
+func TestRealCPUQuotaOneCore(t *testing.T) {
+	sb := startSandbox(t, sandboxOpts{args: burn(2, 30), cpus: 1, memory: 512 << 20})
+	sm := sb.sampler(t)
+	time.Sleep(time.Second) // let python start
+	a, err := sm.Sample(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	b, err := sm.Sample(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rate := (b.CPUSeconds() - a.CPUSeconds()) / b.Time.Sub(a.Time).Seconds()
+	t.Logf("host CPU %.3f cores over %s; in sandbox: %+v; host tasks %d, procs %d, rss %s",
+		rate, b.Time.Sub(a.Time), b.Sandbox, b.HostTasks, b.HostProcs, bytesHuman(b.MemRSS))
+	if rate > 1+CPUTolerance {
+		t.Errorf("burner under a 1-CPU quota used %.3f cores", rate)
+	}
+	if rate < 0.5 {
+		t.Errorf("burner used only %.3f cores: not measured", rate)
+	}
+	// The enforcer's sustained-CPU rule sees no violation at the quota.
+	e := mustEnforcer(t, Limits{CPUs: 1})
+	if v := e.Observe(a); v != nil {
+		t.Error(v)
+	}
+	if v := e.Observe(b); v != nil {
+		t.Errorf("no false positive at the quota: %v", v)
+	}
+	if b.Sandbox == nil || b.Sandbox.Pids != 2 {
+		t.Errorf("runsc figures %+v, want 2 job processes", b.Sandbox)
+	}
+}
+
+// A job that burns a known amount of CPU (measured inside) is accounted
+// within 10% on the host cgroup and by runsc.
+func TestRealCPUAccounting(t *testing.T) {
+	const want = 8.0
+	sb := startSandbox(t, sandboxOpts{args: burn(1, want), cpus: 1, memory: 512 << 20})
+	sm := sb.sampler(t)
+	out := sb.waitOutput("burned")
+	var inside float64
+	if _, err := fmt.Sscanf(out[strings.Index(out, "burned"):], "burned %g", &inside); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	smp, err := sm.Sample(bg) // runs runsc events while the job sleeps
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.kill()
+	if code, err := sb.wait(); err != nil || code != 128+9 {
+		t.Errorf("wait after SIGKILL: %d %v, want 137", code, err)
+	}
+	f, err := sm.Final(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("inside process_time %.3fs; host cgroup %.3fs (user %.3f sys %.3f); runsc %.3fs",
+		inside, f.CPUSeconds(), f.CPUUser, f.CPUSystem, smp.Sandbox.CPU)
+	if d := math.Abs(f.CPUSeconds()-inside) / inside; d > 0.10 {
+		t.Errorf("host cgroup CPU %.3fs vs %.3fs inside: off by %.1f%%", f.CPUSeconds(), inside, 100*d)
+	}
+	if smp.Sandbox == nil {
+		t.Fatal("no runsc figures")
+	}
+	if d := math.Abs(smp.Sandbox.CPU-inside) / inside; d > 0.10 {
+		t.Errorf("runsc CPU %.3fs vs %.3fs inside: off by %.1f%%", smp.Sandbox.CPU, inside, 100*d)
+	}
+	if f.OOMKilled() {
+		t.Error("OOM reported for a CPU burner")
+	}
+}
+
+// A memory bomb above the limit ends as an OOM kill, read from the
+// cgroup's counters before runsc delete.
+func TestRealMemoryBombOOM(t *testing.T) {
+	const limit = 200 << 20
+	sb := startSandbox(t, sandboxOpts{memory: limit, cpus: 1, args: python(`
+import time
+chunks = []
+for i in range(64):
+    chunks.append(bytearray(10 << 20))
+    time.sleep(0.01)
+print("survived", flush=True)
+`)})
+	sm := sb.sampler(t)
+	start := time.Now()
+	code, err := sb.wait()
+	t.Logf("wait: exit %d err %v; output %q", code, err, sb.output())
+	f, err := sm.Final(bg)
+	if err != nil {
+		t.Fatalf("Final before delete: %v", err)
+	}
+	if !f.OOMKilled() {
+		t.Fatalf("not reported as OOM: %+v", f)
+	}
+	if code != 137 {
+		t.Errorf("exit %d, want 137", code)
+	}
+	if strings.Contains(sb.output(), "survived") {
+		t.Error("the bomb survived its limit")
+	}
+	r := NewRecord(sb.id, start, time.Now(), f, limit, 0)
+	r.Exit = ExitStatus{Code: code, Reason: "oom"}
+	if len(r.Violations) != 1 || r.Violations[0].Kind != violation.Memory {
+		t.Errorf("violations %v", r.Violations)
+	}
+	t.Logf("summary:\n%s", r.Summary())
+	if f.MemPeak < limit*9/10 || f.MemPeak > limit*11/10 {
+		t.Errorf("peak %d, want about the limit %d", f.MemPeak, limit)
+	}
+	sb.delete()
+	if _, err := sm.Final(bg); !IsGone(err) {
+		t.Errorf("Final after delete: %v, want ErrNoCgroup", err)
+	}
+}
+
+// A fork bomb is contained by pids: the sandbox dies when the sentry cannot
+// create host tasks, Final says so, and the node can start a sandbox again.
+func TestRealForkBomb(t *testing.T) {
+	const pids = 128
+	sb := startSandbox(t, sandboxOpts{memory: 1 << 30, cpus: 1, pids: pids, args: python(`
+import os, time
+n = 0
+try:
+    for i in range(2000):
+        if os.fork() == 0:
+            time.sleep(60); os._exit(0)
+        n += 1
+except OSError as e:
+    print("fork failed after", n, e, flush=True)
+print("forked", n, flush=True)
+time.sleep(60)
+`)})
+	sm := sb.sampler(t)
+	code, werr := sb.wait()
+	f, err := sm.Final(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wait: %d %v; host tasks %d, pids.max hit %d; output %q", code, werr, f.HostTasks, f.PidsMaxHit, sb.output())
+	if f.PidsMaxHit == 0 {
+		t.Error("pids.events shows no refused fork")
+	}
+	if strings.Contains(sb.output(), "forked 2000") {
+		t.Error("all 2000 forks succeeded under a pids limit")
+	}
+	if vs := f.Violations(sb.id, 0, pids); len(vs) != 1 || vs[0].Kind != violation.Pids {
+		t.Errorf("violations %v", vs)
+	}
+	// After teardown nothing of the sandbox is left and a new one runs.
+	sb.delete()
+	if _, err := sm.Final(bg); !IsGone(err) {
+		t.Errorf("cgroup after delete: %v", err)
+	}
+	ok := startSandbox(t, sandboxOpts{memory: 256 << 20, pids: pids, args: []string{"/bin/sh", "-c", "sleep 1"}})
+	if code, err := ok.wait(); code != 0 || err != nil {
+		t.Errorf("node unusable after the bomb: exit %d %v", code, err)
+	}
+}
+
+// A cpu_seconds budget ends a burner with that reason, through Watch at 10 Hz.
+func TestRealCPUSecondsBudget(t *testing.T) {
+	const budget = 2.0
+	sb := startSandbox(t, sandboxOpts{args: burn(1, 60), cpus: 1, memory: 512 << 20})
+	sm := sb.sampler(t)
+	e := mustEnforcer(t, Limits{CPUSeconds: budget, Job: sb.id})
+	ctx, cancel := context.WithTimeout(bg, 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	ch, live := Watch(ctx, sm, e, 100*time.Millisecond)
+	v, ok := <-ch
+	if !ok {
+		t.Fatalf("no violation before the deadline; last sample %+v err %v", live.Latest(), live.Err())
+	}
+	sb.kill() // what the supervisor does
+	cancel()
+	for range ch {
+	}
+	code, err := sb.wait()
+	if err != nil || code != 137 {
+		t.Errorf("wait after SIGKILL: %d %v, want 137", code, err)
+	}
+	f, err := sm.Final(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRecord(sb.id, start, time.Now(), f, 512<<20, 0)
+	r.Exit = ExitStatus{Code: code, Signal: "SIGKILL", Reason: "violation"}
+	r.Violations = append(r.Violations, v)
+	t.Logf("violation: %s\nsummary:\n%s", v, r.Summary())
+	if v.Kind != violation.CPUSeconds || v.Limit != LimitCPUSeconds || v.Threshold != budget || v.Measured <= budget || v.Measured > budget+0.5 {
+		t.Errorf("violation %+v", v)
+	}
+	if live.Samples() < 10 {
+		t.Errorf("only %d samples", live.Samples())
+	}
+}
