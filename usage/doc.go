@@ -17,6 +17,37 @@
 //   - NVML (libnvidia-ml, loaded at run time) for GPUs. Without the library or
 //     a GPU the GPU fields are absent (nil), never zero.
 //
+// # Use by the launcher
+//
+//	s, err := usage.NewSampler(usage.Config{CgroupPath: spec.Linux.CgroupsPath,
+//		Runsc: runsc, RunscRoot: root, ContainerID: id, GPUs: gpus, Logger: log})
+//	e, err := usage.NewEnforcer(usage.Limits{...from the profile...})
+//	// runsc run --detach (or create + start), then runsc wait at once
+//	ctx, cancel := context.WithCancel(jobCtx)
+//	viols, live := usage.Watch(ctx, s, e, time.Second) // live: ps and metrics
+//	// supervise: on <-viols kill the job (runsc kill --all ID KILL)
+//	// job exited (runsc wait returned):
+//	cancel(); for range viols {}
+//	f, err := s.Final(jobCtx)         // BEFORE runsc delete
+//	rec := usage.NewRecord(id, start, time.Now(), f, memLimit, pidsLimit)
+//	rec.Exit, rec.EgressBytes = ..., ...; rec.Violations = append(rec.Violations, acted...)
+//	// runsc delete --force ID; s.Close(); write rec; print rec.Summary()
+//
+// A foreground `runsc run` deletes the container, cgroup included, before
+// it returns: Final then finds nothing (ErrNoCgroup). Run detached and
+// delete after Final. `runsc wait` must be started while the job runs:
+// on a created, unstarted container, or after the sandbox exited, it says
+// "sandbox no longer running and its exit status is unavailable".
+//
+// # Which CPU figure
+//
+// Budgets and the record use the host cgroup's CPU time: what the node
+// pays, exact (kernel accounting), and including gVisor's own overhead
+// (about 0.4 s to start a Python interpreter). The job's CPU as gVisor
+// reports it (Sample.Sandbox, time.process_time inside) is counted by the
+// sentry from wall-clock time in application mode and overstates CPU when
+// the host is contended; it is shown, never enforced.
+//
 // # What pids limits under gVisor
 //
 // The host cgroup's pids controller counts host tasks (threads) of the

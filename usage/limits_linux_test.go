@@ -209,3 +209,48 @@ func TestRealCPUSecondsBudget(t *testing.T) {
 		t.Errorf("only %d samples", live.Samples())
 	}
 }
+
+// A small PyTorch training job under a 1-CPU, 2 GiB profile with the
+// sustained-CPU rule on is never flagged, and its account is complete.
+func TestRealTorchNoFalsePositive(t *testing.T) {
+	py := testenv.Python(t)
+	sb := startSandbox(t, sandboxOpts{cpus: 1, memory: 2 << 30, pids: 512, args: []string{py, "-c", `
+import torch
+torch.set_num_threads(1)
+torch.manual_seed(0)
+x = torch.randn(2048, 64); y = x @ torch.randn(64, 1)
+m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1))
+opt = torch.optim.SGD(m.parameters(), lr=0.01)
+for step in range(100):
+    opt.zero_grad(); loss = torch.nn.functional.mse_loss(m(x), y); loss.backward(); opt.step()
+print("loss", float(loss), flush=True)
+`}})
+	sm := sb.sampler(t, 0) // GPU 0 asked for: absent here, present on a GPU host
+	e := mustEnforcer(t, Limits{CPUs: 1, CPUGrace: 5 * time.Second, Job: sb.id})
+	ctx, cancel := context.WithCancel(bg)
+	start := time.Now()
+	ch, live := Watch(ctx, sm, e, time.Second)
+	code, err := sb.wait()
+	cancel()
+	var vs []violation.Violation
+	for v := range ch {
+		vs = append(vs, v)
+	}
+	f, ferr := sm.Final(bg)
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	r := NewRecord(sb.id, start, time.Now(), f, 2<<30, 512)
+	r.Exit = ExitStatus{Code: code}
+	r.Violations = append(r.Violations, vs...)
+	t.Logf("%d samples; output %q\n%s", live.Samples(), sb.output(), r.Summary())
+	if err != nil || code != 0 || !strings.Contains(sb.output(), "loss") {
+		t.Fatalf("training failed: exit %d %v", code, err)
+	}
+	if len(r.Violations) != 0 {
+		t.Errorf("false positives: %v", r.Violations)
+	}
+	if f.CPUSeconds() <= 0 || f.MemPeak == 0 {
+		t.Errorf("empty account %+v", f)
+	}
+}

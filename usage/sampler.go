@@ -68,14 +68,12 @@ func (s *Sampler) Sample(ctx context.Context) (Sample, error) {
 
 // Final reads the final counters, OOM kills included, after the job ended.
 // Call it before `runsc delete`, which removes the cgroup (ErrNoCgroup
-// afterwards). It does not ask runsc, whose sandbox may be gone: Sandbox
+// afterwards). An error other than ErrNoCgroup comes with what could be
+// read: some counter file was unreadable. It does not ask runsc, whose sandbox may be gone: Sandbox
 // carries the last answer of a Sample.
 func (s *Sampler) Final(ctx context.Context) (Final, error) {
 	st, smp, err := s.read(ctx, true)
-	if err != nil {
-		return Final{Sample: smp}, err
-	}
-	return Final{Sample: smp, OOMKills: st.OOMKills, MemFailcnt: st.MemFailcnt, PidsMaxHit: st.PidsMaxHit}, nil
+	return Final{Sample: smp, OOMKills: st.OOMKills, MemFailcnt: st.MemFailcnt, PidsMaxHit: st.PidsMaxHit}, err
 }
 
 func (s *Sampler) read(ctx context.Context, final bool) (cgroupStats, Sample, error) {
@@ -86,10 +84,16 @@ func (s *Sampler) read(ctx context.Context, final bool) (cgroupStats, Sample, er
 	if errors.Is(err, ErrNoCgroup) {
 		return st, Sample{Time: now}, err
 	}
+	var partial error
 	if err != nil {
 		// A file vanished while the sandbox was torn down, or a kernel
-		// without one of them: report what was read.
+		// without one of them: a sample reports what was read; Final
+		// returns the error too, since a missing OOM counter must not
+		// pass for "no OOM".
 		s.log.Debug("cgroup read incomplete", "err", err)
+		if final {
+			partial = err
+		}
 	}
 	smp := Sample{
 		Time:       now,
@@ -119,7 +123,7 @@ func (s *Sampler) read(ctx context.Context, final bool) (cgroupStats, Sample, er
 		smp.Sandbox = &sb
 	}
 	smp.GPUs = s.gpu.read(now, st.Procs)
-	return st, smp, nil
+	return st, smp, partial
 }
 
 // Close releases NVML. The sampler must not be used afterwards.

@@ -94,3 +94,21 @@ func TestParseRunscStats(t *testing.T) {
 		}
 	}
 }
+
+// Final must not pass a missing OOM counter for "no OOM"; Sample goes on.
+func TestFinalPartialIsError(t *testing.T) {
+	s, err := NewSampler(Config{CgroupRoot: "testdata/cgroup1", CgroupPath: "/securetrain/broken"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if smp, err := s.Sample(context.Background()); err != nil || smp.MemUsage != 5 {
+		t.Errorf("Sample: %v, mem %d", err, smp.MemUsage)
+	}
+	f, err := s.Final(context.Background())
+	if err == nil || IsGone(err) {
+		t.Errorf("Final without memory.oom_control: err %v", err)
+	}
+	if f.MemUsage != 5 {
+		t.Errorf("Final lost what it read: %+v", f)
+	}
+}
