@@ -37,6 +37,9 @@ func (n *realNVML) Device(i int) (GPUDevice, error) {
 	return realDevice{d}, nil
 }
 
+// nvmlValueNotAvailable is NVML_VALUE_NOT_AVAILABLE as an unsigned long long.
+const nvmlValueNotAvailable = ^uint64(0)
+
 type realDevice struct{ d nvml.Device }
 
 func (d realDevice) UUID() (string, error) {
@@ -54,18 +57,28 @@ func (d realDevice) Memory() (uint64, uint64, error) {
 	return m.Used, m.Total, nvErr("memory", r)
 }
 
+// Processes lists compute and graphics processes; either list alone will do
+// (datacenter GPUs may not report graphics ones).
 func (d realDevice) Processes() ([]GPUProcess, error) {
 	var out []GPUProcess
+	var errs []error
 	for _, get := range []func() ([]nvml.ProcessInfo, nvml.Return){
 		d.d.GetComputeRunningProcesses, d.d.GetGraphicsRunningProcesses,
 	} {
 		ps, r := get()
 		if err := nvErr("processes", r); err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		for _, p := range ps {
+			if p.UsedGpuMemory == nvmlValueNotAvailable {
+				return nil, fmt.Errorf("usage: NVML: memory of process %d not available", p.Pid)
+			}
 			out = append(out, GPUProcess{Pid: int(p.Pid), MemUsed: p.UsedGpuMemory})
 		}
+	}
+	if len(errs) == 2 {
+		return nil, errors.Join(errs...)
 	}
 	return out, nil
 }
