@@ -254,3 +254,27 @@ print("loss", float(loss), flush=True)
 		t.Errorf("empty account %+v", f)
 	}
 }
+
+// wall_time ends a sleeper.
+func TestRealWallTime(t *testing.T) {
+	sb := startSandbox(t, sandboxOpts{args: []string{"/bin/sleep", "600"}, memory: 256 << 20})
+	sm := sb.sampler(t)
+	e := mustEnforcer(t, Limits{WallTime: 2 * time.Second, Start: time.Now(), Job: sb.id})
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
+	defer cancel()
+	ch, _ := Watch(ctx, sm, e, 200*time.Millisecond)
+	v, ok := <-ch
+	if !ok {
+		t.Fatal("no wall_time violation")
+	}
+	sb.kill()
+	cancel()
+	code, err := sb.wait()
+	t.Logf("%s; exit %d %v", v, code, err)
+	if v.Kind != violation.WallTime || v.Limit != LimitWallTime || v.Threshold != 2 || v.Measured <= 2 {
+		t.Errorf("violation %+v", v)
+	}
+	if code != 137 {
+		t.Errorf("exit %d %v after kill, want 137", code, err)
+	}
+}
