@@ -13,13 +13,14 @@ import (
 // kernel. A zero field means no limit. The launcher fills it from the
 // profile's limits section.
 type Limits struct {
-	// CPUs: host CPU use (cores, averaged between two samples) above
+	// CPUs: the job's CPU use (Sample.JobCPU, cores, averaged between two samples) above
 	// CPUs*(1+CPUTolerance) for longer than CPUGrace is a violation of
 	// limits.cpus. With a CFS quota of CPUs in the spec this only fires
 	// when the quota is not in force.
 	CPUs     float64
 	CPUGrace time.Duration
-	// CPUSeconds is a budget of host CPU seconds (sentry, gofer and job).
+	// CPUSeconds is a budget of the job's CPU seconds (Sample.JobCPU: host
+	// CPU time of the job's code, gVisor's own processes left out).
 	CPUSeconds float64
 	// GPUSeconds is a budget of GPU busy seconds, summed over the job's
 	// GPUs (utilization integrated over time).
@@ -118,9 +119,9 @@ func (e *Enforcer) Observe(s Sample) *violation.Violation {
 			add(LimitWallTime, violation.Violation{Limit: LimitWallTime, Measured: round(d.Seconds()), Threshold: e.l.WallTime.Seconds(), Unit: "s"})
 		}
 	}
-	if e.l.CPUSeconds > 0 && s.CPUSeconds() > e.l.CPUSeconds {
-		add(LimitCPUSeconds, violation.Violation{Limit: LimitCPUSeconds, Measured: round(s.CPUSeconds()), Threshold: e.l.CPUSeconds, Unit: "s",
-			Detail: "host CPU time of the sandbox"})
+	if e.l.CPUSeconds > 0 && s.JobCPU() > e.l.CPUSeconds {
+		add(LimitCPUSeconds, violation.Violation{Limit: LimitCPUSeconds, Measured: round(s.JobCPU()), Threshold: e.l.CPUSeconds, Unit: "s",
+			Detail: fmt.Sprintf("CPU time of the job's code; %.1fs with gVisor's own", s.CPUSeconds())})
 	}
 	if e.l.GPUSeconds > 0 {
 		var busy float64
@@ -133,7 +134,7 @@ func (e *Enforcer) Observe(s Sample) *violation.Violation {
 		}
 	}
 	if e.l.CPUs > 0 && e.prev != nil && s.Time.After(e.prev.Time) {
-		rate := (s.CPUSeconds() - e.prev.CPUSeconds()) / s.Time.Sub(e.prev.Time).Seconds()
+		rate := (s.JobCPU() - e.prev.JobCPU()) / s.Time.Sub(e.prev.Time).Seconds()
 		if rate > e.l.CPUs*(1+CPUTolerance) {
 			if e.cpuOver.IsZero() {
 				e.cpuOver = e.prev.Time

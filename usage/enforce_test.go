@@ -46,6 +46,13 @@ func TestEnforcerCPUSeconds(t *testing.T) {
 	if v := e.Observe(at(5, 12)); v != nil {
 		t.Errorf("reported twice: %v", v)
 	}
+	// The budget counts the job's code, not gVisor's own processes.
+	e = mustEnforcer(t, Limits{CPUSeconds: 10})
+	s := at(1, 14)
+	s.GVisorCPU = 5
+	if v := e.Observe(s); v != nil {
+		t.Errorf("9 s of job CPU + 5 s of gVisor under a 10 s budget: %v", v)
+	}
 }
 
 func TestEnforcerSustainedCPU(t *testing.T) {

@@ -19,6 +19,7 @@ func (s Sample) Metrics() []Metric {
 	ms := []Metric{
 		{Name: "securetrain_job_cpu_user_seconds_total", Help: "Host CPU user time of the sandbox.", Counter: true, Value: s.CPUUser},
 		{Name: "securetrain_job_cpu_system_seconds_total", Help: "Host CPU system time of the sandbox.", Counter: true, Value: s.CPUSystem},
+		{Name: "securetrain_job_code_cpu_seconds_total", Help: "Host CPU time of the job's own code (gVisor's sentry and gofer left out).", Counter: true, Value: s.JobCPU()},
 		{Name: "securetrain_job_memory_bytes", Help: "Memory charged to the sandbox's cgroup.", Value: float64(s.MemUsage)},
 		{Name: "securetrain_job_memory_peak_bytes", Help: "Highest memory charged to the sandbox's cgroup.", Value: float64(s.MemPeak)},
 		{Name: "securetrain_job_rss_bytes", Help: "Summed resident set of the sandbox's host processes.", Value: float64(s.MemRSS)},

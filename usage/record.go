@@ -16,10 +16,14 @@ type Record struct {
 	End   time.Time `json:"end"`
 	// WallSeconds is End-Start.
 	WallSeconds float64 `json:"wall_s"`
-	// Host CPU of the sandbox (job, sentry, gofer).
+	// Host CPU of the sandbox (job, sentry, gofer): what the node paid.
 	CPUSeconds float64 `json:"cpu_s"`
 	CPUUser    float64 `json:"cpu_user_s"`
 	CPUSystem  float64 `json:"cpu_system_s"`
+	// JobCPUSeconds is the CPU of the job's own code (Sample.JobCPU),
+	// GVisorCPUSeconds that of gVisor's sentry and gofer.
+	JobCPUSeconds    float64 `json:"job_cpu_s"`
+	GVisorCPUSeconds float64 `json:"gvisor_cpu_s"`
 	// SandboxCPUSeconds is the job's own CPU as runsc last reported it;
 	// absent when runsc never answered.
 	SandboxCPUSeconds *float64 `json:"sandbox_cpu_s,omitempty"`
@@ -60,6 +64,7 @@ func NewRecord(job string, start, end time.Time, f Final, memLimit uint64, pidsL
 		Job: job, Start: start, End: end,
 		WallSeconds: round(end.Sub(start).Seconds()),
 		CPUSeconds:  round(f.CPUSeconds()), CPUUser: round(f.CPUUser), CPUSystem: round(f.CPUSystem),
+		JobCPUSeconds: round(f.JobCPU()), GVisorCPUSeconds: round(f.GVisorCPU),
 		MemPeak: f.MemPeak, IORead: f.IORead, IOWrite: f.IOWrite, BlockRead: f.BlockRead, BlockWrite: f.BlockWrite,
 		OOMKilled: f.OOMKilled(), OOMKills: f.OOMKills, PidsMaxHit: f.PidsMaxHit,
 		Violations: f.Violations(job, memLimit, pidsLimit),
@@ -102,9 +107,9 @@ func (f Final) Violations(job string, memLimit uint64, pidsLimit int64) []violat
 // Summary is a short account for stderr, at most a few lines.
 func (r Record) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "securetrain: job %s %s after %s: cpu %.1fs, peak memory %s, read %s, written %s",
+	fmt.Fprintf(&b, "securetrain: job %s %s after %s: cpu %.1fs (+%.1fs gVisor), peak memory %s, read %s, written %s",
 		r.Job, r.exitWords(), time.Duration(r.WallSeconds*float64(time.Second)).Round(100*time.Millisecond),
-		r.CPUSeconds, bytesHuman(r.MemPeak), bytesHuman(r.IORead), bytesHuman(r.IOWrite))
+		r.JobCPUSeconds, r.GVisorCPUSeconds, bytesHuman(r.MemPeak), bytesHuman(r.IORead), bytesHuman(r.IOWrite))
 	if r.GPUSeconds != nil {
 		fmt.Fprintf(&b, ", gpu %.1fs busy, peak gpu memory %s", *r.GPUSeconds, bytesHuman(*r.GPUMemPeak))
 	}

@@ -21,10 +21,14 @@ type Sample struct {
 	HostTasks  int     `json:"host_tasks"`   // host tasks (threads) in the cgroup: what pids limits
 
 	// Host processes of the sandbox, from /proc.
-	HostProcs int    `json:"host_procs"`
-	MemRSS    uint64 `json:"mem_rss"`  // sum of resident sets; pages shared by sentry and stubs count once per process
-	IORead    uint64 `json:"io_read"`  // bytes read through syscalls (rchar), processes that exited included
-	IOWrite   uint64 `json:"io_write"` // bytes written through syscalls (wchar), likewise
+	HostProcs int `json:"host_procs"`
+	// GVisorCPU is the CPU seconds of gVisor's own processes, sentry and
+	// gofer (last seen for ones that exited); the rest of the cgroup's CPU
+	// ran in systrap stubs, which execute the job's code: see JobCPU.
+	GVisorCPU float64 `json:"gvisor_cpu_s"`
+	MemRSS    uint64  `json:"mem_rss"`  // sum of resident sets; pages shared by sentry and stubs count once per process
+	IORead    uint64  `json:"io_read"`  // bytes read through syscalls (rchar), processes that exited included
+	IOWrite   uint64  `json:"io_write"` // bytes written through syscalls (wchar), likewise
 
 	// Sandbox is what runsc reports from inside the sandbox; nil when runsc
 	// was not asked or did not answer.
@@ -35,8 +39,19 @@ type Sample struct {
 	GPUs []GPUSample `json:"gpus,omitempty"`
 }
 
-// CPUSeconds is the sandbox's host CPU time, user plus system.
+// CPUSeconds is the sandbox's host CPU time, user plus system: what the node
+// paid, gVisor's overhead included.
 func (s Sample) CPUSeconds() float64 { return s.CPUUser + s.CPUSystem }
+
+// JobCPU is the host CPU time of the job's own code: the cgroup's CPU less
+// gVisor's processes (sentry, gofer). It is what budgets and the sustained
+// CPU rule count. Unlike gVisor's own clock it does not grow when the host
+// is contended; unlike CPUSeconds it leaves out the sentry's polling, which
+// does. The sentry's CPU is read from /proc while it runs, so JobCPU needs
+// samples during the job (Watch): at the very end it includes the
+// sentry's CPU since the last sample, and a Final with no sample before it
+// counts all of the sentry's CPU as the job's.
+func (s Sample) JobCPU() float64 { return s.CPUSeconds() - s.GVisorCPU }
 
 // SandboxStats are the figures `runsc events --stats` gives for the
 // container: its own processes, as the sentry sees them.

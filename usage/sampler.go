@@ -107,7 +107,9 @@ func (s *Sampler) read(ctx context.Context, final bool) (cgroupStats, Sample, er
 	// The kernel's peak where it keeps one; never less than what was seen.
 	s.memPeak = max(s.memPeak, st.MemPeak, st.MemUsage)
 	smp.MemPeak = s.memPeak
-	smp.HostProcs, smp.MemRSS, smp.IORead, smp.IOWrite = s.procs.read(st.Procs)
+	pf := s.procs.read(st.Procs)
+	smp.HostProcs, smp.MemRSS, smp.IORead, smp.IOWrite = pf.n, pf.rss, pf.rd, pf.wr
+	smp.GVisorCPU = min(pf.gvisorCPU, smp.CPUSeconds())
 
 	if !final && s.cfg.Runsc != "" && now.Sub(s.lastEvent) >= s.events {
 		s.lastEvent = now

@@ -68,13 +68,13 @@ func TestWatchSurvivesGoneCgroup(t *testing.T) {
 
 func TestRecord(t *testing.T) {
 	f := Final{
-		Sample: Sample{Time: t0.Add(90 * time.Second), CPUUser: 40, CPUSystem: 2, MemPeak: 200 << 20, IORead: 1 << 20,
+		Sample: Sample{Time: t0.Add(90 * time.Second), CPUUser: 40, CPUSystem: 2, GVisorCPU: 2, MemPeak: 200 << 20, IORead: 1 << 20,
 			Sandbox: &SandboxStats{CPU: 39}},
 		OOMKills: 1,
 	}
 	r := NewRecord("j1", t0, t0.Add(90*time.Second), f, 200<<20, 0)
 	r.Exit = ExitStatus{Code: 137, Reason: "oom"}
-	if !r.OOMKilled || r.CPUSeconds != 42 || r.WallSeconds != 90 || len(r.Violations) != 1 || r.Violations[0].Kind != violation.Memory {
+	if !r.OOMKilled || r.CPUSeconds != 42 || r.JobCPUSeconds != 40 || r.GVisorCPUSeconds != 2 || r.WallSeconds != 90 || len(r.Violations) != 1 || r.Violations[0].Kind != violation.Memory {
 		t.Fatalf("record %+v", r)
 	}
 	b, err := json.Marshal(r)
@@ -91,7 +91,7 @@ func TestRecord(t *testing.T) {
 		t.Errorf("JSON %s", js)
 	}
 	sum := r.Summary()
-	for _, want := range []string{"job j1 killed for memory (OOM, exit 137) after 1m30s", "cpu 42.0s", "peak memory 200.0 MiB", "limits.memory exceeded: measured 200MiB, limit 200MiB"} {
+	for _, want := range []string{"job j1 killed for memory (OOM, exit 137) after 1m30s", "cpu 40.0s (+2.0s gVisor)", "peak memory 200.0 MiB", "limits.memory exceeded: measured 200MiB, limit 200MiB"} {
 		if !strings.Contains(sum, want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum)
 		}
