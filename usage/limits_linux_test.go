@@ -2,14 +2,17 @@ package usage
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/violation"
-	"golang.org/x/sys/unix"
 )
 
 // A burner with two busy processes under a CFS quota of one CPU uses about
@@ -62,16 +65,12 @@ func TestRealCPUAccounting(t *testing.T) {
 	testenv.RequireRoot(t)
 	job := python("for _ in range(120_000_000): pass")
 	// The same work's CPU time varies on a shared host (a busy SMT sibling
-	// slows every instruction): measure it natively before and after.
-	runNative := func() float64 {
-		before := cpuTime(unix.RUSAGE_CHILDREN)
-		if out, err := exec.Command(job[0], job[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("native run: %v: %s", err, out)
-		}
-		return (cpuTime(unix.RUSAGE_CHILDREN) - before).Seconds()
+	// slows every instruction, seen: 2.7 s to 4.8 s within a minute): run it
+	// natively at the same time as in the sandbox, so both see the same host.
+	native := exec.Command(job[0], job[1:]...)
+	if err := native.Start(); err != nil {
+		t.Fatal(err)
 	}
-	native1 := runNative()
-
 	sb := startSandbox(t, sandboxOpts{args: job, cpus: 1, memory: 512 << 20})
 	sm := sb.sampler(t)
 	ctx, cancel := context.WithCancel(bg)
@@ -83,16 +82,25 @@ func TestRealCPUAccounting(t *testing.T) {
 	if err != nil || code != 0 {
 		t.Fatalf("job: exit %d %v: %s", code, err, sb.output())
 	}
+	if err := native.Wait(); err != nil {
+		t.Fatalf("native run: %v", err)
+	}
+	nat := native.ProcessState.UserTime() + native.ProcessState.SystemTime()
 	f, err := sm.Final(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	native2 := runNative()
-	lo, hi := min(native1, native2), max(native1, native2)
-	t.Logf("native %.3fs and %.3fs; sandbox: job %.3fs, gVisor %.3fs, cgroup %.3fs (user %.3f sys %.3f)",
-		native1, native2, f.JobCPU(), f.GVisorCPU, f.CPUSeconds(), f.CPUUser, f.CPUSystem)
-	if j := f.JobCPU(); j < 0.9*lo || j > 1.1*hi {
-		t.Errorf("job CPU %.3fs is not within 10%% of %.3f-%.3fs, the same work natively", j, lo, hi)
+	t.Logf("native %.3fs; sandbox: job %.3fs, gVisor %.3fs, cgroup %.3fs (user %.3f sys %.3f)",
+		nat.Seconds(), f.JobCPU(), f.GVisorCPU, f.CPUSeconds(), f.CPUUser, f.CPUSystem)
+	if d := math.Abs(f.JobCPU()-nat.Seconds()) / nat.Seconds(); d > 0.10 {
+		// On a shared developer host the same work's CPU cost swings by
+		// more than 10% from one core to the other (seen: -26% to +14%,
+		// both ways, at load 4-7 on 2 CPUs); CI runs on a quiet host.
+		if load := loadAvg(); !testenv.InCI() && load > float64(runtime.NumCPU())/2 {
+			t.Skipf("host too loaded for a CPU reference (load %.1f on %d CPUs): job CPU %.3fs vs %.3fs natively (%.1f%%)",
+				load, runtime.NumCPU(), f.JobCPU(), nat.Seconds(), 100*d)
+		}
+		t.Errorf("job CPU %.3fs vs %.3fs for the same work natively at the same time: off by %.1f%%", f.JobCPU(), nat.Seconds(), 100*d)
 	}
 	if f.OOMKilled() {
 		t.Error("OOM reported for a CPU burner")
@@ -289,4 +297,15 @@ func TestRealWallTime(t *testing.T) {
 	if code != 137 {
 		t.Errorf("exit %d %v after kill, want 137", code, err)
 	}
+}
+
+// loadAvg is the host's one-minute load average (0 if unreadable).
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }
