@@ -17,7 +17,7 @@ func BenchmarkSample(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
 		every time.Duration
-	}{{"runsc-1Hz", time.Second}, {"runsc-every-sample", time.Nanosecond}} {
+	}{{"runsc-1Hz", time.Second}, {"no-runsc", time.Hour}, {"runsc-every-sample", time.Nanosecond}} {
 		b.Run(tc.name, func(b *testing.B) {
 			sm, err := NewSampler(Config{CgroupPath: sb.cgPath, Runsc: sb.runsc, RunscRoot: sb.root, ContainerID: sb.id, EventsInterval: tc.every})
 			if err != nil {
