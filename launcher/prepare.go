@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
 )
 
@@ -52,6 +53,7 @@ type plan struct {
 	devices   []sandbox.Device
 	gpuLibs   []string
 	masks     []string // host paths of credential files/dirs to cover
+	net       *netguard.Config
 }
 
 // prepare checks everything the job needs and computes its sandbox without
@@ -200,6 +202,15 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		}
 	}
 	pl.env = env
+	if !req.NetworkOff {
+		nc, err := l.netConfig(p, req)
+		if err != nil {
+			return nil, err
+		}
+		pl.net = nc
+	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn {
+		return nil, errors.New("--network none cannot be combined with --allow, --peers or --learn")
+	}
 	return pl, nil
 }
 

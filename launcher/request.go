@@ -38,6 +38,13 @@ type Request struct {
 	TTY            bool
 	// ReportPath, when set, receives a copy of the result record.
 	ReportPath string
+	// Allow adds allowlist entries for this run (--allow); Peers adds
+	// distributed-training peers (--peers); Learn runs in audit mode and
+	// suggests an allowlist (--learn). NetworkOff is --network none.
+	Allow      []string
+	Peers      []string
+	Learn      bool
+	NetworkOff bool
 }
 
 // Caller is the user a job runs as. Never root.
