@@ -79,7 +79,10 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 			errs = append(errs, err)
 		}
 		for _, c := range cs {
-			if live[c.ID] {
+			// Ask the lock again: a job started after the listing above
+			// recorded itself and took its lock before runsc created its
+			// container, so its container is not an orphan.
+			if live[c.ID] || store.live(c.ID) {
 				continue
 			}
 			if err := rs.Delete(ctx, c.ID); err != nil {
