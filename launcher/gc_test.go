@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/jobstate"
 )
@@ -203,5 +205,55 @@ func TestKill(t *testing.T) {
 	h.Release()
 	if err := l.Kill(ctx, "dddddddddddd", 0, false); err == nil || !strings.Contains(err.Error(), "is not running") {
 		t.Errorf("dead job: %v", err)
+	}
+}
+
+// TestGCJobStartedDuringGC starts a job between gc's listing of job states
+// and its listing of runsc containers: the new job's container must live.
+func TestGCJobStartedDuringGC(t *testing.T) {
+	dir := t.TempDir()
+	logf, listing, proceed := filepath.Join(dir, "runsc.log"), filepath.Join(dir, "listing"), filepath.Join(dir, "proceed")
+	for _, f := range []string{listing, proceed} {
+		if err := unix.Mkfifo(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\ncase \"$*\" in *' list --format=json') echo listing > %s; cat %s > /dev/null; echo '[{\"id\":\"ffffffffffff\"}]';; esac\n", logf, listing, proceed)
+	bin := filepath.Join(dir, "runsc")
+	os.WriteFile(bin, []byte(script), 0o755)
+	l := &Launcher{Host: &configs.Host{StateDir: filepath.Join(dir, "run")}, Runsc: bin, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	os.MkdirAll(l.runsc().Root, 0o700)
+
+	type result struct {
+		rep GCReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := l.GC(context.Background())
+		done <- result{rep, err}
+	}()
+	// gc has listed the (empty) store and now asks runsc for containers.
+	if _, err := os.ReadFile(listing); err != nil {
+		t.Fatal(err)
+	}
+	h, err := l.Store().Create(JobState{ID: "ffffffffffff"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Remove()
+	h.Record(jobstate.Resource{Kind: KindRunsc, Name: "ffffffffffff"})
+	if err := os.WriteFile(proceed, []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.rep.Orphans) != 0 {
+		t.Errorf("gc took the new job's container for an orphan: %v", r.rep.Orphans)
+	}
+	if calls, _ := os.ReadFile(logf); strings.Contains(string(calls), "delete") {
+		t.Errorf("gc deleted a live job's container: %q", calls)
 	}
 }
