@@ -169,7 +169,7 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 
 	// Data.
 	for _, d := range req.Data {
-		src, err := resolveDir(d.Source, "--data "+d.Source)
+		src, err := resolveDir(d.Source, "--data")
 		if err != nil {
 			return nil, err
 		}
