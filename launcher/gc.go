@@ -82,7 +82,11 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 			// Ask the lock again: a job started after the listing above
 			// recorded itself and took its lock before runsc created its
 			// container, so its container is not an orphan.
-			if live[c.ID] || store.live(c.ID) {
+			if live[c.ID] {
+				continue
+			}
+			if store.live(c.ID) {
+				live[c.ID] = true
 				continue
 			}
 			if err := rs.Delete(ctx, c.ID); err != nil {
