@@ -157,3 +157,25 @@ func TestPrepareRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestPrepareRelativePython(t *testing.T) {
+	p := newPrepTree(t)
+	t.Chdir(p.code)
+	p.req.Python = ".venv/bin/python"
+	p.req.Command = []string{"python", "train.py"}
+	pl, err := p.l.prepare(context.Background(), p.req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(p.code, ".venv/bin/python"); pl.args[0] != want {
+		t.Errorf("args[0] %q, want %q", pl.args[0], want)
+	}
+	for _, m := range pl.mounts {
+		if !filepath.IsAbs(m.Source) {
+			t.Errorf("relative mount source %q", m.Source)
+		}
+	}
+	if env := envMap(pl.env); !strings.HasPrefix(env["PATH"], filepath.Join(p.code, ".venv/bin")+":") {
+		t.Errorf("PATH %q", env["PATH"])
+	}
+}
