@@ -176,3 +176,6 @@ func TestNewID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// The subsystems record their resources through the handle.
+var _ jobstate.Recorder = (*Handle)(nil)
