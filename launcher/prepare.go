@@ -141,6 +141,13 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		if _, err := os.Stat(python); err != nil {
 			return nil, fmt.Errorf("--python %s: %w", python, unwrapFS(err))
 		}
+		// --python venv/bin/python is relative to where the user typed it;
+		// inside the sandbox the job starts in the code directory.
+		abs, err := filepath.Abs(python)
+		if err != nil {
+			return nil, fmt.Errorf("--python %s: %w", python, err)
+		}
+		python = abs
 	}
 	py := detectPython(python, req.Command, code, caller)
 	for _, pref := range py.Prefixes {
@@ -171,7 +178,7 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 
 	// Data.
 	for _, d := range req.Data {
-		src, err := resolveDir(d.Source, "--data "+d.Source)
+		src, err := resolveDir(d.Source, "--data")
 		if err != nil {
 			return nil, err
 		}

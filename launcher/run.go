@@ -479,10 +479,18 @@ func (l *Launcher) finish(res *Result, err error) {
 		res.Outcome = OutcomeExited
 	case status > 128 && status < 128+65:
 		res.Outcome = OutcomeSignaled
-		res.Reason = "killed by signal " + unix.SignalName(syscall.Signal(status-128))
+		res.Reason = "killed by signal " + sigName(syscall.Signal(status-128))
 	default:
 		res.Outcome = OutcomeFailed
 	}
+}
+
+// sigName names a signal, real-time ones (which have no name) by number.
+func sigName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return fmt.Sprintf("%d", int(s))
 }
 
 func signalName(s os.Signal) string {
