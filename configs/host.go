@@ -94,7 +94,7 @@ func (h *Host) SetDefaults() {
 		h.ProfileDir = DefaultProfileDir
 	}
 	if h.Network.Pool == "" {
-		h.Network.Pool = "100.127.0.0/17"
+		h.Network.Pool = "10.213.0.0/16"
 	}
 	if h.Audit.Path == "" {
 		h.Audit.Path = "/var/log/securetrain/audit.jsonl"
@@ -125,7 +125,7 @@ func (h *Host) Validate() error {
 		add("runsc", "must be an absolute path, got %q", h.Runsc)
 	}
 	if _, err := netip.ParsePrefix(h.Network.Pool); err != nil {
-		add("network.pool", "must be an address range such as 100.127.0.0/17, got %q", h.Network.Pool)
+		add("network.pool", "must be an address range such as 10.213.0.0/16, got %q", h.Network.Pool)
 	}
 	for i, r := range h.Network.InternalRanges {
 		if _, err := netip.ParsePrefix(r); err != nil {

@@ -16,7 +16,7 @@ func TestLoadHostMissingDefaultFileMeansDefaults(t *testing.T) {
 	}
 	want := Host{
 		Version: 1, StateDir: "/run/securetrain", DataDir: "/var/lib/securetrain", ProfileDir: DefaultProfileDir,
-		Network: HostNetwork{Pool: "100.127.0.0/17"}, Audit: HostAudit{Path: "/var/log/securetrain/audit.jsonl"},
+		Network: HostNetwork{Pool: "10.213.0.0/16"}, Audit: HostAudit{Path: "/var/log/securetrain/audit.jsonl"},
 		Daemon: HostDaemon{Socket: "/run/securetrain/securetrain.sock"}, Integrity: HostIntegrity{TransitMount: "transit"},
 		Source: f,
 	}
@@ -73,7 +73,7 @@ func TestLoadHostErrors(t *testing.T) {
 		{"relative runsc", "version: 1\nrunsc: runsc\n", `h.yaml:2: runsc: must be an absolute path, got "runsc"`},
 		{"auth method", "version: 1\nvault: {auth: {method: userpass}}\n", `h.yaml:2: vault.auth.method: must be token, approle, jwt or cert, got "userpass"`},
 		{"bool for string", "version: 1\nvault: {auth: {method: true}}\n", "h.yaml:2: vault.auth.method: want a string, got true (quote it)"},
-		{"pool", "version: 1\nnetwork:\n  pool: 100.127.0.0\n", `h.yaml:3: network.pool: must be an address range such as 100.127.0.0/17, got "100.127.0.0"`},
+		{"pool", "version: 1\nnetwork:\n  pool: 100.127.0.0\n", `h.yaml:3: network.pool: must be an address range such as 10.213.0.0/16, got "100.127.0.0"`},
 		{"internal range", "version: 1\nnetwork:\n  internal_ranges: [10.0.0.0/8, intranet]\n", `h.yaml:3: network.internal_ranges[1]: must be an address range such as 10.0.0.0/8, got "intranet"`},
 		{"upstream", "version: 1\nnetwork:\n  upstreams:\n  - 127.0.0.53:53\n  - dns.example\n", `h.yaml:5: network.upstreams[1]: must be a resolver address such as 127.0.0.53 or 127.0.0.53:53, got "dns.example"`},
 		{"two failures in order", "version: 1\ndata_dir: d\nstate_dir: s\n",

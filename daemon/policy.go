@@ -74,8 +74,6 @@ func Authorize(h *configs.Host, id Identity, args *RunArgs, avail []int, read Pr
 		case args.Unrestricted:
 			return nil, adminOnly("--unrestricted")
 		}
-	} else if args.Learn {
-		return nil, errors.New("--learn is not available through the daemon in this build: run it as root on a trusted machine")
 	}
 
 	// The profile: a name, or a file.
@@ -140,8 +138,9 @@ func Authorize(h *configs.Host, id Identity, args *RunArgs, avail []int, read Pr
 	if err != nil {
 		return nil, err
 	}
-	if len(args.Allow) > 0 || args.Rootfs != "" || args.Unrestricted {
-		q.Network.Allow = append(slices.Clone(q.Network.Allow), args.Allow...)
+	// --allow and --peers go to the launcher with the request (bounded
+	// above for users who are not admins).
+	if args.Rootfs != "" || args.Unrestricted {
 		if args.Rootfs != "" {
 			q.Sandbox.Rootfs = args.Rootfs
 		}
@@ -213,13 +212,19 @@ func bound(h *configs.Host, r *configs.PolicyRule, i int, id Identity, args *Run
 	if args.Pids != 0 && args.Pids > prof.Limits.Pids {
 		return fmt.Errorf("--pids %d: above the profile's limits.pids %d; only root and admin groups may raise it: %w", args.Pids, prof.Limits.Pids, ErrDenied)
 	}
-	for _, a := range args.Allow {
-		if !r.AllowsEntry(a) && !configs.MatchAllow(h.Network.AllowMax, a) {
-			allowed := strings.Join(append(slices.Clone(r.Allow), h.Network.AllowMax...), ", ")
-			if allowed == "" {
-				allowed = "none"
+	// --peers open egress to addresses too: bounded by the same entries.
+	for _, flag := range []struct {
+		name    string
+		entries []string
+	}{{"--allow", args.Allow}, {"--peers", args.Peers}} {
+		for _, a := range flag.entries {
+			if !r.AllowsEntry(a) && !configs.MatchAllow(h.Network.AllowMax, a) {
+				allowed := strings.Join(append(slices.Clone(r.Allow), h.Network.AllowMax...), ", ")
+				if allowed == "" {
+					allowed = "none"
+				}
+				return fmt.Errorf("%s %s: not permitted for user %s by the host policy (%s: %s): %w", flag.name, a, id.Name, field("allow"), allowed, ErrDenied)
 			}
-			return fmt.Errorf("--allow %s: not permitted for user %s by the host policy (%s: %s): %w", a, id.Name, field("allow"), allowed, ErrDenied)
 		}
 	}
 	return nil

@@ -59,6 +59,7 @@ type RunArgs struct {
 	GPUs         string        `json:"gpus,omitempty"`
 	Network      string        `json:"network,omitempty"`
 	Allow        []string      `json:"allow,omitempty"`
+	Peers        []string      `json:"peers,omitempty"`
 	Report       string        `json:"report,omitempty"`
 	TTY          bool          `json:"tty,omitempty"`
 	User         string        `json:"user,omitempty"`
@@ -74,11 +75,15 @@ type Signal struct {
 
 // Reply is the daemon's answer.
 type Reply struct {
-	Error string    `json:"error,omitempty"` // one line: why nothing happened
-	Exit  *int      `json:"exit,omitempty"`  // the job's exit code (run)
-	Notes []string  `json:"notes,omitempty"` // lines for the caller's stderr
-	ID    string    `json:"id,omitempty"`
-	Jobs  []JobInfo `json:"jobs,omitempty"`
+	Error string   `json:"error,omitempty"` // one line: why nothing happened
+	Exit  *int     `json:"exit,omitempty"`  // the job's exit code (run)
+	Notes []string `json:"notes,omitempty"` // lines for the caller's stderr
+	// Summary is the job's usage summary, Suggested the allowlist --learn
+	// suggests (printed by the client as a root run prints them).
+	Summary   string    `json:"summary,omitempty"`
+	Suggested []string  `json:"suggested,omitempty"`
+	ID        string    `json:"id,omitempty"`
+	Jobs      []JobInfo `json:"jobs,omitempty"`
 }
 
 // JobInfo is one line of ps.

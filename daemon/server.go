@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -312,6 +313,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		Output: args.Output, Data: data, Python: abs(args.Python), Env: args.Env, CallerEnv: args.CallerEnv,
 		Stdin: files[0], Stdout: files[1], Stderr: files[2], TTY: args.TTY,
 		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
+		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: args.Network == "none",
 	}
 	log = log.With("job", jobID)
 	s.mu.Lock()
@@ -388,9 +390,13 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	log.Info("job ended", "outcome", res.Outcome, "exit", res.ExitCode)
 	s.Metrics.JobEnded(jobID, outcome(res.Outcome))
-	s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: res.Usage})
+	var usageJSON json.RawMessage
+	if res.Usage != nil {
+		usageJSON, _ = json.Marshal(res.Usage)
+	}
+	s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: usageJSON})
 	code2 := res.ExitCode
-	return Reply{ID: res.ID, Exit: &code2, Notes: notes}
+	return Reply{ID: res.ID, Exit: &code2, Notes: notes, Summary: res.Summary, Suggested: res.Suggested}
 }
 
 var signals = map[string]os.Signal{"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT}

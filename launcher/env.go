@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,12 @@ var ThreadVars = []string{
 	"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
 	"VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
 }
+
+// launcherOwned are set only by the launcher, from the GPUs it gives the job:
+// nvproxy reads NVIDIA_DRIVER_CAPABILITIES from the spec.
+var launcherOwned = map[string]bool{"NVIDIA_DRIVER_CAPABILITIES": true}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // envInput is what buildEnv reads.
 type envInput struct {
@@ -70,8 +77,14 @@ func buildEnv(in envInput) ([]string, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("--env %q: want NAME=VALUE", kv)
 		}
+		if !envNameRE.MatchString(k) {
+			return nil, fmt.Errorf("--env %q: %q is not a valid variable name (letters, digits and _, not starting with a digit)", kv, k)
+		}
 		if configs.IsForbiddenEnv(k) {
 			return nil, fmt.Errorf("--env %s: this variable may never be passed to a job (launcher credentials, loader injection or unsafe model loading)", k)
+		}
+		if launcherOwned[k] {
+			return nil, fmt.Errorf("--env %s: set by the launcher (from gpu.capabilities and the GPU libraries it mounts), not by the caller", k)
 		}
 		env[k] = v
 	}
@@ -84,6 +97,16 @@ func buildEnv(in envInput) ([]string, error) {
 	if _, ok := env["TF_NUM_INTEROP_THREADS"]; !ok {
 		env["TF_NUM_INTEROP_THREADS"] = strconv.Itoa(min(2, threadCount(in.cpus)))
 	}
+	for k, v := range in.extra {
+		env[k] = v
+	}
+	for k := range env {
+		// Never from the caller, the profile or a subsystem: the launcher
+		// sets these below from what it found and mounted.
+		if configs.IsForbiddenEnv(k) || launcherOwned[k] {
+			delete(env, k)
+		}
+	}
 	if in.gpuCaps != nil {
 		env["NVIDIA_DRIVER_CAPABILITIES"] = strings.Join(in.gpuCaps, ",")
 		if len(in.gpuLibDir) > 0 {
@@ -91,9 +114,6 @@ func buildEnv(in envInput) ([]string, error) {
 			// caller's LD_LIBRARY_PATH.
 			env["LD_LIBRARY_PATH"] = strings.Join(in.gpuLibDir, ":")
 		}
-	}
-	for k, v := range in.extra {
-		env[k] = v
 	}
 	env["PATH"] = in.path
 	env["HOME"] = in.home
@@ -106,9 +126,6 @@ func buildEnv(in envInput) ([]string, error) {
 	}
 	out := make([]string, 0, len(env))
 	for k, v := range env {
-		if configs.IsForbiddenEnv(k) && !(k == "LD_LIBRARY_PATH" && in.gpuCaps != nil) {
-			continue
-		}
 		out = append(out, k+"="+v)
 	}
 	sort.Strings(out)

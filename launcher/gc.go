@@ -79,7 +79,14 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 			errs = append(errs, err)
 		}
 		for _, c := range cs {
+			// Ask the lock again: a job started after the listing above
+			// recorded itself and took its lock before runsc created its
+			// container, so its container is not an orphan.
 			if live[c.ID] {
+				continue
+			}
+			if store.live(c.ID) {
+				live[c.ID] = true
 				continue
 			}
 			if err := rs.Delete(ctx, c.ID); err != nil {

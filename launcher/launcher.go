@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,7 +13,9 @@ import (
 
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/usage"
 	"github.com/securetrain/securetrain/violation"
 )
 
@@ -23,6 +24,9 @@ type Launcher struct {
 	Host  *configs.Host
 	Runsc string // path of the pinned static runsc
 	Log   *slog.Logger
+	// SampleInterval is how often usage is sampled and soft limits checked
+	// (default 1s).
+	SampleInterval time.Duration
 }
 
 // New returns a launcher for the host configuration.
@@ -34,7 +38,7 @@ func New(h *configs.Host, log *slog.Logger) *Launcher {
 	if r == "" {
 		r = DefaultRunsc()
 	}
-	return &Launcher{Host: h, Runsc: r, Log: log}
+	return &Launcher{Host: h, Runsc: r, Log: log, SampleInterval: time.Second}
 }
 
 // DefaultRunsc is the runsc used when the host configuration names none:
@@ -79,7 +83,13 @@ type Result struct {
 	Violations    []violation.Violation `json:"violations,omitempty"`
 	Log           string                `json:"log,omitempty"`
 	Output        string                `json:"output,omitempty"`
-	Usage         json.RawMessage       `json:"usage,omitempty"`
+	Usage         *usage.Record         `json:"usage,omitempty"`
+	// Suggested is the allowlist --learn suggests from what the job contacted.
+	Suggested []string `json:"suggested_allowlist,omitempty"`
+	// Summary is the short human account printed on stderr.
+	Summary string `json:"-"`
+
+	killedByUs bool
 }
 
 // Outcomes.
@@ -125,7 +135,7 @@ func (c *cleanup) run() error {
 
 // Cleaners remove one kind of recorded resource; gc and teardown use them.
 func (l *Launcher) cleaners() map[string]func(context.Context, jobstate.Resource) error {
-	return map[string]func(context.Context, jobstate.Resource) error{
+	m := map[string]func(context.Context, jobstate.Resource) error{
 		KindRunsc: func(ctx context.Context, r jobstate.Resource) error {
 			rs := l.runsc()
 			if root := r.Attrs["root"]; root != "" {
@@ -142,6 +152,10 @@ func (l *Launcher) cleaners() map[string]func(context.Context, jobstate.Resource
 		KindMount:    cleanMount,    // privilege_linux.go
 		KindEmptyDir: cleanEmptyDir, // privilege_linux.go
 	}
+	for _, k := range netguardKinds {
+		m[k] = netguard.GC
+	}
+	return m
 }
 
 // Resource kinds the launcher itself records.

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
 )
 
@@ -52,6 +53,7 @@ type plan struct {
 	devices   []sandbox.Device
 	gpuLibs   []string
 	masks     []string // host paths of credential files/dirs to cover
+	net       *netguard.Config
 }
 
 // prepare checks everything the job needs and computes its sandbox without
@@ -139,6 +141,13 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		if _, err := os.Stat(python); err != nil {
 			return nil, fmt.Errorf("--python %s: %w", python, unwrapFS(err))
 		}
+		// --python venv/bin/python is relative to where the user typed it;
+		// inside the sandbox the job starts in the code directory.
+		abs, err := filepath.Abs(python)
+		if err != nil {
+			return nil, fmt.Errorf("--python %s: %w", python, err)
+		}
+		python = abs
 	}
 	py := detectPython(python, req.Command, code, caller)
 	for _, pref := range py.Prefixes {
@@ -169,7 +178,7 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 
 	// Data.
 	for _, d := range req.Data {
-		src, err := resolveDir(d.Source, "--data "+d.Source)
+		src, err := resolveDir(d.Source, "--data")
 		if err != nil {
 			return nil, err
 		}
@@ -200,6 +209,15 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		}
 	}
 	pl.env = env
+	if !req.NetworkOff {
+		nc, err := l.netConfig(p, req)
+		if err != nil {
+			return nil, err
+		}
+		pl.net = nc
+	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn {
+		return nil, errors.New("--network none cannot be combined with --allow, --peers or --learn")
+	}
 	return pl, nil
 }
 

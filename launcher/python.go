@@ -55,8 +55,10 @@ func (e *pyEnv) addInterpreter(p string) {
 		e.addPrefix(prefix)
 	}
 	if real, err := filepath.EvalSymlinks(p); err == nil && !hostVisible(real) {
-		rp := filepath.Dir(filepath.Dir(real))
-		if rp != "/" {
+		// Only a Python installation (pyenv, a source build): the
+		// command may be any program, and the grandparent of
+		// /home/alice/proj/run.sh is the whole home directory.
+		if rp := filepath.Dir(filepath.Dir(real)); pythonInstall(rp) {
 			e.addMount(rp)
 		}
 	}
@@ -81,19 +83,42 @@ func (e *pyEnv) addPrefix(prefix string) {
 		if real, err := filepath.EvalSymlinks(home); err == nil {
 			home = real
 		}
-		if base := filepath.Dir(home); !hostVisible(base) && base != "/" {
+		if base := filepath.Dir(home); !hostVisible(base) && pythonInstall(base) {
 			e.addMount(base)
 		}
 	}
 }
 
 func (e *pyEnv) addMount(dir string) {
+	if dir == "/" || holdsCredentials(dir) {
+		// A home directory is never mounted, whatever a venv claims.
+		return
+	}
 	for _, p := range e.Prefixes {
 		if p == dir || strings.HasPrefix(dir, p+"/") {
 			return
 		}
 	}
 	e.Prefixes = append(e.Prefixes, dir)
+}
+
+// pythonInstall reports whether dir is a Python installation prefix: it has
+// bin/python* and lib/python3.* (or python2.*).
+func pythonInstall(dir string) bool {
+	bins, _ := filepath.Glob(filepath.Join(dir, "bin", "python*"))
+	libs, _ := filepath.Glob(filepath.Join(dir, "lib", "python[0-9]*"))
+	return len(bins) > 0 && len(libs) > 0
+}
+
+// holdsCredentials reports whether dir directly holds one of the credential
+// names masked in the code directory (.ssh, .aws, ...): a home directory.
+func holdsCredentials(dir string) bool {
+	for _, n := range CredentialNames {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // isEnvPrefix reports whether dir is a venv or conda environment.

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -48,6 +49,13 @@ type Request struct {
 	Confine bool
 
 	staged map[string]string // checked source -> staging mount point
+	// Allow adds allowlist entries for this run (--allow); Peers adds
+	// distributed-training peers (--peers); Learn runs in audit mode and
+	// suggests an allowlist (--learn). NetworkOff is --network none.
+	Allow      []string
+	Peers      []string
+	Learn      bool
+	NetworkOff bool
 }
 
 // Caller is the user a job runs as. Never root.
@@ -126,31 +134,75 @@ func ApplyOverrides(p *configs.Profile, o Overrides) (*configs.Profile, error) {
 		return nil, fmt.Errorf("--network: want none, got %q", o.Network)
 	}
 	if err := q.Validate(); err != nil {
-		return nil, fmt.Errorf("with command-line overrides: %w", err)
+		return nil, overrideError(err)
 	}
 	return &q, nil
+}
+
+// flagFields names the flag that changes a profile field (or, for
+// vault.ttl and limits.shm, the field checked against it).
+var flagFields = map[string]string{
+	"limits.cpus": "--cpus", "limits.memory": "--memory", "limits.shm": "--memory",
+	"limits.pids": "--pids", "limits.wall_time": "--wall-time", "vault.ttl": "--wall-time",
+	"network.mode": "--network",
+}
+
+// overrideError turns the validation of an overridden profile into one line
+// that names the flag: Validate joins its failures with newlines.
+func overrideError(err error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	parts := make([]string, 0, len(errs))
+	args := make([]any, 0, len(errs))
+	for _, e := range errs {
+		var fe *configs.FieldError
+		if errors.As(e, &fe) && flagFields[fe.Field] != "" {
+			parts = append(parts, flagFields[fe.Field]+": %w")
+		} else {
+			parts = append(parts, "%w")
+		}
+		args = append(args, e)
+	}
+	return fmt.Errorf("with command-line overrides: "+strings.Join(parts, "; "), args...)
 }
 
 // CallerFromEnv finds the user a job started by root runs as: SUDO_UID and
 // SUDO_GID (sudo), or SLURM_JOB_UID/GID when called by slurmd as root, or the
 // explicit userSpec (--user NAME|UID). A non-root caller is itself.
 func CallerFromEnv(env map[string]string, userSpec string) (Caller, error) {
-	if os.Geteuid() != 0 {
-		return lookupCaller(strconv.Itoa(os.Getuid()), os.Getgid())
+	spec, gid, err := callerSpec(os.Geteuid(), os.Getuid(), os.Getgid(), env, userSpec)
+	if err != nil {
+		return Caller{}, err
+	}
+	return lookupCaller(spec, gid)
+}
+
+// ErrRootCaller is returned when nothing names the unprivileged user a job
+// started by root should run as.
+var ErrRootCaller = errors.New("running as root without sudo: jobs never run as root; pass --user NAME|UID (or use sudo, which sets SUDO_UID)")
+
+// callerSpec decides, from the launcher's own ids and its environment, which
+// user (name or uid) the job runs as and with which primary gid (-1: the
+// user's own). It reads nothing else, so the choice is testable without root.
+func callerSpec(euid, uid, gid int, env map[string]string, userSpec string) (string, int, error) {
+	if euid != 0 {
+		return strconv.Itoa(uid), gid, nil
 	}
 	if userSpec != "" {
-		return lookupCaller(userSpec, -1)
+		return userSpec, -1, nil
 	}
 	for _, pair := range [][2]string{{"SUDO_UID", "SUDO_GID"}, {"SLURM_JOB_UID", "SLURM_JOB_GID"}} {
 		if u := env[pair[0]]; u != "" && u != "0" {
-			gid := -1
-			if g, err := strconv.Atoi(env[pair[1]]); err == nil {
-				gid = g
+			g := -1
+			if n, err := strconv.Atoi(env[pair[1]]); err == nil && n >= 0 {
+				g = n
 			}
-			return lookupCaller(u, gid)
+			return u, g, nil
 		}
 	}
-	return Caller{}, fmt.Errorf("running as root without sudo: jobs never run as root; pass --user NAME|UID (or use sudo, which sets SUDO_UID)")
+	return "", -1, ErrRootCaller
 }
 
 func lookupCaller(spec string, gid int) (Caller, error) {
@@ -167,6 +219,9 @@ func lookupCaller(spec string, gid int) (Caller, error) {
 		n, nerr := strconv.Atoi(spec)
 		if nerr != nil {
 			return Caller{}, fmt.Errorf("--user %q: no such user", spec)
+		}
+		if n < 0 {
+			return Caller{}, fmt.Errorf("--user %q: want a user name or a uid of 1 or more", spec)
 		}
 		c.UID, c.Name, c.Home = n, "user"+spec, "/home/user"+spec
 		if c.GID < 0 {

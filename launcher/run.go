@@ -19,7 +19,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/usage"
 	"github.com/securetrain/securetrain/violation"
 )
 
@@ -153,13 +155,36 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		s.ResultPath = filepath.Join(jobData, "result.json")
 	})
 
+	// Network: the job's namespace, veth, allowlist and DNS proxy. Fails
+	// closed: no job starts without every rule in place.
+	var guard *netguard.Guard
+	netnsPath, resolv, hosts := "", []byte{}, []byte(nil)
+	env := pl.env
+	if pl.net != nil {
+		cfg := *pl.net
+		cfg.JobID = id
+		cfg.Logger = log
+		guard, err = netguard.Setup(ctx, cfg, h)
+		if err != nil {
+			return nil, fmt.Errorf("network: %w", err)
+		}
+		undo.push(guard.Close)
+		netnsPath, resolv, hosts = guard.NetnsPath(), guard.ResolvConf(), guard.Hosts()
+		extra := guard.Env()
+		env = append([]string(nil), env...)
+		for k, v := range extra {
+			env = append(env, k+"="+v)
+		}
+		log.Debug("network ready", "netns", netnsPath, "addr", guard.JobAddr())
+	}
+
 	// Bundle: root skeleton, generated /etc, masks, spec.
 	bundle := filepath.Join(h.Dir(), "bundle")
 	if err := os.Mkdir(bundle, 0o711); err != nil {
 		return nil, err
 	}
 	hostname := "st-" + id
-	etc, err := sandbox.EtcFiles(filepath.Join(bundle, "etc"), pl.user, hostname, []byte{}, nil)
+	etc, err := sandbox.EtcFiles(filepath.Join(bundle, "etc"), pl.user, hostname, resolv, hosts)
 	if err != nil {
 		return nil, err
 	}
@@ -195,14 +220,13 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 			return nil, err
 		}
 	}
-	cgroupsPath := "/securetrain/" + id
 	spec, err := sandbox.BuildSpec(sandbox.Spec{
-		ID: id, Args: pl.args, Env: pl.env, Cwd: pl.codeDir,
+		ID: id, Args: pl.args, Env: env, Cwd: pl.codeDir,
 		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
 		Hostname: hostname, Terminal: req.TTY, Root: root, Mounts: mounts,
 		Shm:         uint64(prof.Limits.Shm),
 		Resources:   sandbox.Resources{CPUs: prof.Limits.CPUs, Memory: int64(prof.Limits.Memory), Pids: prof.Limits.Pids},
-		CgroupsPath: cgroupsPath, Devices: pl.devices,
+		CgroupsPath: sandboxCgroup(id), Devices: pl.devices, NetnsPath: netnsPath,
 	})
 	if err != nil {
 		return nil, err
@@ -217,13 +241,16 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if err := os.MkdirAll(rs.Root, 0o700); err != nil {
 		return nil, err
 	}
-	if err := l.record(h, undo, jobstate.Resource{Kind: KindCgroup, Name: cgroupsPath}); err != nil {
+	if err := l.record(h, undo, jobstate.Resource{Kind: KindCgroup, Name: jobCgroup(id)}); err != nil {
+		return nil, err
+	}
+	if err := makeCgroup(jobCgroup(id)); err != nil {
 		return nil, err
 	}
 	if err := l.record(h, undo, jobstate.Resource{Kind: KindRunsc, Name: id, Attrs: map[string]string{"root": rs.Root}}); err != nil {
 		return nil, err
 	}
-	opts := sandbox.RunOptions{OverlaySize: uint64(prof.Limits.Scratch)}
+	opts := sandbox.RunOptions{OverlaySize: uint64(prof.Limits.Scratch), Network: guard != nil}
 	if len(pl.devices) > 0 {
 		opts.GPUCaps = prof.GPU.Capabilities
 	}
@@ -259,6 +286,11 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	} else {
 		cmd.Stdout, cmd.Stderr = req.Stderr, req.Stderr
 	}
+	started := time.Now()
+	acct, err := l.startAccounting(ctx, id, pl, rs, started)
+	if err != nil {
+		return nil, err
+	}
 	exited := make(chan error, 1)
 	startErr := make(chan error, 1)
 	go func() {
@@ -275,6 +307,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		exited <- cmd.Wait()
 	}()
 	if err := <-startErr; err != nil {
+		acct.finish(ctx, id, started, time.Now(), ExitRefused, true)
 		return nil, fmt.Errorf("starting runsc: %w", err)
 	}
 	_ = h.Update(func(s *JobState) {
@@ -299,13 +332,39 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		ID: id, User: pl.user.Name, UID: uid, Command: req.Command,
 		Profile: prof.Name, ProfileDigest: prof.Digest, Log: logPath, Output: pl.outputDir,
 	}
-	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, res)
+	var netViol <-chan violation.Violation
+	if guard != nil {
+		netViol = guard.Violations()
+	}
+	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, res)
+
+	// The account: final counters, OOM and pids verdicts, egress.
+	rec := acct.finish(ctx, id, started, time.Now(), res.JobStatus, res.killedByUs)
+	if guard != nil {
+		rec.EgressBytes = guard.EgressBytes()
+		if req.Learn {
+			res.Suggested = netguard.SuggestAllowlist(guard.Contacted())
+		}
+	}
+	for _, v := range rec.Violations {
+		if res.Outcome != OutcomeViolation && res.Outcome != OutcomeLimit {
+			res.Outcome, res.ExitCode, res.Reason = OutcomeLimit, ExitLimit, v.String()
+		}
+	}
+	rec.Violations = append(rec.Violations, res.Violations...)
+	res.Violations = rec.Violations
+	rec.Exit = usage.ExitStatus{Code: res.JobStatus, Reason: res.Reason}
+	if res.JobStatus > 128 && res.JobStatus < 128+65 {
+		rec.Exit.Signal = unix.SignalName(syscall.Signal(res.JobStatus - 128))
+	}
+	res.Usage = &rec
+	res.Summary = rec.Summary()
 	return res, waitErr
 }
 
 // supervise is the job's one select loop: its exit, signals, the wall clock
 // and (as the subsystems arrive) violations and renewal failures.
-func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, res *Result) error {
+func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, netViol, usageViol <-chan violation.Violation, res *Result) error {
 	log := l.Log.With("job", id)
 	prof := pl.prof
 	wall := time.NewTimer(prof.Limits.WallTime.D())
@@ -313,6 +372,7 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 	var grace <-chan time.Time
 	stopping := false
 	kill := func() {
+		res.killedByUs = true
 		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
@@ -320,6 +380,7 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 		}
 	}
 	stop := func(sig string) {
+		res.killedByUs = true
 		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := rs.Kill(kctx, id, sig, true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
@@ -331,7 +392,10 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 		}
 	}
 	terminate := func(v violation.Violation) {
-		v.Job, v.Time, v.Action = id, time.Now().UTC(), violation.Killed
+		if v.Time.IsZero() {
+			v.Time = time.Now().UTC()
+		}
+		v.Job, v.Action = id, violation.Killed
 		res.Violations = append(res.Violations, v)
 		if res.Outcome == "" {
 			if v.Kind.IsPolicy() {
@@ -342,6 +406,11 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 			res.Reason = v.String()
 		}
 		log.Warn("terminating job", "violation", v.String())
+		if v.Kind.IsPolicy() {
+			// Data may be leaving: no grace period.
+			kill()
+			return
+		}
 		stop("TERM")
 	}
 	done := ctx.Done()
@@ -372,6 +441,19 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 			terminate(violation.Violation{Kind: violation.WallTime, Limit: "limits.wall_time",
 				Measured: w.Seconds(), Threshold: w.Seconds(), Unit: "s",
 				Detail: fmt.Sprintf("ran for %s; raise limits.wall_time or pass --wall-time", w)})
+		case v := <-netViol:
+			if v.Action == violation.Killed {
+				terminate(v)
+			} else {
+				v.Job = id
+				res.Violations = append(res.Violations, v)
+			}
+		case v, ok := <-usageViol:
+			if !ok {
+				usageViol = nil
+				continue
+			}
+			terminate(v)
 		case <-grace:
 			log.Info("stop grace over: killing job", "grace", prof.Limits.StopGrace.D())
 			kill()
@@ -409,10 +491,18 @@ func (l *Launcher) finish(res *Result, err error) {
 		res.Outcome = OutcomeExited
 	case status > 128 && status < 128+65:
 		res.Outcome = OutcomeSignaled
-		res.Reason = "killed by signal " + unix.SignalName(syscall.Signal(status-128))
+		res.Reason = "killed by signal " + sigName(syscall.Signal(status-128))
 	default:
 		res.Outcome = OutcomeFailed
 	}
+}
+
+// sigName names a signal, real-time ones (which have no name) by number.
+func sigName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return fmt.Sprintf("%d", int(s))
 }
 
 func signalName(s os.Signal) string {

@@ -60,8 +60,26 @@ type Handle struct {
 	st   JobState
 }
 
+// validID reports whether id can name a job directory: a job id comes from
+// the command line (securetrain kill ID), and "../../home/u/x" must not
+// reach a state file, a lock or a pid someone else wrote.
+func validID(id string) bool {
+	if id == "" || id == "." || id == ".." || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // Create makes the job's state directory and takes its lock.
 func (s *Store) Create(st JobState) (*Handle, error) {
+	if !validID(st.ID) {
+		return nil, fmt.Errorf("state: job id %q: %w", st.ID, ErrNoJob)
+	}
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
@@ -169,6 +187,9 @@ func (s *Store) List() ([]JobState, error) {
 // Load reads one job's state.
 func (s *Store) Load(id string) (JobState, error) {
 	var st JobState
+	if !validID(id) {
+		return st, fmt.Errorf("job %q: %w", id, ErrNoJob)
+	}
 	b, err := os.ReadFile(filepath.Join(s.Dir, id, "state.json"))
 	if err != nil {
 		return st, err
@@ -197,6 +218,9 @@ func (s *Store) live(id string) bool {
 // Claim takes the lock of a dead launcher's job so gc can clean it without
 // racing another gc. It fails if a launcher (or another gc) holds it.
 func (s *Store) Claim(id string) (*Handle, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("job %q: %w", id, ErrNoJob)
+	}
 	dir := filepath.Join(s.Dir, id)
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -157,29 +158,49 @@ var DriverLibNames = []string{
 var VendorLibDirs = []string{"/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/aarch64-linux-gnu"}
 
 // FindDriverLibs finds the driver's user-space libraries on the host, from
-// `ldconfig -p` output (may be nil) and the vendor directories, preferring
-// files whose version suffix is the kernel driver's.
+// `ldconfig -p` output (may be nil) and the vendor directories. A library
+// that is (or links to) another driver version's file is left out: a host
+// upgraded in place often keeps libcuda.so.535.x next to libcuda.so.580.x,
+// and the job must load the one matching the kernel driver. Of two paths
+// with the same name (loader cache and a vendor directory), the one that
+// resolves to the driver's version wins. ldconfig entries for another ABI
+// (32-bit libraries on a 64-bit host) are skipped.
 func (h GPUHost) FindDriverLibs(ldconfig []byte, driver string) []string {
-	found := map[string]string{} // base name -> path
+	type cand struct {
+		path  string
+		match bool // resolves to the kernel driver's version
+	}
+	found := map[string]cand{} // base name -> best path
 	consider := func(p string) {
 		base := filepath.Base(p)
-		for _, n := range DriverLibNames {
-			if !strings.HasPrefix(base, n) {
-				continue
-			}
-			if _, err := os.Stat(h.path(p)); err != nil {
-				return
-			}
-			if old, ok := found[base]; !ok || (driver != "" && strings.HasSuffix(p, driver) && !strings.HasSuffix(old, driver)) {
-				found[base] = p
-			}
+		name := driverLibName(base)
+		if name == "" {
+			return
+		}
+		real, err := filepath.EvalSymlinks(h.path(p))
+		if err != nil {
+			return
+		}
+		if fi, err := os.Stat(real); err != nil || !fi.Mode().IsRegular() {
+			return
+		}
+		v := strings.TrimPrefix(filepath.Base(real), name+".")
+		match := driver != "" && v == driver
+		if driver != "" && driverVersion.MatchString(v) && !match {
+			return // another driver version's library
+		}
+		if old, ok := found[base]; !ok || (match && !old.match) {
+			found[base] = cand{p, match}
 		}
 	}
+	abi := ldconfigABI[runtime.GOARCH]
 	sc := bufio.NewScanner(bytes.NewReader(ldconfig))
 	for sc.Scan() {
-		if _, p, ok := strings.Cut(sc.Text(), "=> "); ok {
-			consider(strings.TrimSpace(p))
+		desc, p, ok := strings.Cut(sc.Text(), "=> ")
+		if !ok || (abi != "" && !strings.Contains(desc, abi)) {
+			continue
 		}
+		consider(strings.TrimSpace(p))
 	}
 	for _, d := range VendorLibDirs {
 		ents, _ := os.ReadDir(h.path(d))
@@ -188,11 +209,29 @@ func (h GPUHost) FindDriverLibs(ldconfig []byte, driver string) []string {
 		}
 	}
 	out := make([]string, 0, len(found))
-	for _, p := range found {
-		out = append(out, p)
+	for _, c := range found {
+		out = append(out, c.path)
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ldconfigABI is the tag `ldconfig -p` gives this architecture's libraries,
+// e.g. "libcuda.so.1 (libc6,x86-64) => ...".
+var ldconfigABI = map[string]string{"amd64": "x86-64", "arm64": "AArch64"}
+
+// driverVersion matches an NVIDIA driver version such as 580.159.04.
+var driverVersion = regexp.MustCompile(`^\d{3}\.\d+(\.\d+)?$`)
+
+// driverLibName returns the DriverLibNames entry base is a version of
+// (libcuda.so, libcuda.so.1, libcuda.so.580.159.04), or "".
+func driverLibName(base string) string {
+	for _, n := range DriverLibNames {
+		if base == n || strings.HasPrefix(base, n+".") {
+			return n
+		}
+	}
+	return ""
 }
 
 func joinInts(xs []int) string {

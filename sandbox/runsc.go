@@ -183,9 +183,11 @@ func (r *Runsc) run(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// subcommand drops the global flags (and the values of --root and
+// --debug-log) so that errors name what runsc was asked to do.
 func subcommand(args []string) []string {
 	for i, a := range args {
-		if !strings.HasPrefix(a, "-") && (i == 0 || args[i-1] != "--root") {
+		if !strings.HasPrefix(a, "-") && (i == 0 || (args[i-1] != "--root" && args[i-1] != "--debug-log")) {
 			return args[i:]
 		}
 	}

@@ -37,6 +37,10 @@ limit, 125 refused before it started.`,
 		&cli.DurationFlag{Name: "wall-time", Usage: "wall-clock limit such as 2h (overrides limits.wall_time)"},
 		&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, none, a count N, or a list such as 0,1 (overrides limits.gpus)"},
 		&cli.StringFlag{Name: "network", Usage: "none turns networking off for this run"},
+		&cli.StringSliceFlag{Name: "allow", Usage: "allow `DEST` for this run: HOST, HOST:PORT, *.SUFFIX, CIDR, CIDR:PORT-PORT, optional tcp:/udp: prefix (repeatable)"},
+		&cli.StringSliceFlag{Name: "peers", Usage: "distributed-training peer `ADDR|CIDR` reachable on network.peer_ports (repeatable)"},
+		&cli.BoolFlag{Name: "learn", Usage: "audit mode: allow everything, record every destination, print a suggested allowlist"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no usage summary on stderr at the end"},
 		&cli.StringFlag{Name: "report", Usage: "also write the result record (JSON) to `FILE`"},
 		&cli.StringFlag{Name: "tty", Value: "auto", Usage: "give the job a terminal: auto (when stdin and stdout are terminals), always, never"},
 	},
@@ -62,7 +66,7 @@ func runAction(c *cli.Context) error {
 	}
 	prof, err = launcher.ApplyOverrides(prof, launcher.Overrides{
 		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
-		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
+		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"),
 	})
 	if err != nil {
 		return refuse(err)
@@ -96,6 +100,15 @@ func runAction(c *cli.Context) error {
 		Env: c.StringSlice("env"), CallerEnv: env,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
 		ReportPath: c.String("report"),
+		Allow:      c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
+	}
+	switch c.String("network") {
+	case "":
+	case "none":
+		req.NetworkOff = true
+		prof.Network.Mode, prof.Network.Allow, prof.Network.Peers = "none", nil, nil
+	default:
+		return refuse(fmt.Errorf("--network: want none, got %q", c.String("network")))
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -106,6 +119,15 @@ func runAction(c *cli.Context) error {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "securetrain: job %s: teardown: %s\n", res.ID, firstLine(err.Error()))
+	}
+	if !c.Bool("quiet") && res.Summary != "" {
+		fmt.Fprintln(os.Stderr, res.Summary)
+	}
+	if c.Bool("learn") {
+		fmt.Fprintf(os.Stderr, "securetrain: --learn: %d destination(s) contacted; to allow them, add to the profile:\nnetwork:\n  mode: sandbox\n  allow:\n", len(res.Suggested))
+		for _, a := range res.Suggested {
+			fmt.Fprintf(os.Stderr, "    - %q\n", a)
+		}
 	}
 	switch res.Outcome {
 	case launcher.OutcomeViolation, launcher.OutcomeLimit:

@@ -69,7 +69,7 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 		Env: c.StringSlice("env"), CallerEnv: os.Environ(),
 		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
 		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
-		Allow: c.StringSlice("allow"), Report: c.String("report"), TTY: tty,
+		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Report: c.String("report"), TTY: tty,
 		User: c.String("user"), Learn: c.Bool("learn"), Rootfs: c.String("rootfs"), Unrestricted: c.Bool("unrestricted"),
 	}
 	sigs := make(chan os.Signal, 4)
@@ -78,6 +78,15 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 	rep, err := cl.Run(args, os.Stdin, os.Stdout, os.Stderr, sigs)
 	if err != nil {
 		return refuse(err)
+	}
+	if !c.Bool("quiet") && rep.Summary != "" {
+		fmt.Fprintln(os.Stderr, rep.Summary)
+	}
+	if c.Bool("learn") {
+		fmt.Fprintf(os.Stderr, "securetrain: --learn: %d destination(s) contacted; to allow them, add to the profile:\nnetwork:\n  mode: sandbox\n  allow:\n", len(rep.Suggested))
+		for _, a := range rep.Suggested {
+			fmt.Fprintf(os.Stderr, "    - %q\n", a)
+		}
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintln(os.Stderr, "securetrain: "+n)

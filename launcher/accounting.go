@@ -1,0 +1,94 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/usage"
+	"github.com/securetrain/securetrain/violation"
+)
+
+// accounting samples the job while it runs (the sandbox's cgroup, for
+// gVisor's own processes and the live view) and reads the final account from
+// the job's parent cgroup once runsc is done.
+type accounting struct {
+	live     *usage.Sampler // /securetrain/<id>/sandbox
+	final    *usage.Sampler // /securetrain/<id>
+	viol     <-chan violation.Violation
+	view     *usage.Live
+	cancel   context.CancelFunc
+	memLimit uint64
+	pids     int64
+}
+
+func (l *Launcher) startAccounting(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, start time.Time) (*accounting, error) {
+	p := pl.prof.Limits
+	a := &accounting{memLimit: uint64(p.Memory), pids: p.Pids}
+	var err error
+	a.live, err = usage.NewSampler(usage.Config{
+		CgroupPath: sandboxCgroup(id), Runsc: rs.Path, RunscRoot: rs.Root, ContainerID: id,
+		GPUs: pl.gpus, Logger: l.Log.With("job", id),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage accounting: %w", err)
+	}
+	a.final, err = usage.NewSampler(usage.Config{CgroupPath: jobCgroup(id), GPUs: nil, Logger: l.Log})
+	if err != nil {
+		a.live.Close()
+		return nil, fmt.Errorf("usage accounting: %w", err)
+	}
+	enf, err := usage.NewEnforcer(usage.Limits{
+		CPUs: p.CPUs, CPUGrace: p.Grace.CPUs.D(), CPUSeconds: p.CPUSeconds, GPUSeconds: p.GPUSeconds,
+		GPUMemory: uint64(p.GPUMemory), GPUMemoryGrace: p.Grace.GPUMemory.D(), Start: start, Job: id,
+	})
+	if err != nil {
+		a.live.Close()
+		a.final.Close()
+		return nil, fmt.Errorf("usage limits: %w", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	a.cancel = cancel
+	a.viol, a.view = usage.Watch(wctx, a.live, enf, l.SampleInterval)
+	return a, nil
+}
+
+// finish stops sampling and returns the record: the final counters from the
+// parent cgroup, the job's share of CPU from the last live sample, and the
+// OOM and pids-limit verdicts. status is the job's exit status; stoppedByUs
+// says the launcher killed it (so a SIGKILL is not an OOM).
+func (a *accounting) finish(ctx context.Context, id string, start, end time.Time, status int, stoppedByUs bool) usage.Record {
+	a.cancel()
+	for range a.viol {
+	}
+	last := a.view.Latest()
+	f, err := a.final.Final(ctx)
+	if err != nil {
+		// The parent is ours and still there; without it, fall back to the
+		// last live sample rather than report nothing.
+		f = usage.Final{Sample: last}
+	}
+	if f.MemPeak < last.MemPeak {
+		f.MemPeak = last.MemPeak
+	}
+	// The parent has no processes of its own; gVisor's share is what the
+	// live samples saw of the sentry and gofer.
+	f.GVisorCPU = last.GVisorCPU
+	f.HostProcs, f.MemRSS, f.IORead, f.IOWrite = last.HostProcs, last.MemRSS, last.IORead, last.IOWrite
+	f.Sandbox, f.GPUs = last.Sandbox, last.GPUs
+	// cgroup v1 counts an OOM kill in the sandbox's own cgroup, which runsc
+	// removes on exit: a SIGKILL the launcher did not send, at a peak that
+	// reached the limit, is the kernel's OOM killer.
+	if f.OOMKills == 0 && status == 128+9 && !stoppedByUs && a.memLimit > 0 && float64(f.MemPeak) >= 0.97*float64(a.memLimit) {
+		f.OOMKills = 1
+	}
+	// Likewise a sandbox that died at its pids limit.
+	if f.PidsMaxHit == 0 && status != 0 && !stoppedByUs && a.pids > 0 && int64(last.HostTasks) >= a.pids*9/10 {
+		f.PidsMaxHit = 1
+	}
+	rec := usage.NewRecord(id, start, end, f, a.memLimit, a.pids)
+	a.live.Close()
+	a.final.Close()
+	return rec
+}

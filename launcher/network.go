@@ -1,0 +1,110 @@
+package launcher
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/netguard"
+)
+
+// netConfig turns the profile's network section, the command line's --allow,
+// --peers and --learn, and the host's network settings into netguard's
+// config, and validates it completely. nil means no network at all.
+func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config, error) {
+	if p.Network.Mode != "sandbox" && len(req.Allow) == 0 && len(req.Peers) == 0 && !req.Learn {
+		return nil, nil
+	}
+	mode, err := netguard.ParseMode(p.Network.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("network.policy: %w", err)
+	}
+	if req.Learn {
+		mode = netguard.Audit
+	}
+	cfg := &netguard.Config{
+		Mode:         mode,
+		Unrestricted: p.Network.Unrestricted,
+		EgressBudget: int64(p.Network.EgressBudget),
+		MinTTL:       p.Network.DNSMinTTL.D(),
+		StateDir:     filepath.Join(l.Host.StateDir, "netguard"),
+		Logger:       l.Log,
+	}
+	for i, a := range p.Network.Allow {
+		r, err := netguard.ParseRule(a)
+		if err != nil {
+			return nil, fmt.Errorf("network.allow[%d]: %w", i, err)
+		}
+		cfg.Allow = append(cfg.Allow, r)
+	}
+	for _, a := range req.Allow {
+		r, err := netguard.ParseRule(a)
+		if err != nil {
+			return nil, fmt.Errorf("--allow: %w", err)
+		}
+		cfg.Allow = append(cfg.Allow, r)
+	}
+	for i, s := range append(append([]string(nil), p.Network.Peers...), req.Peers...) {
+		pfx, err := parsePeer(s)
+		if err != nil {
+			return nil, fmt.Errorf("peer %d %q: %w", i, s, err)
+		}
+		cfg.Peers = append(cfg.Peers, pfx)
+	}
+	for i, s := range p.Network.PeerPorts {
+		pr, err := netguard.ParsePortRange(s)
+		if err != nil {
+			return nil, fmt.Errorf("network.peer_ports[%d]: %w", i, err)
+		}
+		cfg.PeerPorts = append(cfg.PeerPorts, pr)
+	}
+	if len(cfg.Peers) > 0 && len(cfg.PeerPorts) == 0 {
+		return nil, fmt.Errorf("peers are set but network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]")
+	}
+	h := l.Host.Network
+	if h.Pool != "" {
+		pool, err := netip.ParsePrefix(h.Pool)
+		if err != nil {
+			return nil, fmt.Errorf("host network.pool: %w", err)
+		}
+		cfg.Pool = pool
+	}
+	cfg.Upstreams = append(cfg.Upstreams, h.Upstreams...)
+	for _, s := range h.InternalRanges {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("host network.internal_ranges: %w", err)
+		}
+		cfg.InternalRanges = append(cfg.InternalRanges, pfx)
+	}
+	if cfg.MinTTL == 0 {
+		cfg.MinTTL = 30 * time.Second
+	}
+	// JobID is filled at setup; validate with a placeholder now, before any
+	// side effect.
+	check := *cfg
+	check.JobID = "000000000000"
+	if err := check.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// parsePeer accepts an address or a CIDR.
+func parsePeer(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("want an IP address or CIDR")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// netguardKinds are the resource kinds netguard records; its GC removes them.
+var netguardKinds = []string{netguard.KindLease, netguard.KindForwarding, netguard.KindNetns, netguard.KindVeth, netguard.KindTable}

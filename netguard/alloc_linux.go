@@ -1,0 +1,282 @@
+package netguard
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Host-wide state shared by all jobs lives in Config.StateDir:
+//
+//	lock              flock(2) held while leases change
+//	leases/<slot>     one file per live job (content: job id)
+//	forwarding-owned  present while netguard has switched IPv4 forwarding on
+//
+// When the first job starts on a host that does not forward, netguard turns
+// on net.ipv4.ip_forward and installs table inet securetrain-fwd, which drops
+// forwarded packets that neither come from nor go to a job veth ("stg*"), so
+// the host does not become a router for its other interfaces. The last job
+// to leave turns both off again.
+const (
+	vethPrefix      = "stg"
+	fwdTable        = "securetrain-fwd"
+	ipForwardSysctl = "/proc/sys/net/ipv4/ip_forward"
+)
+
+// Resource kinds netguard records.
+const (
+	KindLease      = "netguard.lease"
+	KindForwarding = "netguard.forwarding"
+	KindNetns      = "netguard.netns"
+	KindVeth       = "netguard.veth"
+	KindTable      = "netguard.nftables"
+)
+
+func withLock(dir string, f func() error) error {
+	if err := os.MkdirAll(filepath.Join(dir, "leases"), 0o700); err != nil {
+		return fmt.Errorf("netguard state dir: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("netguard state dir: %w", err)
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("netguard lock %s: %w", lf.Name(), err)
+	}
+	return f()
+}
+
+// slotSubnet is the /30 of a slot.
+func slotSubnet(pool netip.Prefix, slot int) netip.Prefix {
+	b := pool.Masked().Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(slot) * 4
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 30)
+}
+
+// hostPrefixes returns the host's IPv4 route destinations and addresses (a
+// job subnet must overlap none of them) and all its own addresses.
+func hostPrefixes() (routes []netip.Prefix, own []netip.Prefix, err error) {
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list host routes: %w", err)
+	}
+	for _, r := range rs {
+		if r.Dst == nil {
+			continue
+		}
+		if p, ok := ipnetPrefix(r.Dst.IP, r.Dst.Mask); ok && p.Bits() > 0 {
+			routes = append(routes, p)
+		}
+	}
+	as, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	for _, a := range as {
+		ad, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ad = ad.Unmap()
+		own = append(own, netip.PrefixFrom(ad, ad.BitLen()))
+		if p, ok := ipnetPrefix(a.IP, a.Mask); ok && p.Addr().Is4() {
+			routes = append(routes, p)
+		}
+	}
+	return routes, own, nil
+}
+
+func ipnetPrefix(ip []byte, mask []byte) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones := 0
+	for _, m := range mask {
+		for i := 7; i >= 0; i-- {
+			if m&(1<<i) != 0 {
+				ones++
+			}
+		}
+	}
+	a = a.Unmap()
+	if len(mask) == 16 && a.Is4() {
+		ones -= 96
+	}
+	return netip.PrefixFrom(a, ones).Masked(), true
+}
+
+// acquireLease picks a free slot, records it, writes its lease file and, for
+// the first job, switches forwarding on. It runs under the state lock.
+func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
+	err = withLock(cfg.StateDir, func() error {
+		routes, _, err := hostPrefixes()
+		if err != nil {
+			return err
+		}
+		leases, err := os.ReadDir(filepath.Join(cfg.StateDir, "leases"))
+		if err != nil {
+			return fmt.Errorf("netguard leases: %w", err)
+		}
+		taken := map[int]bool{}
+		for _, l := range leases {
+			if n, err := strconv.Atoi(l.Name()); err == nil {
+				taken[n] = true
+			}
+		}
+		slot = -1
+	search:
+		for i := 0; i < poolSlots(cfg.Pool); i++ {
+			if taken[i] {
+				continue
+			}
+			sub := slotSubnet(cfg.Pool, i)
+			for _, r := range routes {
+				if overlaps(r, sub) {
+					continue search
+				}
+			}
+			slot = i
+			break
+		}
+		if slot < 0 {
+			return fmt.Errorf("netguard pool %s: no free /30 (all leased or overlapping host routes)", cfg.Pool)
+		}
+		attrs := map[string]string{"state_dir": cfg.StateDir, "slot": strconv.Itoa(slot), "job": cfg.JobID}
+		if err := rec.Record(jobstate.Resource{Kind: KindLease, Name: slotSubnet(cfg.Pool, slot).String(), Attrs: attrs}); err != nil {
+			return fmt.Errorf("record lease: %w", err)
+		}
+		if err := os.WriteFile(leasePath(cfg.StateDir, slot), []byte(cfg.JobID+"\n"), 0o600); err != nil {
+			return fmt.Errorf("netguard lease: %w", err)
+		}
+		if len(leases) == 0 {
+			if err := ownForwarding(cfg.StateDir, rec); err != nil {
+				os.Remove(leasePath(cfg.StateDir, slot))
+				return err
+			}
+		}
+		return nil
+	})
+	return slot, err
+}
+
+func leasePath(dir string, slot int) string {
+	return filepath.Join(dir, "leases", strconv.Itoa(slot))
+}
+
+// ownForwarding turns IPv4 forwarding on, confined to job veths, unless it
+// is on already.
+func ownForwarding(dir string, rec jobstate.Recorder) error {
+	owned := filepath.Join(dir, "forwarding-owned")
+	if _, err := os.Stat(owned); err == nil {
+		return nil
+	}
+	cur, err := os.ReadFile(ipForwardSysctl)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", ipForwardSysctl, err)
+	}
+	if strings.TrimSpace(string(cur)) != "0" {
+		return nil // the host routes already; its firewall is the admin's
+	}
+	if err := rec.Record(jobstate.Resource{Kind: KindForwarding, Name: "ipv4", Attrs: map[string]string{"state_dir": dir}}); err != nil {
+		return fmt.Errorf("record forwarding: %w", err)
+	}
+	if err := os.WriteFile(owned, nil, 0o600); err != nil {
+		return fmt.Errorf("netguard: %w", err)
+	}
+	if err := installForwardConfinement(); err != nil {
+		os.Remove(owned)
+		return err
+	}
+	if err := os.WriteFile(ipForwardSysctl, []byte("1"), 0o644); err != nil {
+		return errors.Join(fmt.Errorf("enable %s: %w", ipForwardSysctl, err), restoreForwarding(dir))
+	}
+	return nil
+}
+
+func installForwardConfinement() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: fwdTable})
+	accept := nftables.ChainPolicyAccept
+	ch := c.AddChain(&nftables.Chain{Name: "fwd", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-10), Policy: &accept})
+	// iifname != "stg*" oifname != "stg*" drop
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(vethPrefix)},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(vethPrefix)},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables table %s: %w", fwdTable, err)
+	}
+	return nil
+}
+
+// restoreForwarding undoes ownForwarding.
+func restoreForwarding(dir string) error {
+	owned := filepath.Join(dir, "forwarding-owned")
+	if _, err := os.Stat(owned); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	if err := os.WriteFile(ipForwardSysctl, []byte("0"), 0o644); err != nil {
+		errs = append(errs, fmt.Errorf("disable %s: %w", ipForwardSysctl, err))
+	}
+	if err := delTable(fwdTable); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.Remove(owned); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// releaseLease removes a lease; the last one restores forwarding.
+func releaseLease(dir string, slot int) error {
+	return withLock(dir, func() error {
+		if err := os.Remove(leasePath(dir, slot)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("netguard lease: %w", err)
+		}
+		left, err := os.ReadDir(filepath.Join(dir, "leases"))
+		if err != nil {
+			return fmt.Errorf("netguard leases: %w", err)
+		}
+		if len(left) == 0 {
+			return restoreForwarding(dir)
+		}
+		return nil
+	})
+}
+
+// delTable deletes an inet table; a missing one is clean.
+func delTable(name string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete nftables table %s: %w", name, err)
+	}
+	return nil
+}

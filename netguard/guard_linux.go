@@ -1,0 +1,594 @@
+package netguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/violation"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where named network namespaces are mounted (as by ip netns).
+const netnsDir = "/var/run/netns"
+
+// JobIfName is the job's interface inside its namespace (what gVisor sees).
+const JobIfName = "eth0"
+
+// maxDistinct bounds the distinct violations and contacts kept per job.
+const maxDistinct = 4096
+
+// budgetPoll is how often the egress byte counters are read for the budget.
+const budgetPoll = 250 * time.Millisecond
+
+// Guard is one job's network confinement. Close undoes it.
+type Guard struct {
+	cfg      Config
+	log      *slog.Logger
+	slot     int
+	subnet   netip.Prefix
+	hostAddr netip.Addr // host end of the veth; the DNS proxy
+	jobAddr  netip.Addr
+	nsName   string
+	hostIf   string
+	table    string
+	group    uint16
+
+	nftMu sync.Mutex
+	nft   *nftables.Conn
+	sets  map[string]*nftables.Set
+	tbl   *nftables.Table
+
+	proxy *dnsProxy
+	nflog *nflogReader
+	viol  chan violation.Violation
+
+	mu       sync.Mutex
+	seen     map[string]bool
+	contacts map[string]*Contact
+	names    map[netip.Addr]string
+	dropped  int
+	final    map[string]uint64 // egress bytes read at Close
+
+	undo      []func() error // cleanup stack, run in reverse by Close
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Setup builds the job's network: lease, netns, veth, nftables table, NFLOG
+// subscription and DNS proxy, recording each resource with rec before
+// creating it. On any error everything done so far is undone.
+func Setup(ctx context.Context, cfg Config, rec jobstate.Recorder) (_ *Guard, err error) {
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Allow {
+		if r.AllowsAll() {
+			cfg.Logger.Warn("netguard: unrestricted egress: the job may contact any host except the always-denied ones", "job", cfg.JobID, "entry", r.String())
+		}
+	}
+	g := &Guard{cfg: cfg, log: cfg.Logger.With("job", cfg.JobID), nsName: "securetrain-" + cfg.JobID,
+		table: "securetrain-" + cfg.JobID, viol: make(chan violation.Violation, 64),
+		seen: map[string]bool{}, contacts: map[string]*Contact{}, names: map[netip.Addr]string{},
+		stop: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, g.Close())
+		}
+	}()
+	step := func(what string, f func() error) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := f(); err != nil {
+			return fmt.Errorf("netguard %s: %w", what, err)
+		}
+		return nil
+	}
+	if err := step("lease", g.lease(rec)); err != nil {
+		return nil, err
+	}
+	if err := step("netns", g.makeNetns(rec)); err != nil {
+		return nil, err
+	}
+	if err := step("veth", g.makeVeth(rec)); err != nil {
+		return nil, err
+	}
+	if err := step("nftables", g.makeTable(rec)); err != nil {
+		return nil, err
+	}
+	if err := step("nflog", g.openLog); err != nil {
+		return nil, err
+	}
+	if err := step("dns proxy", g.startProxy); err != nil {
+		return nil, err
+	}
+	if cfg.EgressBudget > 0 {
+		g.wg.Add(1)
+		go g.watchBudget()
+	}
+	g.log.Info("netguard ready", "netns", g.nsName, "veth", g.hostIf, "addr", g.jobAddr, "mode", cfg.Mode, "nflog_group", g.group)
+	return g, nil
+}
+
+func (g *Guard) push(f func() error) { g.undo = append(g.undo, f) }
+
+func (g *Guard) lease(rec jobstate.Recorder) func() error {
+	return func() error {
+		slot, err := acquireLease(g.cfg, rec)
+		if err != nil {
+			return err
+		}
+		g.slot = slot
+		g.push(func() error { return releaseLease(g.cfg.StateDir, slot) })
+		g.subnet = slotSubnet(g.cfg.Pool, slot)
+		g.hostAddr = g.subnet.Addr().Next()
+		g.jobAddr = g.hostAddr.Next()
+		g.hostIf = vethPrefix + strconv.FormatInt(int64(slot), 16)
+		g.group = g.cfg.NFLogGroup + uint16(slot)
+		return nil
+	}
+}
+
+func (g *Guard) makeNetns(rec jobstate.Recorder) func() error {
+	return func() error {
+		if err := rec.Record(jobstate.Resource{Kind: KindNetns, Name: g.nsName}); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		if err := newNamedNetns(g.nsName); err != nil {
+			return err
+		}
+		g.push(func() error { return delNetns(g.nsName) })
+		return nil
+	}
+}
+
+// newNamedNetns creates /var/run/netns/name without leaving the calling
+// goroutine's thread in it.
+func newNamedNetns(name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.NewNamed(name)
+		if err == nil {
+			ns.Close()
+		}
+		if serr := netns.Set(orig); serr != nil {
+			// The thread is in the wrong namespace: leave it locked so the
+			// runtime discards it when this goroutine ends.
+			errc <- errors.Join(err, serr)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}
+
+// delNetns unmounts and removes /var/run/netns/name; a missing or already
+// unmounted one is clean.
+func delNetns(name string) error {
+	p := filepath.Join(netnsDir, name)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount netns %s: %w", p, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove netns %s: %w", p, err)
+	}
+	return nil
+}
+
+func (g *Guard) makeVeth(rec jobstate.Recorder) func() error {
+	return func() error {
+		if err := rec.Record(jobstate.Resource{Kind: KindVeth, Name: g.hostIf}); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		ns, err := netns.GetFromName(g.nsName)
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: g.hostIf}, PeerName: JobIfName,
+			PeerNamespace: netlink.NsFd(int(ns))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add veth %s: %w", g.hostIf, err)
+		}
+		g.push(func() error { return delLink(g.hostIf) })
+		// Host end: no IPv6 (jobs are IPv4 only), the proxy's address.
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+g.hostIf+"/disable_ipv6", []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		host, err := netlink.LinkByName(g.hostIf)
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(g.hostAddr, 30))}); err != nil {
+			return fmt.Errorf("address %s on %s: %w", g.hostAddr, g.hostIf, err)
+		}
+		if err := netlink.LinkSetUp(host); err != nil {
+			return err
+		}
+		// Job end, configured from outside through a handle in the netns.
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetUp(lo); err != nil {
+			return err
+		}
+		job, err := h.LinkByName(JobIfName)
+		if err != nil {
+			return err
+		}
+		if err := h.AddrAdd(job, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(g.jobAddr, 30))}); err != nil {
+			return fmt.Errorf("address %s in netns: %w", g.jobAddr, err)
+		}
+		if err := h.LinkSetUp(job); err != nil {
+			return err
+		}
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: job.Attrs().Index, Gw: net.IP(g.hostAddr.AsSlice())}); err != nil {
+			return fmt.Errorf("default route in netns: %w", err)
+		}
+		return nil
+	}
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func delLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link %s: %w", name, err)
+	}
+	return nil
+}
+
+// denyLists are the always-denied prefixes: fixed ones, the host's own
+// addresses (the proxy is let through by an earlier rule), and the pool.
+func (g *Guard) denyLists() (v4, v6 []netip.Prefix, err error) {
+	_, own, err := hostPrefixes()
+	if err != nil {
+		return nil, nil, err
+	}
+	v4 = append(append([]netip.Prefix{}, alwaysDenied4...), g.cfg.Pool)
+	v6 = append([]netip.Prefix{}, alwaysDenied6...)
+	for _, p := range own {
+		if p.Addr().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	return v4, v6, nil
+}
+
+func (g *Guard) makeTable(rec jobstate.Recorder) func() error {
+	return func() error {
+		v4, v6, err := g.denyLists()
+		if err != nil {
+			return err
+		}
+		pr := buildProgram(g.cfg, plan{Table: g.table, HostIf: g.hostIf, JobAddr: g.jobAddr,
+			ProxyAddr: g.hostAddr, LogGroup: g.group, Deny4: v4, Deny6: v6})
+		if err := rec.Record(jobstate.Resource{Kind: KindTable, Name: g.table}); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		c, err := nftables.New(nftables.AsLasting())
+		if err != nil {
+			return err
+		}
+		g.nft = c
+		g.push(func() error { return c.CloseLasting() })
+		g.push(func() error { return delTable(g.table) })
+		g.tbl, g.sets, err = pr.install(c)
+		return err
+	}
+}
+
+func (g *Guard) openLog() error {
+	r, err := openNFLog(g.group)
+	if err != nil {
+		return err
+	}
+	g.nflog = r
+	g.push(r.close)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		r.run(g.onLog)
+	}()
+	return nil
+}
+
+func (g *Guard) startProxy() error {
+	v4, _, err := g.denyLists()
+	if err != nil {
+		return err
+	}
+	g.proxy = &dnsProxy{rules: g.cfg.Allow, mode: g.cfg.Mode, upstreams: g.cfg.Upstreams,
+		minTTL: g.cfg.MinTTL, internal: g.cfg.InternalRanges, denied: v4, log: g.log,
+		timeout: 3 * time.Second, add: g.allowAddrs, refused: g.onRefused, resolved: g.onResolved}
+	if err := g.proxy.listen(g.hostAddr); err != nil {
+		return err
+	}
+	g.push(g.proxy.close)
+	return nil
+}
+
+// allowAddrs puts DNS answers for allow entries into their sets.
+func (g *Guard) allowAddrs(rules []int, addrs []netip.Addr, ttl time.Duration) error {
+	g.nftMu.Lock()
+	defer g.nftMu.Unlock()
+	for _, i := range rules {
+		s, ok := g.sets[fmt.Sprintf(hostSetFmt, i)]
+		if !ok {
+			continue // "*": allowed by address rule already
+		}
+		// Delete first so a repeated answer gets the new timeout; a delete
+		// of a missing element fails the batch, so retry with add only.
+		els := make([]nftables.SetElement, len(addrs))
+		for j, a := range addrs {
+			els[j] = nftables.SetElement{Key: a.AsSlice(), Timeout: ttl}
+		}
+		_ = g.nft.SetDeleteElements(s, els)
+		if err := g.nft.SetAddElements(s, els); err != nil {
+			return err
+		}
+		if err := g.nft.Flush(); err != nil {
+			if err := g.nft.SetAddElements(s, els); err != nil {
+				return err
+			}
+			if err := g.nft.Flush(); err != nil {
+				return fmt.Errorf("set %s: %w", s.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (g *Guard) action(dropped bool) violation.Action {
+	switch {
+	case g.cfg.Mode == Enforce:
+		return violation.Killed
+	case dropped:
+		return violation.Blocked
+	}
+	return violation.Recorded
+}
+
+// emit sends v once per key; a full channel drops (and counts) the event.
+func (g *Guard) emit(key string, v violation.Violation) {
+	g.mu.Lock()
+	if g.seen[key] || len(g.seen) >= maxDistinct {
+		if !g.seen[key] {
+			g.dropped++ // a job spraying distinct names or ports cannot grow memory
+		}
+		g.mu.Unlock()
+		return
+	}
+	g.seen[key] = true
+	g.mu.Unlock()
+	v.Job, v.Time = g.cfg.JobID, time.Now()
+	select {
+	case g.viol <- v:
+	default:
+		g.mu.Lock()
+		g.dropped++
+		g.mu.Unlock()
+	}
+	g.log.Warn("netguard violation", "kind", v.Kind, "proto", v.Proto, "dest", v.Dest, "port", v.Port, "action", v.Action)
+}
+
+var logDetail = map[string]string{
+	logAlways: "always-denied destination: metadata, host, other jobs, multicast or IPv6",
+	logDNS:    "DNS to a server other than the job's proxy",
+	logAudit:  "audit mode: new destination",
+}
+
+func (g *Guard) onLog(ev logEvent) {
+	g.mu.Lock()
+	k := contactKey(ev.Proto, ev.Dst, ev.Port)
+	if _, ok := g.contacts[k]; !ok && len(g.contacts) < maxDistinct {
+		g.contacts[k] = &Contact{Proto: ev.Proto, Addr: ev.Dst, Port: ev.Port, Name: g.names[ev.Dst], First: time.Now(),
+			AlwaysDenied: ev.Prefix == logAlways || ev.Prefix == logDNS}
+	}
+	g.mu.Unlock()
+	dest := ev.Dst.String()
+	g.emit("net/"+k, violation.Violation{Kind: violation.Network, Proto: ev.Proto, Dest: dest, Port: ev.Port,
+		Action: g.action(ev.Prefix != logAudit), Detail: logDetail[ev.Prefix]})
+}
+
+func (g *Guard) onRefused(name string) {
+	g.emit("dns/"+name, violation.Violation{Kind: violation.DNS, Proto: "dns", Dest: name,
+		Action: g.action(true), Detail: "lookup refused, not forwarded"})
+}
+
+func (g *Guard) onResolved(name string, addrs []netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, a := range addrs {
+		if len(g.names) >= maxDistinct {
+			return
+		}
+		g.names[a] = name
+	}
+}
+
+func (g *Guard) watchBudget() {
+	defer g.wg.Done()
+	t := time.NewTicker(budgetPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		var total uint64
+		for _, b := range g.EgressBytes() {
+			total += b
+		}
+		if total > uint64(g.cfg.EgressBudget) {
+			g.emit("budget", violation.Violation{Kind: violation.EgressBytes, Limit: "network.egress_budget",
+				Measured: float64(total), Threshold: float64(g.cfg.EgressBudget), Unit: " bytes",
+				Action: g.action(false)})
+			return
+		}
+	}
+}
+
+// Violations delivers violation events: network (NFLOG), dns (refused
+// lookups), egress_bytes (budget). In audit mode they carry Action Recorded.
+// The channel is never closed; events beyond its buffer are dropped (the
+// first ones matter: enforce kills on the first).
+func (g *Guard) Violations() <-chan violation.Violation { return g.viol }
+
+// Dropped is the number of violation events not delivered: the channel was
+// full, or the job produced more than maxDistinct distinct ones.
+func (g *Guard) Dropped() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.dropped
+}
+
+// Contacted returns every destination logged so far (audit: all new
+// destinations outside the allowlist; other modes: the denied ones).
+func (g *Guard) Contacted() []Contact {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Contact, 0, len(g.contacts))
+	for _, c := range g.contacts {
+		cc := *c
+		if cc.Name == "" {
+			cc.Name = g.names[cc.Addr]
+		}
+		out = append(out, cc)
+	}
+	return out
+}
+
+// EgressBytes returns bytes sent by the job per destination address (packets
+// the rules accepted, DNS to the proxy excluded). After Close it returns the
+// figures read at Close.
+func (g *Guard) EgressBytes() map[string]uint64 {
+	out := map[string]uint64{}
+	g.nftMu.Lock()
+	defer g.nftMu.Unlock()
+	if g.final != nil {
+		return maps.Clone(g.final)
+	}
+	s := g.sets[setEgress]
+	if g.nft == nil || s == nil {
+		return out
+	}
+	els, err := g.nft.GetSetElements(s)
+	if err != nil {
+		g.log.Warn("read egress counters", "err", err)
+		return out
+	}
+	for _, e := range els {
+		a, ok := netip.AddrFromSlice(e.Key)
+		if ok && e.Counter != nil {
+			out[a.String()] += e.Counter.Bytes
+		}
+	}
+	return out
+}
+
+// NetnsPath is the namespace to name in the OCI spec (linux.namespaces).
+func (g *Guard) NetnsPath() string { return filepath.Join(netnsDir, g.nsName) }
+
+// JobAddr is the job's address inside its namespace.
+func (g *Guard) JobAddr() netip.Addr { return g.jobAddr }
+
+// ProxyAddr is the DNS proxy's address (the host end of the veth).
+func (g *Guard) ProxyAddr() netip.Addr { return g.hostAddr }
+
+// HostIf is the host end of the job's veth.
+func (g *Guard) HostIf() string { return g.hostIf }
+
+// Table is the job's nftables table (family inet).
+func (g *Guard) Table() string { return g.table }
+
+// ResolvConf is the sandbox's /etc/resolv.conf: the proxy only, no search.
+func (g *Guard) ResolvConf() []byte {
+	return []byte("nameserver " + g.hostAddr.String() + "\noptions ndots:1 timeout:2 attempts:2\n")
+}
+
+// Hosts is the sandbox's /etc/hosts.
+func (g *Guard) Hosts() []byte {
+	return []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+		g.jobAddr.String() + "\tsecuretrain-job\n")
+}
+
+// Env is what distributed training needs to pick the job's interface.
+func (g *Guard) Env() map[string]string {
+	return map[string]string{
+		"GLOO_SOCKET_IFNAME": JobIfName,
+		"NCCL_SOCKET_IFNAME": JobIfName,
+		"TP_SOCKET_IFNAME":   JobIfName,
+		"NCCL_IB_DISABLE":    "1", // gVisor has no RDMA
+	}
+}
+
+// Close removes everything Setup made, in reverse order, joining errors. It
+// is safe to call more than once.
+func (g *Guard) Close() error {
+	g.closeOnce.Do(func() {
+		close(g.stop)
+		final := g.EgressBytes()
+		g.nftMu.Lock()
+		g.final = final
+		g.nftMu.Unlock()
+		var errs []error
+		for i := len(g.undo) - 1; i >= 0; i-- {
+			if err := g.undo[i](); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		g.wg.Wait()
+		g.closeErr = errors.Join(errs...)
+	})
+	return g.closeErr
+}

@@ -1,0 +1,406 @@
+package netguard
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/securetrain/securetrain/internal/testenv"
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/violation"
+)
+
+func TestEnforce(t *testing.T) {
+	w := newWorld(t)
+	g := setup(t, w.config(t, Enforce, "allowed.test:8080", "tcp:10.214.1.2:9090", "rebind.test", "*.svc.test:8080"))
+	const K = violation.Killed
+	evil := evilIP.String()
+
+	t.Run("allowed by name", func(t *testing.T) {
+		r, err := jobLookup(g, "allowed.test")
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != allowedIP.String() {
+			t.Fatalf("lookup allowed.test = %v, %v", r, err)
+		}
+		if got, err := jobDial(g, "tcp4", "10.214.1.2:8080"); got != "allowed" {
+			t.Fatalf("dial allowed.test:8080 = %q, %v", got, err)
+		}
+		if _, err := jobLookup(g, "api.svc.test"); err != nil {
+			t.Fatal(err)
+		}
+		// DNS over TCP to the proxy.
+		err = inNetns(g.NetnsPath(), func() error {
+			m := new(dns.Msg)
+			m.SetQuestion("allowed.test.", dns.TypeA)
+			r, _, err := (&dns.Client{Net: "tcp", Timeout: 3 * time.Second}).Exchange(m, netip.AddrPortFrom(g.ProxyAddr(), 53).String())
+			if err == nil && len(r.Answer) != 1 {
+				err = fmt.Errorf("answer %v", r)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("lookup over TCP: %v", err)
+		}
+		// A repeated answer refreshes the set element instead of failing.
+		if r, err := jobLookup(g, "allowed.test"); err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("second lookup of allowed.test = %v, %v", r, err)
+		}
+	})
+	t.Run("allowed by IP", func(t *testing.T) {
+		if got, err := jobDial(g, "tcp4", "10.214.1.2:9090"); got != "allowed" {
+			t.Fatalf("dial 10.214.1.2:9090 = %q, %v", got, err)
+		}
+		noPendingViolation(t, g, 40001)
+	})
+	t.Run("unlisted name refused, not forwarded", func(t *testing.T) {
+		r, err := jobLookup(g, "evil.test")
+		if err != nil || r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+			t.Fatalf("lookup evil.test = %v, %v; want REFUSED", r, err)
+		}
+		expectViolation(t, g, violation.DNS, "dns", "evil.test", 0, K)
+		if w.seen("evil.test") {
+			t.Fatal("the upstream resolver saw evil.test")
+		}
+		if !w.seen("allowed.test") {
+			t.Fatal("the upstream resolver never saw allowed.test: test resolver not in use")
+		}
+	})
+	t.Run("evil by IP", func(t *testing.T) {
+		if got, err := jobDial(g, "tcp4", evil+":8080"); err == nil || got != "" {
+			t.Fatalf("dial evil = %q, %v; want failure", got, err)
+		}
+		v := expectViolation(t, g, violation.Network, "tcp", evil, 8080, K)
+		if !strings.Contains(v.String(), "10.214.2.2 port 8080") {
+			t.Errorf("violation text %q does not name address and port", v)
+		}
+	})
+	t.Run("allowed IP on other port", func(t *testing.T) {
+		if got, err := jobDial(g, "tcp4", "10.214.1.2:53"); err == nil || got != "" {
+			t.Fatalf("dial 10.214.1.2:53 = %q, %v; want failure", got, err)
+		}
+		expectViolation(t, g, violation.Network, "tcp", "10.214.1.2", 53, K)
+	})
+	t.Run("metadata", func(t *testing.T) {
+		if _, err := jobDial(g, "tcp4", "169.254.169.254:80"); err == nil {
+			t.Fatal("metadata reachable")
+		}
+		v := expectViolation(t, g, violation.Network, "tcp", "169.254.169.254", 80, K)
+		if !strings.Contains(v.Detail, "always-denied") {
+			t.Errorf("detail %q", v.Detail)
+		}
+	})
+	t.Run("host service", func(t *testing.T) {
+		addr := netip.AddrPortFrom(g.ProxyAddr(), uint16(w.hostSvc)).String()
+		if got, err := jobDial(g, "tcp4", addr); err == nil || got != "" {
+			t.Fatalf("host service reachable: %q, %v", got, err)
+		}
+		expectViolation(t, g, violation.Network, "tcp", g.ProxyAddr().String(), w.hostSvc, K)
+	})
+	t.Run("DNS around the proxy", func(t *testing.T) {
+		must(t, jobUDP(g, evil+":53"))
+		v := expectViolation(t, g, violation.Network, "udp", evil, 53, K)
+		if !strings.Contains(v.Detail, "DNS") {
+			t.Errorf("detail %q", v.Detail)
+		}
+	})
+	t.Run("ICMP echo", func(t *testing.T) {
+		if err := jobPing(g, evilIP); err == nil {
+			t.Fatal("ping to evil answered")
+		}
+		expectViolation(t, g, violation.Network, "icmp", evil, 0, K)
+	})
+	t.Run("raw socket", func(t *testing.T) {
+		must(t, jobRaw(g, evilIP))
+		expectViolation(t, g, violation.Network, "ip-proto-253", evil, 0, K)
+	})
+	t.Run("IPv6", func(t *testing.T) {
+		if got, err := jobDial(g, "tcp6", "[fd99::2]:8080"); err == nil || got != "" {
+			t.Fatalf("IPv6 egress worked: %q, %v", got, err)
+		}
+	})
+	t.Run("rebinding answer dropped", func(t *testing.T) {
+		r, err := jobLookup(g, "rebind.test")
+		if err != nil || len(r.Answer) != 0 {
+			t.Fatalf("lookup rebind.test = %v, %v; want no answer", r, err)
+		}
+	})
+	t.Run("egress bytes", func(t *testing.T) {
+		eb := g.EgressBytes()
+		if eb[allowedIP.String()] == 0 {
+			t.Fatalf("EgressBytes = %v, want bytes for %s", eb, allowedIP)
+		}
+		if eb[evil] != 0 {
+			t.Fatalf("EgressBytes counts denied traffic: %v", eb)
+		}
+	})
+}
+
+func TestBlockMode(t *testing.T) {
+	w := newWorld(t)
+	g := setup(t, w.config(t, Block, "tcp:10.214.1.2:8080"))
+	if _, err := jobDial(g, "tcp4", "10.214.2.2:8080"); err == nil {
+		t.Fatal("evil reachable in block mode")
+	}
+	expectViolation(t, g, violation.Network, "tcp", evilIP.String(), 8080, violation.Blocked)
+	if got, err := jobDial(g, "tcp4", "10.214.1.2:8080"); got != "allowed" {
+		t.Fatalf("after a blocked packet the job lost its allowed host: %q, %v", got, err)
+	}
+	if _, err := jobLookup(g, "evil.test"); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, g, violation.DNS, "dns", "evil.test", 0, violation.Blocked)
+}
+
+func TestAuditMode(t *testing.T) {
+	w := newWorld(t)
+	g := setup(t, w.config(t, Audit))
+	r, err := jobLookup(g, "evil.test")
+	if err != nil || len(r.Answer) != 1 {
+		t.Fatalf("audit lookup evil.test = %v, %v", r, err)
+	}
+	if got, err := jobDial(g, "tcp4", "10.214.2.2:8080"); got != "evil" {
+		t.Fatalf("audit mode blocked evil: %q, %v", got, err)
+	}
+	expectViolation(t, g, violation.Network, "tcp", evilIP.String(), 8080, violation.Recorded)
+	if got, err := jobDial(g, "tcp4", "10.214.1.2:9090"); got != "allowed" {
+		t.Fatalf("audit mode blocked allowed: %q, %v", got, err)
+	}
+	expectViolation(t, g, violation.Network, "tcp", allowedIP.String(), 9090, violation.Recorded)
+	// Always-denied stays denied in audit mode.
+	if _, err := jobDial(g, "tcp4", "169.254.169.254:80"); err == nil {
+		t.Fatal("metadata reachable in audit mode")
+	}
+	expectViolation(t, g, violation.Network, "tcp", "169.254.169.254", 80, violation.Blocked)
+	got := SuggestAllowlist(g.Contacted())
+	want := []string{"tcp:10.214.1.2:9090", "tcp:evil.test:8080"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("SuggestAllowlist = %q, want %q", got, want)
+	}
+}
+
+func TestTwoGuardsKeepTheirOwnPermissions(t *testing.T) {
+	w := newWorld(t)
+	c1 := w.config(t, Enforce, "allowed.test:8080")
+	c2 := w.config(t, Enforce, "tcp:10.214.2.2:8080")
+	c2.StateDir = c1.StateDir // one host, one state dir
+	g1, g2 := setup(t, c1), setup(t, c2)
+	if g1.JobAddr() == g2.JobAddr() || g1.HostIf() == g2.HostIf() {
+		t.Fatalf("guards share address or veth: %s %s", g1.JobAddr(), g2.JobAddr())
+	}
+	if _, err := jobLookup(g1, "allowed.test"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := jobDial(g1, "tcp4", "10.214.1.2:8080"); got != "allowed" {
+		t.Fatalf("g1 cannot reach its allowed host: %q", got)
+	}
+	if got, _ := jobDial(g2, "tcp4", "10.214.2.2:8080"); got != "evil" {
+		t.Fatalf("g2 cannot reach its allowed host: %q", got)
+	}
+	// g1 resolved allowed.test: that must not open it for g2.
+	if got, err := jobDial(g2, "tcp4", "10.214.1.2:8080"); err == nil || got != "" {
+		t.Fatalf("g2 used g1's permission: %q", got)
+	}
+	expectViolation(t, g2, violation.Network, "tcp", allowedIP.String(), 8080, violation.Killed)
+	if got, err := jobDial(g1, "tcp4", "10.214.2.2:8080"); err == nil || got != "" {
+		t.Fatalf("g1 used g2's permission: %q", got)
+	}
+	expectViolation(t, g1, violation.Network, "tcp", evilIP.String(), 8080, violation.Killed)
+	// Jobs cannot reach each other.
+	if err := jobUDP(g1, netip.AddrPortFrom(g2.JobAddr(), 9).String()); err != nil {
+		t.Fatal(err)
+	}
+	v := expectViolation(t, g1, violation.Network, "udp", g2.JobAddr().String(), 9, violation.Killed)
+	if !strings.Contains(v.Detail, "always-denied") {
+		t.Errorf("detail %q", v.Detail)
+	}
+}
+
+// failingRecorder refuses to record one kind, as a full disk would.
+type failingRecorder struct {
+	jobstate.MemRecorder
+	kind string
+}
+
+var errDiskFull = errors.New("disk full")
+
+func (f *failingRecorder) Record(r jobstate.Resource) error {
+	if r.Kind == f.kind {
+		return errDiskFull
+	}
+	return f.MemRecorder.Record(r)
+}
+
+func TestSetupFailsClosed(t *testing.T) {
+	w := newWorld(t)
+	for _, kind := range []string{KindNetns, KindVeth, KindTable} {
+		t.Run(kind, func(t *testing.T) {
+			rec := &failingRecorder{kind: kind}
+			g, err := Setup(t.Context(), w.config(t, Enforce, "allowed.test"), rec)
+			if !errors.Is(err, errDiskFull) || g != nil {
+				t.Fatalf("Setup = %v, %v; want error wrapping %v", g, err, errDiskFull)
+			}
+			assertGone(t, rec.Snapshot())
+		})
+	}
+	t.Run("nflog group taken", func(t *testing.T) {
+		cfg := w.config(t, Enforce)
+		r, err := openNFLog(DefaultNFLogGroup + 0) // slot 0 of a fresh state dir
+		must(t, err)
+		defer r.close()
+		rec := &jobstate.MemRecorder{}
+		if g, err := Setup(t.Context(), cfg, rec); err == nil {
+			g.Close()
+			t.Fatal("Setup succeeded with its NFLOG group taken")
+		}
+		assertGone(t, rec.Snapshot())
+	})
+	t.Run("invalid config has no side effect", func(t *testing.T) {
+		cfg := w.config(t, Enforce, "*")
+		rec := &jobstate.MemRecorder{}
+		if _, err := Setup(t.Context(), cfg, rec); !errors.Is(err, ErrAllowsAll) {
+			t.Fatalf("Setup with * = %v, want ErrAllowsAll", err)
+		}
+		if len(rec.Snapshot()) != 0 {
+			t.Fatalf("recorded %v before validating", rec.Snapshot())
+		}
+	})
+}
+
+func TestGCAfterCrash(t *testing.T) {
+	w := newWorld(t)
+	rec := &jobstate.MemRecorder{}
+	g, err := Setup(t.Context(), w.config(t, Enforce, "allowed.test"), rec)
+	must(t, err)
+	res := rec.Snapshot()
+	// The launcher died: gc runs each record, newest first.
+	for i := len(res) - 1; i >= 0; i-- {
+		if err := GC(t.Context(), res[i]); err != nil {
+			t.Errorf("GC %s: %v", res[i], err)
+		}
+	}
+	assertGone(t, res)
+	// A second gc, and the (in-process) guard's own Close, find nothing left.
+	for _, r := range res {
+		if err := GC(t.Context(), r); err != nil {
+			t.Errorf("second GC %s: %v", r, err)
+		}
+	}
+	if err := g.Close(); err != nil {
+		t.Errorf("Close after GC: %v", err)
+	}
+	kinds := map[string]bool{}
+	for _, r := range res {
+		kinds[r.Kind] = true
+	}
+	for _, k := range []string{KindLease, KindNetns, KindVeth, KindTable} {
+		if !kinds[k] {
+			t.Errorf("no %s record", k)
+		}
+	}
+}
+
+func TestPeers(t *testing.T) {
+	w := newWorld(t)
+	peer := func() Config {
+		c := w.config(t, Enforce)
+		c.Peers, c.PeerPorts = []netip.Prefix{testPool}, []PortRange{{29500, 29510}}
+		return c
+	}
+	c1, c2, c3 := peer(), peer(), w.config(t, Enforce)
+	c2.StateDir, c3.StateDir = c1.StateDir, c1.StateDir
+	g1, g2, g3 := setup(t, c1), setup(t, c2), setup(t, c3)
+	for _, k := range []string{"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"} {
+		if g1.Env()[k] != JobIfName {
+			t.Errorf("Env %s = %q", k, g1.Env()[k])
+		}
+	}
+	// Rank 2 listens inside its namespace and reports who connected.
+	var ln net.Listener
+	must(t, inNetns(g2.NetnsPath(), func() error {
+		var err error
+		ln, err = net.Listen("tcp4", ":29500")
+		return err
+	}))
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
+			c.Close()
+		}
+	}()
+	to := netip.AddrPortFrom(g2.JobAddr(), 29500).String()
+	got, err := jobDial(g1, "tcp4", to)
+	if err != nil || got != g1.JobAddr().String() {
+		t.Fatalf("peer dial = %q, %v; want to be seen as %s (no NAT)", got, err, g1.JobAddr())
+	}
+	if _, err := jobDial(g1, "tcp4", netip.AddrPortFrom(g2.JobAddr(), 29600).String()); err == nil {
+		t.Fatal("peer reachable outside the peer ports")
+	}
+	expectViolation(t, g1, violation.Network, "tcp", g2.JobAddr().String(), 29600, violation.Killed)
+	if _, err := jobDial(g3, "tcp4", to); err == nil {
+		t.Fatal("a job outside the allocation reached a peer")
+	}
+	expectViolation(t, g3, violation.Network, "tcp", g2.JobAddr().String(), 29500, violation.Killed)
+}
+
+func TestEgressBudget(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t, Enforce, "tcp:10.214.1.2:8080")
+	cfg.EgressBudget = 64 << 10
+	g := setup(t, cfg)
+	must(t, inNetns(g.NetnsPath(), func() error {
+		c, err := net.DialTimeout("tcp4", "10.214.1.2:8080", dialTimeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(make([]byte, 256<<10))
+		return err
+	}))
+	v := nextViolation(t, g)
+	if v.Kind != violation.EgressBytes || v.Threshold != float64(cfg.EgressBudget) || v.Measured <= v.Threshold || v.Action != violation.Killed {
+		t.Fatalf("violation = %+v, want egress budget exceeded", v)
+	}
+	if b := g.EgressBytes()[allowedIP.String()]; b < 256<<10 {
+		t.Fatalf("EgressBytes[%s] = %d, want at least the 256 KiB sent", allowedIP, b)
+	}
+}
+
+// TestForwardingConfined: while a guard has switched forwarding on, the host
+// routes for job veths only, and the last Close switches it off again.
+func TestForwardingConfined(t *testing.T) {
+	w := newWorld(t)
+	before, _ := os.ReadFile(ipForwardSysctl)
+	if strings.TrimSpace(string(before)) != "0" {
+		testenv.Missing(t, "a host with net.ipv4.ip_forward=0 (netguard confines only the forwarding it turns on)")
+	}
+	g := setup(t, w.config(t, Enforce, "tcp:10.214.2.2:8080"))
+	if got, _ := jobDial(g, "tcp4", "10.214.2.2:8080"); got != "evil" {
+		t.Fatalf("job cannot reach its allowed host: %q", got)
+	}
+	// From the "allowed" namespace through the host to the "evil" one: not a job veth.
+	err := inNetns("/var/run/netns/stt-"+w.tag+"-a", func() error {
+		c, err := net.DialTimeout("tcp4", "10.214.2.2:8080", dialTimeout)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatal("the host forwarded between two interfaces that are not job veths")
+	}
+	must(t, g.Close())
+	after, _ := os.ReadFile(ipForwardSysctl)
+	if string(before) != string(after) {
+		t.Errorf("ip_forward %q before, %q after the last job", before, after)
+	}
+}
