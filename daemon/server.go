@@ -307,6 +307,11 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		dm.Source = abs(dm.Source)
 		data = append(data, dm)
 	}
+	if caller.UID != 0 && !id.Root() {
+		if err := precheck(caller, code, data, abs(args.Python), args.Command, args.CallerEnv); err != nil {
+			return Reply{Error: err.Error()}
+		}
+	}
 	sigs := make(chan os.Signal, 8)
 	req := launcher.Request{
 		Command: args.Command, Profile: prof, Caller: caller, CodeDir: code,
@@ -397,6 +402,44 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: usageJSON})
 	code2 := res.ExitCode
 	return Reply{ID: res.ID, Exit: &code2, Notes: notes, Summary: res.Summary, Suggested: res.Suggested}
+}
+
+// precheck checks, as the caller, every path the request names before the
+// launcher resolves them as root: a path the caller cannot reach is refused
+// the same way whether or not it exists. The launcher checks again, and
+// mounts only what it checked (Request.Confine).
+func precheck(c launcher.Caller, code string, data []launcher.DataMount, python string, argv, env []string) error {
+	if err := launcher.CheckPathAs(c, "code directory", code, false); err != nil {
+		return err
+	}
+	for _, d := range data {
+		if err := launcher.CheckPathAs(c, "--data", d.Source, false); err != nil {
+			return err
+		}
+	}
+	if python != "" {
+		if err := launcher.CheckPathAs(c, "--python", python, false); err != nil {
+			return err
+		}
+	}
+	if len(argv) > 0 && strings.ContainsRune(argv[0], '/') {
+		p := argv[0]
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(code, p)
+		}
+		if err := launcher.CheckPathAs(c, "command", p, false); err != nil {
+			return err
+		}
+	}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if (k == "VIRTUAL_ENV" || k == "CONDA_PREFIX") && filepath.IsAbs(v) {
+			if err := launcher.CheckPathAs(c, k, v, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 var signals = map[string]os.Signal{"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT}

@@ -390,9 +390,11 @@ func TestDaemonRefusals(t *testing.T) {
 		{[]string{"--cpus", "2"}, "securetrain: run: --cpus 2: above the bound 1 the host policy sets for user " + daemonUser + " (policy.rules[0].max_cpus)"},
 		{[]string{"--memory", "1GiB"}, "securetrain: run: --memory: not allowed for user " + daemonUser + ": the host policy sets no policy.rules[0].max_memory"},
 		{[]string{"--user", daemonUser2}, "securetrain: run: --user " + daemonUser2 + ": only root and members of the admin groups (daemon.admin_groups) may use it"},
-		{[]string{"--data", secret}, "securetrain: run: --data " + secret + " -> " + secret + ": user " + daemonUser + " cannot reach it (permission denied)"},
-		{[]string{"--data", other}, "securetrain: run: --data " + other + " -> " + other + ": user " + daemonUser + " cannot read it: permission denied"},
-		{[]string{"--data", "escape"}, "securetrain: run: --data " + filepath.Join(dir, "escape") + " -> /root: user " + daemonUser + " cannot read it: permission denied"},
+		{[]string{"--data", secret}, "securetrain: run: --data " + secret + ": user " + daemonUser + " cannot reach it (permission denied)"},
+		{[]string{"--data", "/root/st-e2e-no-such-dir"}, "securetrain: run: --data /root/st-e2e-no-such-dir: user " + daemonUser + " cannot reach it (permission denied)"},
+		{[]string{"--python", "/root/venv/bin/python"}, "securetrain: run: --python /root/venv/bin/python: user " + daemonUser + " cannot reach it (permission denied)"},
+		{[]string{"--data", other}, "securetrain: run: --data " + other + ": user " + daemonUser + " cannot read it: permission denied"},
+		{[]string{"--data", "escape"}, "securetrain: run: --data " + filepath.Join(dir, "escape") + ": user " + daemonUser + " cannot read it (it resolves to /root): permission denied"},
 		{[]string{"--output", "/etc"}, "securetrain: run: output /etc: user " + daemonUser + " cannot write it: permission denied"},
 		{[]string{"--output", "escape/out"}, "securetrain: run: output " + filepath.Join(dir, "escape/out") + ": user " + daemonUser + " cannot create it"},
 		{[]string{"--code", other}, "securetrain: run: code directory " + other + ": user " + daemonUser + " cannot read it: permission denied"},
@@ -426,9 +428,11 @@ func TestDaemonKilledThenRestarted(t *testing.T) {
 	dir := userProject(t, daemonUser)
 	j := d.startWaitingJob(t, daemonUser, dir)
 	waitFor(t, j.out, "ready-"+daemonUser)
-	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) != 1 {
+	ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs"))
+	if len(ents) != 1 {
 		t.Fatalf("want one job's state, got %d", len(ents))
 	}
+	killed := ents[0].Name()
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	d.cmd.Wait()
 	if err := j.cmd.Wait(); err == nil {
@@ -446,6 +450,12 @@ func TestDaemonKilledThenRestarted(t *testing.T) {
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("READY=1 came with runsc containers left: %s", s)
 	}
+	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + killed); len(cgs) > 0 {
+		t.Errorf("READY=1 came with the killed job's cgroups left: %v", cgs)
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), filepath.Join(stateDir, "stage", killed)) {
+		t.Errorf("READY=1 came with the killed job's staging mounts left")
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc").Output()
@@ -462,6 +472,9 @@ func TestDaemonKilledThenRestarted(t *testing.T) {
 		t.Errorf("job after restart: %s", r)
 	}
 	d.stop(t)
+	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + killed); len(cgs) > 0 {
+		t.Errorf("the killed job's cgroups came back: %v", cgs)
+	}
 	if audit, _ := os.ReadFile(d.audit); !strings.Contains(string(audit), `"type":"gc"`) {
 		t.Errorf("the restart's gc is not in the audit log")
 	}

@@ -275,3 +275,18 @@ func ReadFileAs(uid, gid int, groups []int, p string) ([]byte, error) {
 	})
 	return data, err
 }
+
+// CheckPathAs checks, as the caller, that p can be reached and read (or
+// written, with write). The daemon runs it on every path a request names
+// before the launcher looks at them as root, so that a refusal never tells
+// a user whether something exists where they cannot look.
+func CheckPathAs(c Caller, what, p string, write bool) error {
+	return asUser(c.UID, c.GID, c.Groups, func() error {
+		fd, why := openChecked(p, write)
+		if why != "" {
+			return &PathError{what, p, fmt.Sprintf(why, c.Name)}
+		}
+		unix.Close(fd)
+		return nil
+	})
+}
