@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,9 @@ import (
 const (
 	daemonUser  = "st-e2e-d1"
 	daemonUser2 = "st-e2e-d2"
+	// daemonGroup grants daemonUser2 through the policy (a group found
+	// through NSS) and must reach daemonUser2's jobs as a supplementary group.
+	daemonGroup = "st-e2e-dgrp"
 )
 
 var daemonUsersOnce sync.Once
@@ -55,6 +59,76 @@ func daemonUsers(t *testing.T) {
 	}
 }
 
+// The daemon tests keep their jobs' state and data apart from the other
+// end-to-end tests', so that tests of other packages running at the same
+// time on a shared machine neither see nor disturb them.
+const (
+	daemonStateDir = "/run/securetrain-e2e-daemon"
+	daemonDataDir  = "/var/lib/securetrain-e2e-daemon"
+)
+
+// daemonSetup is setup without the harness's leak check of its own state
+// directory: daemonConfig registers one for the daemon's directories.
+func daemonSetup(t *testing.T) *env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test (-short)")
+	}
+	testenv.RequireRoot(t)
+	runsc := testenv.Runsc(t)
+	once.Do(func() { shared, setupErr = build(runsc) })
+	if shared == nil {
+		t.Fatalf("e2e setup: %s", setupErr)
+	}
+	return shared
+}
+
+// assertDaemonClean fails the test if anything of a job the daemon ran (the
+// jobs its audit log names) is left: state, runsc containers and processes,
+// staging and other mounts, cgroups, homes.
+func (d *daemonEnv) assertClean(t *testing.T) {
+	t.Helper()
+	var left []string
+	if ents, _ := os.ReadDir(filepath.Join(daemonStateDir, "jobs")); len(ents) > 0 {
+		for _, x := range ents {
+			left = append(left, "state "+x.Name())
+		}
+	}
+	out, _ := exec.Command(d.runsc, "--root", filepath.Join(daemonStateDir, "runsc"), "list", "-quiet").Output()
+	for _, id := range strings.Fields(string(out)) {
+		left = append(left, "runsc container "+id)
+	}
+	if ps, _ := exec.Command("pgrep", "-af", daemonStateDir+"/runsc").Output(); len(ps) > 0 {
+		left = append(left, "processes "+strings.TrimSpace(string(ps)))
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if (strings.Contains(l, daemonStateDir) || strings.Contains(l, daemonDataDir)) && !strings.Contains(l, "/runsc/null-netns") {
+			left = append(left, "mount "+l)
+		}
+	}
+	audit, _ := os.ReadFile(d.audit)
+	for _, l := range strings.Split(string(audit), "\n") {
+		_, rest, ok := strings.Cut(l, `"type":"job_start","job":"`)
+		if !ok || len(rest) < 12 {
+			continue
+		}
+		id := rest[:12]
+		if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + id); len(cgs) > 0 {
+			left = append(left, "cgroups "+strings.Join(cgs, " "))
+		}
+		if cgs, _ := filepath.Glob("/sys/fs/cgroup/securetrain/" + id); len(cgs) > 0 {
+			left = append(left, "cgroups "+strings.Join(cgs, " "))
+		}
+		if _, err := os.Stat(filepath.Join(daemonDataDir, "jobs", id, "home")); err == nil {
+			left = append(left, "home of job "+id)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
+	}
+}
+
 // daemonEnv is a host configuration with a daemon socket and a policy, and
 // the running daemon.
 type daemonEnv struct {
@@ -72,6 +146,15 @@ type daemonEnv struct {
 func daemonConfig(t *testing.T, e *env) *daemonEnv {
 	t.Helper()
 	daemonUsers(t)
+	if _, err := user.LookupGroup(daemonGroup); err != nil {
+		if out, err := exec.Command("groupadd", daemonGroup).CombinedOutput(); err != nil {
+			t.Fatalf("groupadd: %v: %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("groupdel", daemonGroup).Run() })
+	}
+	if out, err := exec.Command("usermod", "-a", "-G", daemonGroup, daemonUser2).CombinedOutput(); err != nil {
+		t.Fatalf("usermod: %v: %s", err, out)
+	}
 	dir, err := os.MkdirTemp("", "st-e2e-daemon-")
 	if err != nil {
 		t.Fatal(err)
@@ -104,13 +187,15 @@ daemon:
   metrics_addr: 127.0.0.1:0
 policy:
   rules:
-    - users: [%s, %s]
+    - users: [%s]
+      groups: [%s]
       profiles: [default]
       max_cpus: 1
-`, e.runsc, stateDir, dataDir, profiles, d.audit, d.socket, daemonUser, daemonUser2)
+`, e.runsc, daemonStateDir, daemonDataDir, profiles, d.audit, d.socket, daemonUser, daemonGroup)
 	if err := os.WriteFile(d.config, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.assertClean(t) }) // after the daemon's stop (cleanups run last first)
 	return d
 }
 
@@ -244,7 +329,7 @@ type liveJob struct {
 
 func (d *daemonEnv) startWaitingJob(t *testing.T, name, dir string) *liveJob {
 	t.Helper()
-	c := d.userCmd(t, name, dir, "run", "--", "/bin/sh", "-c", "echo ready-$(id -un); read line; echo got-$line")
+	c := d.userCmd(t, name, dir, "run", "--", "/bin/sh", "-c", "echo ready-$(id -un) groups $(id -G); read line; echo got-$line")
 	in, err := c.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +365,7 @@ func psRows(t *testing.T, r result) map[string]string {
 // only their own job in ps (root sees both), nobody else may kill or read
 // another's job, stdin/stdout pass through and the exit code comes back.
 func TestDaemonTwoUsers(t *testing.T) {
-	e := setup(t)
+	e := daemonSetup(t)
 	d := daemonConfig(t, e)
 	d.start(t, false)
 	dirA, dirB := userProject(t, daemonUser), userProject(t, daemonUser2)
@@ -288,6 +373,13 @@ func TestDaemonTwoUsers(t *testing.T) {
 	b := d.startWaitingJob(t, daemonUser2, dirB)
 	waitFor(t, a.out, "ready-"+daemonUser)
 	waitFor(t, b.out, "ready-"+daemonUser2)
+	g, err := user.LookupGroup(daemonGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(b.out.String()), g.Gid) {
+		t.Errorf("%s's job lacks the supplementary group %s (%s): %s", daemonUser2, daemonGroup, g.Gid, b.out)
+	}
 
 	psA := psRows(t, d.userRun(t, daemonUser, dirA, "ps"))
 	psB := psRows(t, d.userRun(t, daemonUser2, dirB, "ps"))
@@ -364,7 +456,7 @@ func TestDaemonTwoUsers(t *testing.T) {
 // TestDaemonRefusals: each refusal at the policy and the privilege boundary
 // is one line, exit 125, and leaves nothing.
 func TestDaemonRefusals(t *testing.T) {
-	e := setup(t)
+	e := daemonSetup(t)
 	d := daemonConfig(t, e)
 	d.start(t, false)
 	dir := userProject(t, daemonUser)
@@ -422,13 +514,13 @@ func TestDaemonRefusals(t *testing.T) {
 // behind; the restarted daemon runs gc before it reports READY=1 on the
 // notify socket, so by then no runsc container, process or state is left.
 func TestDaemonKilledThenRestarted(t *testing.T) {
-	e := setup(t)
+	e := daemonSetup(t)
 	d := daemonConfig(t, e)
 	d.start(t, false)
 	dir := userProject(t, daemonUser)
 	j := d.startWaitingJob(t, daemonUser, dir)
 	waitFor(t, j.out, "ready-"+daemonUser)
-	ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs"))
+	ents, _ := os.ReadDir(filepath.Join(daemonStateDir, "jobs"))
 	if len(ents) != 1 {
 		t.Fatalf("want one job's state, got %d", len(ents))
 	}
@@ -438,27 +530,27 @@ func TestDaemonKilledThenRestarted(t *testing.T) {
 	if err := j.cmd.Wait(); err == nil {
 		t.Error("the client of a job whose daemon died must fail")
 	}
-	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) != 1 {
+	if ents, _ := os.ReadDir(filepath.Join(daemonStateDir, "jobs")); len(ents) != 1 {
 		t.Fatalf("a SIGKILLed daemon leaves its job's state for gc; found %d", len(ents))
 	}
 
 	d.start(t, true) // returns at READY=1
-	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(daemonStateDir, "jobs")); len(ents) != 0 {
 		t.Errorf("READY=1 came before gc removed the dead job's state (%d left)", len(ents))
 	}
-	out, _ := exec.Command(e.runsc, "--root", filepath.Join(stateDir, "runsc"), "list", "-quiet").Output()
+	out, _ := exec.Command(e.runsc, "--root", filepath.Join(daemonStateDir, "runsc"), "list", "-quiet").Output()
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("READY=1 came with runsc containers left: %s", s)
 	}
 	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + killed); len(cgs) > 0 {
 		t.Errorf("READY=1 came with the killed job's cgroups left: %v", cgs)
 	}
-	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), filepath.Join(stateDir, "stage", killed)) {
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), filepath.Join(daemonStateDir, "stage", killed)) {
 		t.Errorf("READY=1 came with the killed job's staging mounts left")
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc").Output()
+		ps, _ := exec.Command("pgrep", "-af", daemonStateDir+"/runsc").Output()
 		if len(ps) == 0 {
 			break
 		}
@@ -484,7 +576,7 @@ func TestDaemonKilledThenRestarted(t *testing.T) {
 // the caller's size, its output (colours included) streams back, and its
 // exit code returns.
 func TestDaemonTTY(t *testing.T) {
-	e := setup(t)
+	e := daemonSetup(t)
 	d := daemonConfig(t, e)
 	d.start(t, false)
 	dir := userProject(t, daemonUser)
@@ -533,7 +625,7 @@ func TestDaemonTTY(t *testing.T) {
 // TestDaemonSignalsAndHangup: SIGINT to the client reaches the job, whose
 // exit code comes back; a client that dies (SIGKILL) stops its job.
 func TestDaemonSignalsAndHangup(t *testing.T) {
-	e := setup(t)
+	e := daemonSetup(t)
 	d := daemonConfig(t, e)
 	d.start(t, false)
 	dir := userProject(t, daemonUser)
@@ -562,7 +654,7 @@ func TestDaemonSignalsAndHangup(t *testing.T) {
 	c.Wait()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs"))
+		ents, _ := os.ReadDir(filepath.Join(daemonStateDir, "jobs"))
 		if len(ents) == 0 {
 			break
 		}
