@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -153,7 +154,7 @@ func recv(c *net.UnixConn, v any) ([]*os.File, error) {
 	}
 	if n == 0 {
 		closeAll(files)
-		return nil, errEOF
+		return nil, io.EOF
 	}
 	if err := json.Unmarshal(buf[:n], v); err != nil {
 		closeAll(files)
@@ -161,8 +162,6 @@ func recv(c *net.UnixConn, v any) ([]*os.File, error) {
 	}
 	return files, nil
 }
-
-var errEOF = errors.New("connection closed")
 
 func closeAll(fs []*os.File) {
 	for _, f := range fs {

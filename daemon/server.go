@@ -130,8 +130,21 @@ func listen(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("daemon socket: %w", err)
 	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm()&0o001 == 0 {
-		return nil, fmt.Errorf("daemon socket directory %s must be searchable by every user (mode 0755; systemd: RuntimeDirectoryMode=0755)", dir)
+	// Every user must reach the socket: a root-owned directory gets the
+	// search bit for others (not read: nobody lists it); any other
+	// directory must already allow it.
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("daemon socket: %w", err)
+	}
+	if fi.Mode().Perm()&0o001 == 0 {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+			return nil, fmt.Errorf("daemon socket directory %s must be searchable by every user (mode 0755; systemd: RuntimeDirectoryMode=0755)", dir)
+		}
+		if err := os.Chmod(dir, fi.Mode().Perm()|0o011); err != nil {
+			return nil, fmt.Errorf("daemon socket: %w", err)
+		}
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {
