@@ -410,13 +410,19 @@ func TestDaemonTwoUsers(t *testing.T) {
 		t.Errorf("%s reading own log: %s", daemonUser, r)
 	}
 
-	fmt.Fprintln(a.stdin, "a")
-	fmt.Fprintln(b.stdin, "b")
-	a.stdin.Close()
-	b.stdin.Close()
-	if err := a.cmd.Wait(); err != nil || !strings.Contains(a.out.String(), "got-a") {
-		t.Errorf("job A: %v\n%s", err, a.out)
+	// Root stops job A with `securetrain kill`: through the daemon, so that
+	// only A stops (a daemon job's launcher is the daemon itself).
+	if r := e.run(t, dirA, nil, "--config", d.config, "kill", idA); r.code != 0 {
+		t.Errorf("root kill: %s", r)
 	}
+	err = a.cmd.Wait()
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 128+15 || !strings.Contains(a.out.String(), "job "+idA+" stopped by TERM") {
+		t.Errorf("job A killed by root: %v\n%s", err, a.out)
+	}
+	// Job B goes on (a kill of the daemon would have stopped it too).
+	fmt.Fprintln(b.stdin, "b")
+	b.stdin.Close()
 	if err := b.cmd.Wait(); err != nil || !strings.Contains(b.out.String(), "got-b") {
 		t.Errorf("job B: %v\n%s", err, b.out)
 	}
@@ -431,7 +437,7 @@ func TestDaemonTwoUsers(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		for _, want := range []string{`securetrain_jobs_ended_total{outcome="success"} 2`, "securetrain_launch_duration_seconds_count 2"} {
+		for _, want := range []string{`securetrain_jobs_ended_total{outcome="success"} 1`, `securetrain_jobs_ended_total{outcome="killed"} 1`, "securetrain_launch_duration_seconds_count 2"} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("metrics lack %q:\n%s", want, body)
 			}
@@ -443,7 +449,8 @@ func TestDaemonTwoUsers(t *testing.T) {
 	}
 	d.stop(t)
 	audit, _ := os.ReadFile(d.audit)
-	for _, want := range []string{`"type":"job_start","job":"` + idA + `","user":"` + daemonUser, `"type":"exit","job":"` + idB + `","user":"` + daemonUser2} {
+	for _, want := range []string{`"type":"job_start","job":"` + idA + `","user":"` + daemonUser, `"type":"exit","job":"` + idB + `","user":"` + daemonUser2,
+		`"type":"kill","job":"` + idA + `","user":"` + daemonUser + `","data":{"signal":"SIGTERM","reason":"user","by":"root"}`} {
 		if !strings.Contains(string(audit), want) {
 			t.Errorf("audit log lacks %s:\n%s", want, audit)
 		}

@@ -16,8 +16,8 @@ var KillCommand = &cli.Command{
 		if c.NArg() != 1 {
 			return cli.Exit("kill: usage: securetrain kill [--force] ID", 2)
 		}
-		if viaDaemon(c) {
-			return killViaDaemon(c)
+		if handled, err := killViaDaemon(c); handled {
+			return err
 		}
 		l, err := newLauncher(c)
 		if err != nil {

@@ -120,13 +120,24 @@ func psViaDaemon(c *cli.Context) error {
 	return w.Flush()
 }
 
-func killViaDaemon(c *cli.Context) error {
-	cl, err := daemon.Dial(daemonSocket(c))
+// killViaDaemon stops a job through the daemon when one listens: for a user
+// who is not root, and for root too, since the launcher of a daemon job is
+// the daemon itself, which a direct kill would stop with all its jobs. It
+// reports false when root should kill directly (no daemon answers).
+func killViaDaemon(c *cli.Context) (bool, error) {
+	sock := daemonSocket(c)
+	if !daemon.Available(sock) {
+		return false, nil
+	}
+	cl, err := daemon.Dial(sock)
 	if err != nil {
-		return err
+		if os.Geteuid() == 0 {
+			return false, nil
+		}
+		return true, err
 	}
 	defer cl.Close()
-	return cl.Kill(c.Args().First(), c.Bool("force"))
+	return true, cl.Kill(c.Args().First(), c.Bool("force"))
 }
 
 func logsViaDaemon(c *cli.Context) error {
