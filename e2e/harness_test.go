@@ -72,6 +72,9 @@ func setup(t *testing.T) *env {
 	if shared == nil {
 		t.Fatalf("e2e setup: %s", setupErr)
 	}
+	if err := ensureUsers(); err != "" {
+		t.Fatalf("e2e setup: %s", err)
+	}
 	t.Cleanup(func() { assertClean(t, shared) })
 	return shared
 }
@@ -89,13 +92,8 @@ func build(runsc string) (*env, string) {
 			return nil, fmt.Sprintf("go build: %v: %s", err, out)
 		}
 	}
-	for _, u := range []string{jobUser, otherUser} {
-		if _, err := user.Lookup(u); err != nil {
-			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); err != nil {
-				return nil, fmt.Sprintf("useradd %s: %v: %s", u, err, out)
-			}
-			created = append(created, u)
-		}
+	if err := ensureUsers(); err != "" {
+		return nil, err
 	}
 	u, err := user.Lookup(jobUser)
 	if err != nil {
@@ -114,6 +112,20 @@ func build(runsc string) (*env, string) {
 		return nil, err.Error()
 	}
 	return &env{bin: bin, runsc: runsc, config: cfg, uid: uid, gid: gid, home: u.HomeDir, otherHome: o.HomeDir}, ""
+}
+
+// ensureUsers creates the test users if they are missing (again, should
+// another test process on the machine have removed them).
+func ensureUsers() string {
+	for _, u := range []string{jobUser, otherUser} {
+		if _, err := user.Lookup(u); err != nil {
+			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); err != nil {
+				return fmt.Sprintf("useradd %s: %v: %s", u, err, out)
+			}
+			created = append(created, u)
+		}
+	}
+	return ""
 }
 
 // project makes a code directory owned by the job's user, with files.
