@@ -520,7 +520,6 @@ func indexVarint(b []byte) (uint64, int) {
 	return v, i
 }
 
-
 func readMetadataFile(path string) ([]byte, error) {
 	b, err := readSmall(path)
 	if err != nil {

@@ -404,15 +404,17 @@ func (w *walker) walk() error {
 			opname := "GLOBAL"
 			if op == 'i' {
 				opname = "INST"
-				if _, err := w.popMark(off, "INST"); err != nil {
-					return err
-				}
 			}
+			// Python imports before it pops INST's mark: check first.
 			if err := w.importGlobal(off, opname, string(mod), string(name)); err != nil {
 				return err
 			}
 			if op == 'i' {
-				w.stack[len(w.stack)-1] = val{}
+				w.stack = w.stack[:len(w.stack)-1]
+				if _, err := w.popMark(off, "INST"); err != nil {
+					return err
+				}
+				w.push(val{})
 			}
 		case 0x93: // STACK_GLOBAL
 			name, err := w.pop(off, "STACK_GLOBAL")

@@ -13,13 +13,13 @@ package scan
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Verdict of a scan, ordered by severity: a report's verdict is the worst of
@@ -180,6 +180,12 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 			rep.Format = scanPickleStream(sr, "", rep)
 			return
 		}
+		if looksText(r, size) {
+			// README, config.json, tokenizer files: data, not a model
+			// format a loader unpickles.
+			rep.Format = "text"
+			return
+		}
 		rep.Format = "unknown"
 		rep.add(Finding{Verdict: Malformed, Detail: "not a recognised model format (pickle, PyTorch, NumPy, safetensors)"})
 	}
@@ -238,5 +244,25 @@ func openRegular(path string) (*os.File, error) {
 	return f, nil
 }
 
-// jsonValid is a small helper for header checks.
-func jsonValid(b []byte) bool { return json.Valid(b) }
+// looksText reports whether the file starts with at least 64 KiB (or all)
+// of UTF-8 text without control characters other than whitespace.
+func looksText(r io.ReaderAt, size int64) bool {
+	b := make([]byte, min(size, 64<<10))
+	n, _ := r.ReadAt(b, 0)
+	b = b[:n]
+	if n == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f' || c == 0x7f {
+			return false
+		}
+	}
+	if int64(n) < size {
+		// Allow a rune cut at the end of the window.
+		for i := 0; i < utf8.UTFMax && len(b) > 0 && !utf8.Valid(b); i++ {
+			b = b[:len(b)-1]
+		}
+	}
+	return utf8.Valid(b)
+}

@@ -125,6 +125,19 @@ func TestFreshTorchCheckpoints(t *testing.T) {
 	}
 }
 
+func TestTextIsData(t *testing.T) {
+	for _, s := range []string{`{"architectures": ["Bert"]}`, "# README\n\nweights for x\n", "from x import y\n"} {
+		if r := ScanBytes("t", []byte(s)); r.Verdict != Safe || r.Format != "text" {
+			t.Errorf("%q: %v %s", s, r.Verdict, r.Format)
+		}
+	}
+	// Python source starting with "import" begins with the INST opcode: it
+	// is read as a pickle, and its "import" is not allowed.
+	if r := ScanBytes("t", []byte("import os\nos.system('x')\n")); r.Verdict == Safe {
+		t.Errorf("import line judged safe: %v", r.Findings)
+	}
+}
+
 func TestMagicNotName(t *testing.T) {
 	// A pickle named like safetensors is still read as a pickle.
 	b, _ := os.ReadFile(filepath.Join("testdata", "fixtures", "evil_eval_p4.pkl"))
@@ -145,6 +158,8 @@ func TestTruncationsNeverSafeOrPanic(t *testing.T) {
 			r := ScanBytes(name, b[:n])
 			switch {
 			case r.Verdict == Malformed && safeFrom < 0:
+			case r.Format == "text" && n < 4:
+				// "P", "PK": too short to be anything but text.
 			case r.Verdict == Safe && strings.HasSuffix(name, "legacy.pt"):
 				// The legacy format ends with raw storage bytes whose
 				// length only the tensors' metadata gives: a cut there
