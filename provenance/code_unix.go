@@ -21,26 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CodeState is what the provenance says about the code directory.
-type CodeState struct {
-	Dir string `json:"dir"`
-	// TreeSHA256 digests every file under Dir except .git: the sha256sum-style
-	// manifest of regular files, with symlinks recorded by target.
-	TreeSHA256 string `json:"treeSha256"`
-	Files      int    `json:"files"`
-	// Git, when Dir is a git work tree (read from .git, git never runs).
-	GitCommit string `json:"gitCommit,omitempty"`
-	GitRef    string `json:"gitRef,omitempty"`
-	// Dirty: the work tree differs from the index (modified, deleted or
-	// untracked files; .gitignore is not applied) or the index has
-	// unmerged entries. UncommittedSHA256 digests those changes and the
-	// index, so two runs with the same commit and the same uncommitted
-	// state have the same digest.
-	Dirty             bool     `json:"dirty,omitempty"`
-	UncommittedSHA256 string   `json:"uncommittedSha256,omitempty"`
-	Changed           []string `json:"changed,omitempty"` // up to 100 "M path", "D path", "? path"
-}
-
 // ErrGit is returned for a .git that cannot be read.
 var ErrGit = errors.New("git metadata")
 
@@ -519,6 +499,8 @@ func indexVarint(b []byte) (uint64, int) {
 	}
 	return v, i
 }
+
+const maxMetadata = 4 << 20
 
 func readMetadataFile(path string) ([]byte, error) {
 	b, err := readSmall(path)

@@ -16,3 +16,12 @@ var ErrOutputs = errors.New("outputs")
 func HashOutputs(context.Context, string) ([]pin.Entry, []Skipped, error) {
 	return nil, nil, errors.ErrUnsupported
 }
+
+// CodeStateOf needs a Unix system.
+func CodeStateOf(context.Context, string) (CodeState, error) {
+	return CodeState{}, errors.ErrUnsupported
+}
+
+func readMetadataFile(string) ([]byte, error) { return nil, errors.ErrUnsupported }
+
+const maxMetadata = 0

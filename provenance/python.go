@@ -21,8 +21,6 @@ type Distribution struct {
 	Dir      string `json:"dir"`            // the site-packages directory it was found in
 }
 
-const maxMetadata = 4 << 20
-
 // Distributions lists the distributions in the given site-packages /
 // dist-packages directories by reading *.dist-info/METADATA and
 // *.egg-info/PKG-INFO (or a *.egg-info file). Python is never started and

@@ -138,3 +138,23 @@ type Input struct {
 	Dir    bool   `json:"dir"`
 	SHA256 string `json:"sha256"`
 }
+
+// CodeState is what the provenance says about the code directory.
+type CodeState struct {
+	Dir string `json:"dir"`
+	// TreeSHA256 digests every file under Dir except .git: the sha256sum-style
+	// manifest of regular files, with symlinks recorded by target.
+	TreeSHA256 string `json:"treeSha256"`
+	Files      int    `json:"files"`
+	// Git, when Dir is a git work tree (read from .git, git never runs).
+	GitCommit string `json:"gitCommit,omitempty"`
+	GitRef    string `json:"gitRef,omitempty"`
+	// Dirty: the work tree differs from the index (modified, deleted or
+	// untracked files; .gitignore is not applied) or the index has
+	// unmerged entries. UncommittedSHA256 digests those changes and the
+	// index, so two runs with the same commit and the same uncommitted
+	// state have the same digest.
+	Dirty             bool     `json:"dirty,omitempty"`
+	UncommittedSHA256 string   `json:"uncommittedSha256,omitempty"`
+	Changed           []string `json:"changed,omitempty"` // up to 100 "M path", "D path", "? path"
+}

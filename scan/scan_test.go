@@ -2,12 +2,12 @@ package scan
 
 import (
 	"bytes"
+	"errors"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/securetrain/securetrain/internal/testenv"
@@ -238,16 +238,6 @@ func TestTrailingGarbage(t *testing.T) {
 	}
 }
 
-func TestFIFONotOpenedForReading(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(p, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Scan(p); err == nil {
-		t.Fatal("FIFO scanned")
-	}
-}
-
 func FuzzScanPickle(f *testing.F) {
 	// Seeds: testdata/fuzz/FuzzScanPickle (written by gen_fixtures.py).
 	f.Add([]byte("\x80\x05."))
@@ -266,4 +256,22 @@ func FuzzScanPickle(f *testing.F) {
 			t.Fatalf("nondeterministic: %v vs %v", r.Verdict, r2.Verdict)
 		}
 	})
+}
+
+func TestCheck(t *testing.T) {
+	b, _ := os.ReadFile(filepath.Join("testdata", "fixtures", "evil_eval_p4.pkl"))
+	r := ScanBytes("m.pkl", b)
+	d := strings.Repeat("ab", 32)
+	if err := Check(r, d, nil); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), d) {
+		t.Fatalf("dangerous not refused: %v", err)
+	}
+	if err := Check(r, d, func(s string) bool { return s == d }); err != nil {
+		t.Fatalf("accepted digest refused: %v", err)
+	}
+	if err := Check(r, d, func(s string) bool { return s == "other" }); err == nil {
+		t.Fatal("other digest accepted")
+	}
+	if err := Check(&Report{Verdict: Safe}, "", nil); err != nil {
+		t.Fatal(err)
+	}
 }

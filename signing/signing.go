@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 )
 
 // Signer signs messages with one ed25519 key.
@@ -79,7 +78,7 @@ func NewFileSigner(priv ed25519.PrivateKey) *FileSigner { return &FileSigner{pri
 // readKeyFile reads a small file without following a symlink and refuses a
 // private key that others can read or write.
 func readKeyFile(path string, private bool) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
 	}
@@ -189,7 +188,7 @@ func GenerateKeyFiles(privPath, pubPath string) (ed25519.PublicKey, error) {
 }
 
 func writeNew(path string, b []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, mode)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
