@@ -109,7 +109,12 @@ func (p *preader) line() ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, p.eof(err)
+			// Like CPython's readline at EOF: the partial line comes back
+			// (the unpickler then drops its last byte as if it were '\n').
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			return out, p.eof(err)
 		}
 		return out[:len(out)-1], nil
 	}
@@ -177,6 +182,17 @@ func (w *walker) importGlobal(off int64, op, module, name string) error {
 	}
 	w.push(val{k: vGlobal, s: full})
 	return nil
+}
+
+// truncatedImport handles a GLOBAL/INST cut by the end of the data:
+// CPython still imports the module it read before failing, and importing
+// runs the module's code, so a module outside the allowlist is dangerous.
+func (w *walker) truncatedImport(off int64, module string) {
+	if module == "" || allowedModules[canonicalModule(module)] {
+		return
+	}
+	w.rep.add(Finding{Verdict: Dangerous, Member: w.member, Offset: w.base + off, Opcode: "GLOBAL", Import: module,
+		Detail: "truncated import of module " + module + ", which is not on the allowlist (the import itself runs code)"})
 }
 
 // strVal returns a known str for bytes that Python decodes to the same
@@ -392,10 +408,12 @@ func (w *walker) walk() error {
 		case 'c', 'i': // GLOBAL, INST
 			mod, err := rd.line()
 			if err != nil {
+				w.truncatedImport(off, string(mod))
 				return err
 			}
 			name, err := rd.line()
 			if err != nil {
+				w.truncatedImport(off, string(mod))
 				return err
 			}
 			if !utf8.Valid(mod) || !utf8.Valid(name) {
