@@ -228,6 +228,13 @@ func isProto01Start(b byte) bool {
 }
 
 func openRegular(path string) (*os.File, error) {
+	// Refuse a FIFO or device before opening it: opening some devices has
+	// effects. The fstat below catches a swap between the two.
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("scan %s: %w", path, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("scan %s: %w (%v)", path, ErrNotRegular, st.Mode().Type())
+	}
 	f, err := openForScan(path)
 	if err != nil {
 		return nil, fmt.Errorf("scan %s: %w", path, err)
