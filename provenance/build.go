@@ -52,6 +52,9 @@ func Build(ctx context.Context, run Run) (*Statement, error) {
 		if cs.GitRef != "" {
 			rd.Annotations["gitRef"] = cs.GitRef
 		}
+		if cs.Staged != "" {
+			rd.Annotations["staged"] = cs.Staged
+		}
 		if cs.Dirty {
 			rd.Annotations["dirty"] = true
 			rd.Annotations["uncommittedSha256"] = cs.UncommittedSHA256

@@ -107,6 +107,26 @@ func CodeStateOf(ctx context.Context, dir string) (CodeState, error) {
 	for _, u := range unmerged {
 		changes = append(changes, "U "+u)
 	}
+	// Staged: the tree the index would commit differs from HEAD's tree.
+	switch tree, err := indexTreeID(entries, newHash); {
+	case err != nil:
+		cs.Staged = "unknown"
+	case commit == "":
+		if len(entries) > 0 {
+			cs.Staged = "staged"
+		}
+	default:
+		headTree, err := commitTreeID(common, commit, hashLen)
+		switch {
+		case err != nil:
+			cs.Staged = "unknown"
+		case headTree != tree:
+			cs.Staged = "staged"
+		}
+	}
+	if cs.Staged != "" {
+		changes = append(changes, "S index "+cs.Staged)
+	}
 	if len(changes) > 0 {
 		sort.Strings(changes)
 		cs.Dirty = true
@@ -121,7 +141,7 @@ func CodeStateOf(ctx context.Context, dir string) (CodeState, error) {
 				break
 			}
 			// Drop the digest from the human list.
-			if j := strings.LastIndexByte(c, ' '); j > 1 && c[0] != 'D' && c[0] != 'U' {
+			if j := strings.LastIndexByte(c, ' '); j > 1 && (c[0] == 'M' || c[0] == '?') {
 				c = c[:j]
 			}
 			cs.Changed = append(cs.Changed, c)

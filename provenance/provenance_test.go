@@ -165,6 +165,24 @@ func TestCodeStateClean(t *testing.T) {
 	if cs.Dirty || cs.GitCommit == "" || cs.Files != 2 {
 		t.Fatalf("clean repo: %+v", cs)
 	}
+	// Packed objects (git gc) read the same.
+	git(t, f.code, "gc", "-q")
+	if cs2, err := CodeStateOf(context.Background(), f.code); err != nil || cs2.Dirty || cs2.Staged != "" {
+		t.Fatalf("after gc: %+v %v", cs2, err)
+	}
+	// A staged change: the work tree matches the index, the index differs
+	// from HEAD.
+	write(t, filepath.Join(f.code, "lib/util.py"), "X = 3\n")
+	git(t, f.code, "add", "lib/util.py")
+	css, err := CodeStateOf(context.Background(), f.code)
+	if err != nil || !css.Dirty || css.Staged != "staged" || css.UncommittedSHA256 == "" {
+		t.Fatalf("staged change: %+v %v", css, err)
+	}
+	git(t, f.code, "commit", "-q", "-m", "two")
+	cs, err = CodeStateOf(context.Background(), f.code)
+	if err != nil || cs.Dirty || cs.GitCommit != git(t, f.code, "rev-parse", "HEAD") {
+		t.Fatalf("after commit: %+v %v", cs, err)
+	}
 	// Index version 4 (prefix-compressed paths) and a linked worktree
 	// (.git is a file) read the same.
 	git(t, f.code, "update-index", "--index-version", "4")

@@ -156,5 +156,9 @@ type CodeState struct {
 	// state have the same digest.
 	Dirty             bool     `json:"dirty,omitempty"`
 	UncommittedSHA256 string   `json:"uncommittedSha256,omitempty"`
-	Changed           []string `json:"changed,omitempty"` // up to 100 "M path", "D path", "? path"
+	Changed           []string `json:"changed,omitempty"` // up to 100 "M path", "D path", "? path", "U path", "S index staged"
+	// Staged is "staged" when the index differs from HEAD's tree (changes
+	// added but not committed), "unknown" when that could not be read
+	// (commit stored as a delta, alternates), else empty.
+	Staged string `json:"staged,omitempty"`
 }
