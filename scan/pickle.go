@@ -2,6 +2,7 @@ package scan
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -609,6 +610,19 @@ func containsByte(b []byte, c byte) bool {
 // file: protocol 2, LONG1 0x1950a86a20f9469cfc6c, STOP.
 var torchLegacyMagic = []byte{0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e}
 
+// isTorchLegacy reports whether the stream starts with the magic-number
+// pickle of a legacy torch.save file, in any protocol (2 is the default; 3
+// to 5 add a FRAME before the number).
+func isTorchLegacy(head []byte) bool {
+	if bytes.HasPrefix(head, torchLegacyMagic) {
+		return true
+	}
+	magic := torchLegacyMagic[2 : len(torchLegacyMagic)-1] // LONG1 and the number
+	i := bytes.Index(head, magic)
+	return len(head) > 2 && head[0] == 0x80 && head[1] >= 2 && i >= 0 && i <= 11 &&
+		len(head) > i+len(magic) && head[i+len(magic)] == '.'
+}
+
 // scanPickleStream walks the pickles in r. A legacy torch file is five
 // pickles (magic, protocol, sys info, the object, storage keys) followed by
 // raw storage bytes; any other stream must be a sequence of complete
@@ -618,7 +632,7 @@ func scanPickleStream(r io.Reader, member string, rep *Report) string {
 	br := bufio.NewReaderSize(r, 64<<10)
 	format := "pickle"
 	limit := -1 // pickles left to read; -1: until EOF
-	if head, _ := br.Peek(len(torchLegacyMagic)); string(head) == string(torchLegacyMagic) {
+	if head, _ := br.Peek(32); isTorchLegacy(head) {
 		format = "pytorch-legacy"
 		limit = 5
 	}

@@ -26,6 +26,7 @@ var fixtureWant = map[string]struct {
 	"safe_sgd_state.pt":          {Safe, "pytorch-zip", nil},
 	"safe_checkpoint.pt":         {Safe, "pytorch-zip", nil},
 	"safe_legacy.pt":             {Safe, "pytorch-legacy", nil},
+	"safe_legacy_p4.pt":          {Safe, "pytorch-legacy", nil},
 	"safe_array.npy":             {Safe, "npy", nil},
 	"safe_object_array.npy":      {Safe, "npy", nil},
 	"safe_arrays.npz":            {Safe, "npz", nil},

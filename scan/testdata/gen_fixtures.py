@@ -55,6 +55,7 @@ torch.save({"epoch": 3, "model": model.state_dict(), "optimizer": opt.state_dict
             "size": torch.Size([2, 3]), "np": np.arange(3, dtype=np.float32), "dtype": torch.float32},
            os.path.join(out, "safe_checkpoint.pt"))
 torch.save(model.state_dict(), os.path.join(out, "safe_legacy.pt"), _use_new_zipfile_serialization=False)
+torch.save(model.state_dict(), os.path.join(out, "safe_legacy_p4.pt"), _use_new_zipfile_serialization=False, pickle_protocol=4)
 
 # NumPy and safetensors.
 buf = io.BytesIO(); np.save(buf, np.arange(12, dtype="<f4").reshape(3, 4)); w("safe_array.npy", buf.getvalue())
