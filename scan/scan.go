@@ -176,7 +176,7 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 			rep.add(Finding{Verdict: Unsupported, Detail: name + " files cannot be checked; decompress/convert them, or accept the file by digest"})
 			return
 		}
-		if isProto01Start(head[0]) {
+		if isPickleOpcode(head[0]) {
 			rep.Format = scanPickleStream(sr, "", rep)
 			return
 		}
@@ -221,10 +221,12 @@ func unsupportedMagic(h []byte) string {
 	return ""
 }
 
-// isProto01Start reports whether b can start a protocol 0/1 pickle (which
-// has no PROTO opcode).
-func isProto01Start(b byte) bool {
-	return strings.IndexByte("(NIJKLMFGSTUVXBCcdilt}])g", b) >= 0
+// isPickleOpcode reports whether b is a pickle opcode. CPython does not
+// require PROTO first: a stream starting with any opcode is unpickled (and
+// one starting with anything else fails at its first byte, importing
+// nothing).
+func isPickleOpcode(b byte) bool {
+	return strings.IndexByte("(.0123FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC", b) >= 0 || b >= 0x80 && b <= 0x98
 }
 
 func openRegular(path string) (*os.File, error) {
