@@ -328,3 +328,54 @@ func TestRecheckCatchesSwap(t *testing.T) {
 		t.Errorf("violation %+v", v)
 	}
 }
+
+func TestRecheckBindMount(t *testing.T) {
+	testenv.RequireRoot(t)
+	base := t.TempDir()
+	dir, mnt := filepath.Join(base, "data"), filepath.Join(base, "mnt")
+	writeTree(t, dir, sample)
+	os.Mkdir(mnt, 0o755)
+	r, err := New(Options{}).Verify(context.Background(), pinDir(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := func() {
+		if err := syscall.Mount(dir, mnt, "", syscall.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unbind := func() { syscall.Unmount(mnt, syscall.MNT_DETACH) }
+	bind()
+	t.Cleanup(unbind)
+	if err := Recheck(context.Background(), r.Snapshot.Rebase(dir, mnt)); err != nil {
+		t.Fatalf("bind mount of the verified dir: %v", err)
+	}
+	unbind()
+	// The user swaps the directory after verification, before the mount.
+	os.Rename(dir, dir+".orig")
+	writeTree(t, dir, sample)
+	bind()
+	if err := Recheck(context.Background(), r.Snapshot.Rebase(dir, mnt)); !errors.Is(err, ErrChanged) {
+		t.Fatalf("swapped directory passed the recheck: %v", err)
+	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(strings.Repeat("a", 64) + "  x\n"))
+	f.Add([]byte(strings.Repeat("0", 64) + " *./a/b\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		es, err := ParseManifest(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		// What parses writes back and parses to the same entries.
+		var buf bytes.Buffer
+		if err := WriteManifest(&buf, es); err != nil {
+			t.Fatalf("parsed entries do not write: %v", err)
+		}
+		es2, err := ParseManifest(&buf)
+		if err != nil || len(es2) != len(es) || ManifestDigest(es2) != ManifestDigest(es) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}

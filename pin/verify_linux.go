@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -491,6 +492,22 @@ func hashReader(ctx context.Context, r io.Reader) (Digest, error) {
 
 // HashFile hashes one regular file that the caller opened.
 func HashFile(ctx context.Context, f *os.File) (Digest, error) { return hashReader(ctx, f) }
+
+// Rebase returns a copy of the snapshot with the roots under from moved
+// under to. The launcher uses it to recheck the read-only bind mount it
+// made of a verified input before the job starts: a bind mount shows the
+// same inodes, so Recheck of the rebased snapshot fails if the path was
+// swapped between verification and mounting.
+func (s *Snapshot) Rebase(from, to string) *Snapshot {
+	out := &Snapshot{}
+	for _, p := range s.Pins {
+		if rel, err := filepath.Rel(from, p.Root); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			p.Root = filepath.Join(to, rel)
+		}
+		out.Pins = append(out.Pins, p)
+	}
+	return out
+}
 
 // Recheck compares every file of the snapshot with its state now (inode,
 // size, mtime, ctime) and lists the files added to or removed from pinned
