@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,6 +100,16 @@ func Build(ctx context.Context, run Run) (*Statement, error) {
 		}
 		rd.Byproducts = append(rd.Byproducts, ResourceDescriptor{Name: "usage", MediaType: "application/json",
 			Annotations: map[string]any{"record": run.Usage}})
+	}
+	// A resource descriptor needs a uri, digest or content: digest what
+	// each byproduct records.
+	for i := range rd.Byproducts {
+		b, err := json.Marshal(rd.Byproducts[i].Annotations)
+		if err != nil {
+			return nil, fmt.Errorf("provenance: byproduct %s: %w", rd.Byproducts[i].Name, err)
+		}
+		sum := sha256.Sum256(b)
+		rd.Byproducts[i].Digest = map[string]string{"sha256": hex.EncodeToString(sum[:])}
 	}
 	return st, nil
 }
