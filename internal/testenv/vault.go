@@ -11,14 +11,15 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
 )
 
 // Vault is a running Vault dev server (in memory, unsealed) started for one test.
@@ -133,11 +134,13 @@ type PG struct {
 }
 
 // PGOptions configures Postgres. Listen is the listen address (default
-// 127.0.0.1); Prefix is prepended to the pg_ctl command line, e.g.
-// {"ip", "netns", "exec", "ns1"} to run the server inside a test netns.
+// 127.0.0.1). NetNS, when set (e.g. /run/netns/st-test), is the network
+// namespace the server runs in (the end-to-end test puts the dataset
+// database behind netguard that way); setup still goes through the unix
+// socket, so it works from the host.
 type PGOptions struct {
 	Listen string
-	Prefix []string
+	NetNS  string
 }
 
 const pgBin = "/usr/lib/postgresql/15/bin"
@@ -145,9 +148,10 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 // Postgres starts a PostgreSQL 15 cluster listening on 127.0.0.1.
 func Postgres(t testing.TB) *PG { t.Helper(); return PostgresWith(t, PGOptions{}) }
 
-// PostgresWith starts a throwaway PostgreSQL 15 cluster (initdb + pg_ctl, as
-// user postgres when run as root) in a temp dir on a free port, with a
-// "dataset" table of 5 rows in database postgres. It is stopped and removed
+// PostgresWith starts a throwaway PostgreSQL 15 cluster (initdb, then the
+// postgres server as a direct child that gets SIGQUIT if the test process
+// dies; as user postgres when run as root) in a temp dir on a free port, with
+// a "dataset" table of 5 rows in database postgres. It is stopped and removed
 // in t.Cleanup.
 func PostgresWith(t testing.TB, o PGOptions) *PG {
 	t.Helper()
@@ -186,48 +190,56 @@ func PostgresWith(t testing.TB, o PGOptions) *PG {
 	if cred != nil {
 		_ = os.Chown(pw, int(cred.Uid), int(cred.Gid))
 	}
-	run := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "HOME=" + root}
-		cmd.Dir = root
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
+	pgEnv := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "HOME=" + root}
+	initdb := exec.Command(pgBin+"/initdb", "-D", pg.DataDir, "-U", pg.User, "--pwfile="+pw,
+		"-A", "scram-sha-256", "--auth-local=trust", "-E", "UTF8", "-N")
+	initdb.Env, initdb.Dir = pgEnv, root
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	run(pgBin+"/initdb", "-D", pg.DataDir, "-U", pg.User, "--pwfile="+pw, "-A", "scram-sha-256",
-		"--auth-local=trust", "-E", "UTF8", "-N")
 	hba, err := os.OpenFile(filepath.Join(pg.DataDir, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintln(hba, "host all all 0.0.0.0/0 scram-sha-256")
 	hba.Close()
+	logPath := filepath.Join(root, "log")
 	for attempt := 0; ; attempt++ {
 		pg.Port = FreePort(t, "127.0.0.1")
-		args := append([]string{}, o.Prefix...)
-		args = append(args, pgBin+"/pg_ctl", "-D", pg.DataDir, "-w", "-t", "60",
-			"-l", filepath.Join(root, "log"), "-o",
-			fmt.Sprintf("-c listen_addresses=%s -p %d -c unix_socket_directories=%s -c fsync=off", o.Listen, pg.Port, root),
-			"start")
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "HOME=" + root}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		out, err := cmd.CombinedOutput()
-		if err == nil {
+		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(pgBin+"/postgres", "-D", pg.DataDir, "-c", "listen_addresses="+o.Listen,
+			"-p", strconv.Itoa(pg.Port), "-c", "unix_socket_directories="+root, "-c", "fsync=off")
+		cmd.Env, cmd.Dir = pgEnv, root
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
+		if err := startIn(o.NetNS, cmd); err != nil {
+			logf.Close()
+			t.Fatalf("start postgres: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+		stop := func() {
+			_ = cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+			}
+		}
+		if waitPG(pg, exited) {
+			t.Cleanup(stop)
 			break
 		}
+		stop()
 		if attempt == 2 {
-			log, _ := os.ReadFile(filepath.Join(root, "log"))
-			t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
+			t.Fatalf("postgres did not start; log:\n%s", tail(logPath))
 		}
 	}
-	t.Cleanup(func() {
-		cmd := exec.Command(pgBin+"/pg_ctl", "-D", pg.DataDir, "-m", "immediate", "-w", "stop")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		_ = cmd.Run()
-	})
 	conn := pg.Conn(t)
 	if _, err := conn.Exec(context.Background(),
 		`CREATE TABLE dataset (id int PRIMARY KEY, name text NOT NULL);
@@ -235,6 +247,57 @@ func PostgresWith(t testing.TB, o PGOptions) *PG {
 		t.Fatalf("create dataset table: %v", err)
 	}
 	return pg
+}
+
+// waitPG waits until the server accepts connections on its unix socket.
+func waitPG(pg *PG, exited <-chan struct{}) bool {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable", pg.SocketDir, pg.Port, pg.User))
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// startIn starts cmd in the network namespace at nsPath ("" = the current
+// one): the child is forked from an OS thread moved into that namespace.
+func startIn(nsPath string, cmd *exec.Cmd) error {
+	if nsPath == "" {
+		return cmd.Start()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open(nsPath)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("setns %s: %w", nsPath, err)
+	}
+	startErr := cmd.Start()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// This thread is in the wrong netns: keep it locked so it dies with the goroutine.
+		runtime.LockOSThread()
+		return fmt.Errorf("setns back: %w", err)
+	}
+	return startErr
 }
 
 // Conn connects as the superuser over the unix socket (trust auth); closed in t.Cleanup.
