@@ -354,6 +354,30 @@ func TestVault(t *testing.T) {
 		}
 	})
 
+	t.Run("JWTLogin", func(t *testing.T) {
+		jwt := e.f.JWT(t, "slurm-job-42")
+		e.secret(jwt)
+		p := filepath.Join(t.TempDir(), "jwt")
+		if err := os.WriteFile(p, []byte(jwt), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := e.client(t, ClientConfig{Address: v.Addr, Auth: Auth{Method: MethodJWT, JWTFile: p, Role: testenv.LauncherRole}})
+		spec := e.spec(t, kvSecret())
+		g, err := c.Issue(ctx, spec, &jobstate.MemRecorder{})
+		if err != nil {
+			t.Fatalf("Issue after JWT login: %v", err)
+		}
+		e.secret(g.job.Token())
+		if err := g.Revoke(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err = NewClient(ctx, ClientConfig{Address: v.Addr, Auth: Auth{Method: MethodJWT, JWTFile: p, Role: "nope"}}, e.log)
+		want := `vault login (method jwt, auth/jwt/login): vault error: HTTP 400: role "nope" could not be found`
+		if err == nil || err.Error() != want {
+			t.Errorf("login with unknown role: %v, want %q", err, want)
+		}
+	})
+
 	t.Run("FailClosed", func(t *testing.T) {
 		c := e.client(t, e.tokenConfig(t))
 		cases := []struct {
@@ -507,12 +531,32 @@ func TestVault(t *testing.T) {
 
 	// Last: no secret value in logs, records, errors or events.
 	t.Run("NoSecretLeaks", func(t *testing.T) {
+		// One full job of its own, so that the check stands alone too.
+		c := e.client(t, e.appRoleConfig(t))
+		spec := e.spec(t, dbSecret(testenv.DBRole), kvSecret())
+		rec := &jobstate.MemRecorder{}
+		g, err := c.Issue(ctx, spec, rec)
+		if err != nil {
+			t.Fatalf("Issue: %v", err)
+		}
+		e.secret(g.job.Token(), readFile(t, filepath.Join(spec.HostDir, "db/password")))
+		for ev := range func() <-chan Event {
+			wctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+			defer cancel()
+			return g.Watch(wctx)
+		}() {
+			e.text(ev.String())
+		}
+		if err := g.Revoke(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.records(rec)
 		logs := e.logs.String()
 		if !strings.Contains(logs, "job token created") {
 			t.Fatalf("log capture empty; the check would prove nothing")
 		}
 		all := logs + strings.Join(e.texts, "\n")
-		if len(e.values) < 8 {
+		if len(e.values) < 7 {
 			t.Fatalf("only %d secret values collected", len(e.values))
 		}
 		for _, s := range e.values {
@@ -521,6 +565,40 @@ func TestVault(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestVaultTLSCertAuth logs in with a TLS client certificate against a Vault
+// that serves TLS with its own CA, and issues a KV secret.
+func TestVaultTLSCertAuth(t *testing.T) {
+	testenv.RequireRoot(t)
+	v := testenv.StartVaultWith(t, testenv.VaultOptions{TLS: true})
+	f := testenv.SetupVault(t, v, nil)
+	certFile, keyFile := f.ClientCert(t)
+	ctx := context.Background()
+	c, err := NewClient(ctx, ClientConfig{Address: v.Addr, CACert: v.CACert, ClientCert: certFile, ClientKey: keyFile,
+		Auth: Auth{Method: MethodCert, Role: testenv.LauncherRole}}, nil)
+	if err != nil {
+		t.Fatalf("cert login: %v", err)
+	}
+	defer c.Close()
+	root := t.TempDir()
+	spec := JobSpec{JobID: "tls-job", Policies: []string{testenv.JobPolicy}, TokenRole: testenv.JobTokenRole,
+		TTL: time.Hour, MaxTTL: time.Hour, Secrets: []Secret{kvSecret()}, UID: 1000, GID: 1000, HostDir: filepath.Join(root, "s")}
+	g, err := c.Issue(ctx, spec, &jobstate.MemRecorder{})
+	if err != nil {
+		t.Fatalf("Issue over TLS: %v", err)
+	}
+	if got := readFile(t, filepath.Join(spec.HostDir, "app/api_key")); got != f.KVData["api_key"] {
+		t.Errorf("api_key file differs from Vault's value")
+	}
+	if err := g.Revoke(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Without the CA the server is not trusted: fail closed, one line.
+	_, err = NewClient(ctx, ClientConfig{Address: v.Addr, ClientCert: certFile, ClientKey: keyFile, Auth: Auth{Method: MethodCert}}, nil)
+	if err == nil || !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Errorf("login without CA: %v", err)
+	}
 }
 
 // proxy forwards TCP from a loopback port to Vault until closed.

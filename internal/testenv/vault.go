@@ -2,9 +2,19 @@ package testenv
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +35,8 @@ import (
 
 // Vault is a running Vault dev server (in memory, unsealed) started for one test.
 type Vault struct {
-	Addr      string // http://127.0.0.1:PORT
+	Addr      string // http://127.0.0.1:PORT (https with TLS)
+	CACert    string // with TLS: the CA of the server certificate
 	RootToken string // never starts with hvs.
 	Root      *api.Client
 	LogFile   string
@@ -50,9 +62,19 @@ func FreePort(t testing.TB, host string) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// VaultOptions configures StartVaultWith.
+type VaultOptions struct {
+	// TLS starts the dev server with -dev-tls (a generated CA and server
+	// certificate; client certificates are requested, so cert auth works).
+	TLS bool
+}
+
 // StartVault starts the pinned Vault as a dev server on 127.0.0.1 and a free
 // port, with a random root token id, and kills it in t.Cleanup.
-func StartVault(t testing.TB) *Vault {
+func StartVault(t testing.TB) *Vault { t.Helper(); return StartVaultWith(t, VaultOptions{}) }
+
+// StartVaultWith is StartVault with options.
+func StartVaultWith(t testing.TB, o VaultOptions) *Vault {
 	t.Helper()
 	bin := VaultBin(t)
 	port := FreePort(t, "127.0.0.1")
@@ -70,6 +92,12 @@ func StartVault(t testing.TB) *Vault {
 		"-dev-root-token-id="+v.RootToken,
 		"-dev-listen-address="+fmt.Sprintf("127.0.0.1:%d", port),
 		"-dev-no-store-token")
+	hc := http.DefaultClient
+	if o.TLS {
+		v.Addr = strings.Replace(v.Addr, "http:", "https:", 1)
+		v.CACert = filepath.Join(dir, "vault-ca.pem")
+		cmd.Args = append(cmd.Args, "-dev-tls", "-dev-tls-cert-dir="+dir)
+	}
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "GODEBUG=x509negativeserial=1"}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -85,7 +113,14 @@ func StartVault(t testing.TB) *Vault {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(v.Addr + "/v1/sys/health")
+		if o.TLS && hc == http.DefaultClient {
+			if ca, err := os.ReadFile(v.CACert); err == nil {
+				pool := x509.NewCertPool()
+				pool.AppendCertsFromPEM(ca)
+				hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+			}
+		}
+		resp, err := hc.Get(v.Addr + "/v1/sys/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -105,6 +140,9 @@ func StartVault(t testing.TB) *Vault {
 	cfg := api.DefaultConfig()
 	cfg.Address = v.Addr
 	cfg.AgentAddress = ""
+	if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: v.CACert}); err != nil {
+		t.Fatal(err)
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -346,6 +384,7 @@ type VaultFixture struct {
 	PG     *PG
 	KVData map[string]string // the values at KVPath
 	RoleID string            // AppRole role id of LauncherRole
+	jwtKey *ecdsa.PrivateKey // signs JWTs accepted by auth/jwt role LauncherRole
 }
 
 const jobPolicyHCL = `
@@ -397,6 +436,23 @@ func SetupVault(t testing.TB, v *Vault, pg *PG) *VaultFixture {
 	write("auth/approle/role/"+LauncherRole, map[string]any{
 		"token_policies": LauncherPolicy, "token_ttl": "1h", "token_max_ttl": "4h",
 	})
+	// JWT auth (e.g. Slurm job JWTs): ES256, audience "securetrain".
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err, "jwt key")
+	f.jwtKey = key
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	must(err, "jwt public key")
+	must(c.Sys().EnableAuthWithOptions("jwt", &api.EnableAuthOptions{Type: "jwt"}), "enable jwt")
+	write("auth/jwt/config", map[string]any{
+		"jwt_validation_pubkeys": []string{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))},
+	})
+	write("auth/jwt/role/"+LauncherRole, map[string]any{
+		"role_type": "jwt", "user_claim": "sub", "bound_audiences": "securetrain",
+		"token_policies": LauncherPolicy, "token_ttl": "1h",
+	})
+	if v.CACert != "" {
+		must(c.Sys().EnableAuthWithOptions("cert", &api.EnableAuthOptions{Type: "cert"}), "enable cert")
+	}
 	s, err := c.Logical().Read("auth/approle/role/" + LauncherRole + "/role-id")
 	must(err, "read role id")
 	f.RoleID, _ = s.Data["role_id"].(string)
@@ -413,6 +469,72 @@ func SetupVault(t testing.TB, v *Vault, pg *PG) *VaultFixture {
 		write("database/roles/"+DBRoleShort, map[string]any{"db_name": "pg", "creation_statements": create, "default_ttl": "6s", "max_ttl": "2m"})
 	}
 	return f
+}
+
+// JWT returns an ES256 JWT (sub, aud securetrain, valid 10 minutes) that
+// auth/jwt role LauncherRole accepts.
+func (f *VaultFixture) JWT(t testing.TB, sub string) string {
+	t.Helper()
+	enc := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	now := time.Now().Unix()
+	msg := enc(map[string]string{"alg": "ES256", "typ": "JWT"}) + "." +
+		enc(map[string]any{"sub": sub, "aud": "securetrain", "iat": now, "nbf": now - 5, "exp": now + 600})
+	h := sha256.Sum256([]byte(msg))
+	r, s, err := ecdsa.Sign(rand.Reader, f.jwtKey, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return msg + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// ClientCert writes a new self-signed client certificate and key into a temp
+// dir, trusts it as auth/cert role LauncherRole (Vault must run with TLS),
+// and returns the two file names.
+func (f *VaultFixture) ClientCert(t testing.TB) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "securetrain-launcher"},
+		NotBefore:    time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	certFile, keyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Root.Logical().Write("auth/cert/certs/"+LauncherRole, map[string]any{
+		"certificate": string(certPEM), "token_policies": LauncherPolicy, "token_ttl": "1h",
+	}); err != nil {
+		t.Fatalf("trust client cert: %v", err)
+	}
+	return certFile, keyFile
 }
 
 // WrappedSecretID returns a response-wrapping token (TTL 2m) around a new
