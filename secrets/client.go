@@ -27,7 +27,8 @@ type Client struct {
 	mu       sync.Mutex
 	secretID string // unwrapped AppRole secret id, memory only
 	accessor string
-	ttl      time.Duration
+	ttl      time.Duration // current TTL of the launcher's token
+	loginTTL time.Duration // its TTL at login: the renewal increment
 	renew    bool
 
 	cancel context.CancelFunc
@@ -170,7 +171,7 @@ func (c *Client) login(ctx context.Context, first bool) error {
 		ttl, _ := s.TokenTTL()
 		renewable, _ := s.TokenIsRenewable()
 		c.mu.Lock()
-		c.accessor, c.ttl, c.renew = accessor, ttl, renewable
+		c.accessor, c.ttl, c.loginTTL, c.renew = accessor, ttl, ttl, renewable
 		c.mu.Unlock()
 		c.api.SetToken(tok)
 		c.log.Info("vault login", "method", a.Method, "accessor", accessor, "ttl", ttl)
@@ -207,6 +208,7 @@ func (c *Client) login(ctx context.Context, first bool) error {
 	token = auth.ClientToken
 	c.mu.Lock()
 	c.accessor, c.ttl, c.renew = auth.Accessor, time.Duration(auth.LeaseDuration)*time.Second, auth.Renewable
+	c.loginTTL = c.ttl
 	c.mu.Unlock()
 	c.api.SetToken(token)
 	c.log.Info("vault login", "method", a.Method, "mount", a.Mount, "accessor", auth.Accessor, "ttl", time.Duration(auth.LeaseDuration)*time.Second)
@@ -326,7 +328,7 @@ func (c *Client) maintain(ctx context.Context) {
 	fails := 0
 	for {
 		c.mu.Lock()
-		ttl, renewable := c.ttl, c.renew
+		ttl, loginTTL, renewable := c.ttl, c.loginTTL, c.renew
 		c.mu.Unlock()
 		if ttl == 0 && fails == 0 {
 			return // a token without expiry (root, periodic without ttl): nothing to do
@@ -343,10 +345,13 @@ func (c *Client) maintain(ctx context.Context) {
 		case <-t.C:
 		}
 		if renewable {
-			s, err := c.api.Auth().Token().RenewSelfWithContext(ctx, int(ttl.Seconds()))
+			s, err := c.api.Auth().Token().RenewSelfWithContext(ctx, int(loginTTL.Seconds()))
 			if err == nil && s != nil && s.Auth != nil {
 				got := time.Duration(s.Auth.LeaseDuration) * time.Second
-				if got >= ttl/2 || c.cc.Auth.Method == MethodToken {
+				// Log in again once renewal can no longer give half the
+				// normal TTL (the token nears its max TTL); a token given by
+				// the operator cannot be replaced, so it just runs out.
+				if got >= loginTTL/2 || (c.cc.Auth.Method == MethodToken && got > 0) {
 					c.mu.Lock()
 					c.ttl = got
 					c.mu.Unlock()

@@ -79,6 +79,13 @@ type item struct {
 func (g *Grant) Watch(ctx context.Context) <-chan Event {
 	g.watchOnce.Do(func() {
 		g.events = make(chan Event, 16)
+		g.revokeMu.Lock()
+		revoked := g.revoked
+		g.revokeMu.Unlock()
+		if revoked {
+			close(g.events)
+			return
+		}
 		wctx, cancel := context.WithCancel(ctx)
 		g.stopWatch = cancel
 		g.watchDone = make(chan struct{})

@@ -354,6 +354,57 @@ func TestVault(t *testing.T) {
 		}
 	})
 
+	t.Run("LauncherTokenReauth", func(t *testing.T) {
+		// A launcher AppRole whose tokens live 3s (max 5s): the client must
+		// renew, then log in again, and keep working past the max TTL.
+		if _, err := v.Root.Logical().Write("auth/approle/role/launcher-short", map[string]any{
+			"token_policies": testenv.LauncherPolicy, "token_ttl": "3s", "token_max_ttl": "5s"}); err != nil {
+			t.Fatal(err)
+		}
+		rid, err := v.Root.Logical().Read("auth/approle/role/launcher-short/role-id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sid, err := v.Root.Logical().Write("auth/approle/role/launcher-short/secret-id", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.secret(sid.Data["secret_id"].(string))
+		p := filepath.Join(t.TempDir(), "sid")
+		os.WriteFile(p, []byte(sid.Data["secret_id"].(string)), 0o600)
+		c := e.client(t, ClientConfig{Address: v.Addr, Auth: Auth{Method: MethodAppRole, RoleID: rid.Data["role_id"].(string), SecretIDFile: p}})
+		first := c.TokenAccessor()
+		deadline := time.Now().Add(time.Minute)
+		for c.TokenAccessor() == first && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if c.TokenAccessor() == first {
+			t.Fatalf("launcher token never replaced before its max TTL")
+		}
+		time.Sleep(6 * time.Second) // past the first token's max TTL
+		if _, err := v.Root.Auth().Token().LookupAccessor(c.TokenAccessor()); err != nil {
+			t.Errorf("current launcher token invalid: %v", err)
+		}
+		if _, err := c.api.Auth().Token().LookupSelf(); err != nil {
+			t.Errorf("launcher client's own token invalid after its first token's max TTL: %v", err)
+		}
+		e.secret(c.api.Token())
+	})
+
+	t.Run("RecorderFailure", func(t *testing.T) {
+		c := e.client(t, e.tokenConfig(t))
+		for n := 1; n <= 4; n++ { // mount, token intent, accessor, lease
+			spec := e.spec(t, dbSecret(testenv.DBRole))
+			rec := &failingRecorder{failAt: n}
+			_, err := c.Issue(ctx, spec, rec)
+			if err == nil || !errors.Is(err, errDisk) {
+				t.Fatalf("record %d fails: Issue err = %v, want errDisk", n, err)
+			}
+			e.text(err.Error())
+			e.assertNothingLeft(t, spec)
+		}
+	})
+
 	t.Run("JWTLogin", func(t *testing.T) {
 		jwt := e.f.JWT(t, "slurm-job-42")
 		e.secret(jwt)
@@ -599,6 +650,21 @@ func TestVaultTLSCertAuth(t *testing.T) {
 	if err == nil || !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Errorf("login without CA: %v", err)
 	}
+}
+
+var errDisk = errors.New("disk full")
+
+// failingRecorder fails its failAt-th Record.
+type failingRecorder struct {
+	n, failAt int
+}
+
+func (f *failingRecorder) Record(jobstate.Resource) error {
+	f.n++
+	if f.n == f.failAt {
+		return errDisk
+	}
+	return nil
 }
 
 // proxy forwards TCP from a loopback port to Vault until closed.
