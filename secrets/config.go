@@ -7,6 +7,19 @@
 //
 // The launcher's own token never leaves this package; the job token never
 // leaves the launcher; secret values never appear in logs, errors or records.
+//
+// What a site's Vault needs (internal/testenv.SetupVault and
+// scripts/start-vault.sh build exactly this):
+//   - a token role, e.g. auth/token/roles/securetrain-job, with orphan=true,
+//     renewable=true, allowed_policies = the job policies, and
+//     token_explicit_max_ttl as a server-side ceiling: Vault 1.13 caps the
+//     renewal of a role-created token by the role's value only, so the
+//     per-job MaxTTL is enforced by the launcher, the token's only holder;
+//   - a launcher policy: update on auth/token/create/<role>,
+//     auth/token/revoke-accessor and auth/token/lookup-accessor (lease
+//     renewal and lookup come with Vault's default policy);
+//   - job policies that read the profile's paths (KV v2 data paths, database
+//     creds); sys/internal/ui/mounts needs no grant.
 package secrets
 
 import (

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/securetrain/securetrain/internal/testenv"
@@ -475,6 +476,29 @@ func TestVault(t *testing.T) {
 				}
 			})
 		}
+		t.Run("non-orphan-role", func(t *testing.T) {
+			if _, err := v.Root.Logical().Write("auth/token/roles/child-role", map[string]any{
+				"orphan": false, "allowed_policies": testenv.JobPolicy}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Root.Logical().Write("sys/policies/acl/launcher-child", map[string]any{
+				"policy": `path "auth/token/create/child-role" { capabilities = ["update"] }`}); err != nil {
+				t.Fatal(err)
+			}
+			tok, err := v.Root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"launcher-child"}, TTL: "1h"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := e.client(t, ClientConfig{Address: v.Addr, Auth: Auth{Token: tok.Auth.ClientToken}})
+			spec := e.spec(t, kvSecret())
+			spec.TokenRole = "child-role"
+			_, err = c.Issue(ctx, spec, &jobstate.MemRecorder{})
+			want := `job token (token role "child-role"): invalid secrets configuration: token role must set orphan=true`
+			if err == nil || err.Error() != want {
+				t.Errorf("err = %v, want %q", err, want)
+			}
+			e.assertNothingLeft(t, spec)
+		})
 		t.Run("unreachable", func(t *testing.T) {
 			px := startProxy(t, strings.TrimPrefix(v.Addr, "http://"))
 			cc := e.tokenConfig(t)
