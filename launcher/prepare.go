@@ -54,6 +54,7 @@ type plan struct {
 	gpuLibs   []string
 	masks     []string // host paths of credential files/dirs to cover
 	net       *netguard.Config
+	integrity integrityPlan
 }
 
 // prepare checks everything the job needs and computes its sandbox without
@@ -217,6 +218,9 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		pl.net = nc
 	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn {
 		return nil, errors.New("--network none cannot be combined with --allow, --peers or --learn")
+	}
+	if err := l.prepareInputs(ctx, pl); err != nil {
+		return nil, err
 	}
 	return pl, nil
 }

@@ -200,6 +200,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		}
 	}
 	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
+	mounts = append(mounts, pl.integrity.mounts...)
 	sandbox.SortMounts(mounts)
 	root := pl.rootfs
 	if root == "" {
@@ -274,6 +275,9 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	} else {
 		cmd.Stdout, cmd.Stderr = req.Stderr, req.Stderr
 	}
+	if err := l.recheckMountedInputs(ctx, pl); err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	acct, err := l.startAccounting(ctx, id, pl, rs, started)
 	if err != nil {
@@ -347,6 +351,9 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	}
 	res.Usage = &rec
 	res.Summary = rec.Summary()
+	if err := l.finishInputs(ctx, pl, res); err != nil {
+		waitErr = errors.Join(waitErr, err)
+	}
 	return res, waitErr
 }
 
