@@ -21,6 +21,7 @@ import (
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/secrets"
 	"github.com/securetrain/securetrain/usage"
 	"github.com/securetrain/securetrain/violation"
 )
@@ -167,6 +168,20 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		log.Debug("network ready", "netns", netnsPath, "addr", guard.JobAddr())
 	}
 
+	// Credentials: an orphan job token, the secrets read with it, delivered
+	// as files on a private tmpfs; the job's command goes through the entry
+	// point that turns mapped files into environment variables.
+	var grant *secrets.Grant
+	args := pl.args
+	var secretMounts []sandbox.Mount
+	if len(prof.Secrets) > 0 {
+		grant, secretMounts, args, err = l.issueSecrets(ctx, id, pl, h, undo)
+		if err != nil {
+			return nil, err
+		}
+		log.Debug("credentials issued", "accessor", grant.Accessor())
+	}
+
 	// Bundle: root skeleton, generated /etc, masks, spec.
 	bundle := filepath.Join(h.Dir(), "bundle")
 	if err := os.Mkdir(bundle, 0o711); err != nil {
@@ -201,6 +216,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	}
 	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
 	mounts = append(mounts, pl.integrity.mounts...)
+	mounts = append(mounts, secretMounts...)
 	sandbox.SortMounts(mounts)
 	root := pl.rootfs
 	if root == "" {
@@ -210,7 +226,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		}
 	}
 	spec, err := sandbox.BuildSpec(sandbox.Spec{
-		ID: id, Args: pl.args, Env: env, Cwd: pl.codeDir,
+		ID: id, Args: args, Env: env, Cwd: pl.codeDir,
 		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
 		Hostname: hostname, Terminal: req.TTY, Root: root, Mounts: mounts,
 		Shm:         uint64(prof.Limits.Shm),
@@ -328,7 +344,13 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if guard != nil {
 		netViol = guard.Violations()
 	}
-	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, res)
+	var renewals <-chan secrets.Event
+	if grant != nil {
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		renewals = grant.Watch(wctx)
+	}
+	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, renewals, res)
 
 	// The account: final counters, OOM and pids verdicts, egress.
 	rec := acct.finish(ctx, id, started, time.Now(), res.JobStatus, res.killedByUs)
@@ -359,7 +381,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 
 // supervise is the job's one select loop: its exit, signals, the wall clock
 // and (as the subsystems arrive) violations and renewal failures.
-func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, netViol, usageViol <-chan violation.Violation, res *Result) error {
+func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, netViol, usageViol <-chan violation.Violation, renewals <-chan secrets.Event, res *Result) error {
 	log := l.Log.With("job", id)
 	prof := pl.prof
 	wall := time.NewTimer(prof.Limits.WallTime.D())
@@ -401,7 +423,7 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 			res.Reason = v.String()
 		}
 		log.Warn("terminating job", "violation", v.String())
-		if v.Kind.IsPolicy() {
+		if v.Kind == violation.Network || v.Kind == violation.DNS || v.Kind == violation.EgressBytes {
 			// Data may be leaving: no grace period.
 			kill()
 			return
@@ -449,6 +471,22 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 				continue
 			}
 			terminate(v)
+		case ev, ok := <-renewals:
+			if !ok {
+				renewals = nil
+				continue
+			}
+			switch ev.Kind {
+			case secrets.Failed:
+				v := ev.Violation(id)
+				if ev.Stop {
+					terminate(v)
+				} else {
+					res.Violations = append(res.Violations, v)
+				}
+			default:
+				log.Debug("credential renewal", "what", ev.What, "kind", ev.Kind, "ttl", ev.TTL)
+			}
 		case <-grace:
 			log.Info("stop grace over: killing job", "grace", prof.Limits.StopGrace.D())
 			kill()
