@@ -129,4 +129,3 @@ func (l *Launcher) vaultGC() func(context.Context, jobstate.Resource) error {
 		return secrets.GC(ctx, c, r)
 	}
 }
-
