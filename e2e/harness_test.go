@@ -217,7 +217,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 	for _, id := range strings.Fields(string(out)) {
 		left = append(left, "runsc container "+id)
 	}
-	ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc").Output()
+	ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc ").Output()
 	for _, l := range strings.Split(strings.TrimSpace(string(ps)), "\n") {
 		if l != "" {
 			left = append(left, "process "+l)
@@ -228,7 +228,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 		if !strict && strings.Contains(l, "/runsc/null-netns") {
 			continue
 		}
-		if strings.Contains(l, stateDir) || strings.Contains(l, dataDir) {
+		if strings.Contains(l, stateDir+"/") || strings.Contains(l, dataDir+"/") {
 			left = append(left, "mount "+l)
 		}
 	}
