@@ -38,6 +38,9 @@ type Request struct {
 	TTY            bool
 	// ReportPath, when set, receives a copy of the result record.
 	ReportPath string
+	// Extra is recorded in the job's state (JobState.Extra), e.g.
+	// ExtraSlurmJob, so hooks such as the Slurm epilog can find the job.
+	Extra map[string]string
 }
 
 // Caller is the user a job runs as. Never root.

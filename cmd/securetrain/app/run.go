@@ -95,7 +95,7 @@ func runAction(c *cli.Context) error {
 		Output: c.String("output"), Data: data, Python: c.String("python"),
 		Env: c.StringSlice("env"), CallerEnv: env,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
-		ReportPath: c.String("report"),
+		ReportPath: c.String("report"), Extra: slurmRunExtra(c),
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
