@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/securetrain/securetrain/internal/slurmtest"
+)
+
+// slurmCluster starts a one-node cluster whose Prolog and Epilog are the
+// built securetrain with the test host config.
+func (e *env) slurmCluster(t *testing.T) *slurmtest.Cluster {
+	t.Helper()
+	hook := func(verb string) []string {
+		return []string{e.bin, "--config", e.config, "slurm", verb}
+	}
+	return slurmtest.Start(t, slurmtest.Options{Prolog: hook("prolog"), Epilog: hook("epilog")})
+}
+
+func slurmStateDir(id uint64) string {
+	return filepath.Join(stateDir, "slurm", strconv.FormatUint(id, 10))
+}
+
+// A job an unprivileged user submits passes through the real Prolog, which
+// records its allocation as Slurm made it, and the real Epilog, which
+// removes it after scancel.
+func TestSlurmPrologEpilogUserJob(t *testing.T) {
+	e := setup(t)
+	cl := e.slurmCluster(t)
+	u, dir := slurmtest.NewUser(t, "st-slurm-e2e")
+	id := cl.Sbatch(t, u, dir, "echo $$ > pid\nexec sleep 300", "-c", "1", "--mem", "80M", "-o", "/dev/null")
+	slurmtest.WaitFile(t, filepath.Join(dir, "pid"))
+	var alloc struct {
+		ID       uint64 `json:"id"`
+		UID      int    `json:"uid"`
+		CPUs     int    `json:"cpus"`
+		MemoryMB int64  `json:"memory_mb"`
+		Node     string `json:"node"`
+	}
+	b, err := os.ReadFile(filepath.Join(slurmStateDir(id), "allocation.json"))
+	if err != nil {
+		t.Fatalf("the prolog recorded no allocation for job %d: %v", id, err)
+	}
+	if err := json.Unmarshal(b, &alloc); err != nil {
+		t.Fatal(err)
+	}
+	if alloc.ID != id || alloc.UID != u.UID || alloc.CPUs != 1 || alloc.MemoryMB != 80 || alloc.Node != slurmtest.Node {
+		t.Errorf("prolog's allocation record: %s\nwant job %d uid %d, 1 CPU, 80 MB on %s", b, id, u.UID, slurmtest.Node)
+	}
+	cl.Run(t, u, dir, "scancel", strconv.FormatUint(id, 10))
+	cl.WaitState(t, id, "CANCELLED")
+	cl.WaitIdle(t)
+	if _, err := os.Stat(slurmStateDir(id)); !os.IsNotExist(err) {
+		t.Errorf("after the epilog, %s: %v (want it removed)", slurmStateDir(id), err)
+	}
+}
+
+// rootRunJob submits, as root, a batch job that runs `securetrain run --user`
+// in the allocation, waits until its sandbox runs, and returns the Slurm job
+// id and the securetrain job id (whose state records the Slurm job).
+func (e *env) rootRunJob(t *testing.T, cl *slurmtest.Cluster) (uint64, string, string) {
+	t.Helper()
+	dir := e.project(t, nil)
+	out := filepath.Join(dir, "slurm.out")
+	script := fmt.Sprintf("exec %s --config %s run --user %s -- /bin/sh -c 'echo ready; exec sleep 300'", e.bin, e.config, jobUser)
+	id := cl.Sbatch(t, slurmtest.Root, dir, script, "-c", "1", "--mem", "512M", "-o", out)
+	slurmtest.WaitFor(t, 2*time.Minute, "the sandboxed job to print ready", func() bool {
+		b, _ := os.ReadFile(out)
+		return strings.Contains(string(b), "ready")
+	})
+	var job string
+	paths, _ := filepath.Glob(filepath.Join(stateDir, "jobs", "*", "state.json"))
+	for _, p := range paths {
+		var st struct {
+			ID    string            `json:"id"`
+			Extra map[string]string `json:"extra"`
+		}
+		b, _ := os.ReadFile(p)
+		if json.Unmarshal(b, &st) == nil && st.Extra["slurm_job_id"] == strconv.FormatUint(id, 10) {
+			job = st.ID
+		}
+	}
+	if job == "" {
+		b, _ := os.ReadFile(out)
+		t.Fatalf("no securetrain job state records Slurm job %d (%d state files); job output:\n%s", id, len(paths), b)
+	}
+	return id, job, out
+}
+
+// The epilog stops a securetrain job of its Slurm job that is still running
+// (as it must for jobs the daemon runs outside the job's processes), then
+// gc removes everything of it.
+func TestSlurmEpilogStopsLiveJob(t *testing.T) {
+	e := setup(t)
+	cl := e.slurmCluster(t)
+	id, job, out := e.rootRunJob(t, cl)
+	// slurmd runs the epilog with SLURM_JOB_ID and SLURM_CONF; so do we,
+	// while the job still runs.
+	c := exec.Command(e.bin, "--config", e.config, "slurm", "--node-name", slurmtest.Node, "epilog", "--grace", "5s")
+	c.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "SLURM_JOB_ID=" + strconv.FormatUint(id, 10), "SLURM_CONF=" + cl.Conf}
+	if b, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("epilog: %v: %s", err, b)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "jobs", job)); !os.IsNotExist(err) {
+		t.Errorf("securetrain job %d after the epilog: %v (want its state gone)", id, err)
+	}
+	// The batch script's securetrain run has ended, so the Slurm job ends.
+	cl.WaitState(t, id, "COMPLETED", "FAILED", "CANCELLED")
+	cl.WaitIdle(t)
+	if _, err := os.Stat(slurmStateDir(id)); !os.IsNotExist(err) {
+		t.Errorf("%s after the epilog: %v", slurmStateDir(id), err)
+	}
+	b, _ := os.ReadFile(out)
+	t.Logf("job output:\n%s", b)
+}
+
+// scancel of a running job: whatever Slurm's signals leave behind (a
+// SIGKILLed launcher leaves its sandbox, state, cgroups and home), the real
+// Epilog removes.
+func TestSlurmScancelLeavesNothing(t *testing.T) {
+	e := setup(t)
+	cl := e.slurmCluster(t)
+	for _, sig := range []string{"", "KILL"} {
+		id, job, _ := e.rootRunJob(t, cl)
+		args := []string{strconv.FormatUint(id, 10)}
+		if sig != "" {
+			// Signal every process of the job at once: the launcher gets no
+			// chance to tear down.
+			args = append([]string{"--full", "--signal", sig}, args...)
+		}
+		cl.Run(t, slurmtest.Root, cl.Dir, "scancel", args...)
+		cl.WaitState(t, id, "CANCELLED", "FAILED", "COMPLETED")
+		cl.WaitIdle(t)
+		if _, err := os.Stat(filepath.Join(stateDir, "jobs", job)); !os.IsNotExist(err) {
+			t.Errorf("scancel %v: securetrain job %s state after the epilog: %v", args, job, err)
+		}
+		if _, err := os.Stat(slurmStateDir(id)); !os.IsNotExist(err) {
+			t.Errorf("scancel %v: %s after the epilog: %v", args, slurmStateDir(id), err)
+		}
+		assertClean(t, e)
+	}
+}
