@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -145,5 +146,45 @@ func TestSlurmScancelLeavesNothing(t *testing.T) {
 			t.Errorf("scancel %v: %s after the epilog: %v", args, slurmStateDir(id), err)
 		}
 		assertClean(t, e)
+	}
+}
+
+// The shipped packaging/slurm files, installed by their install.sh: the
+// Prolog and Epilog wrappers run, and the TaskProlog routes an unprivileged
+// user's `srun python3` through securetrain (which, without the daemon,
+// refuses a non-root caller with its one line) instead of running python3.
+func TestSlurmPackagingTaskProlog(t *testing.T) {
+	e := setup(t)
+	root, err := os.MkdirTemp("", "st-slurm-pkg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	os.Chmod(root, 0o755)
+	inst := filepath.Join(root, "lib")
+	if b, err := exec.Command("../packaging/slurm/install.sh", inst, e.bin, e.config, "debug").CombinedOutput(); err != nil {
+		t.Fatalf("install.sh: %v: %s", err, b)
+	}
+	cl := slurmtest.Start(t, slurmtest.Options{
+		Prolog: []string{filepath.Join(inst, "prolog")}, Epilog: []string{filepath.Join(inst, "epilog")},
+		TaskProlog: filepath.Join(inst, "task-prolog"),
+	})
+	u, dir := slurmtest.NewUser(t, "st-slurm-e2e")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := cl.Cmd(ctx, u, dir, "srun", "-c", "1", "--mem", "64M", "python3", "-c", "print('ran-unsandboxed')")
+	b, _ := c.CombinedOutput()
+	out := string(b)
+	t.Logf("srun python3 -> %s", strings.TrimSpace(out))
+	if strings.Contains(out, "ran-unsandboxed") || !strings.Contains(out, "securetrain: ") {
+		t.Errorf("srun python3 on the partition must go through securetrain; output:\n%s", out)
+	}
+	// Other programs run as they are (the shims name python, python3, torchrun).
+	if got := cl.Run(t, u, dir, "srun", "-c", "1", "--mem", "64M", "sh", "-c", "echo $SECURETRAIN_SLURM_TASK; command -v python3"); !strings.HasPrefix(got, "1\n"+filepath.Join(inst, "shims", "python3")) {
+		t.Errorf("task environment: %q; want SECURETRAIN_SLURM_TASK=1 and python3 from the shims", got)
+	}
+	cl.WaitIdle(t)
+	if ents, _ := os.ReadDir(filepath.Join(stateDir, "slurm")); len(ents) != 0 {
+		t.Errorf("slurm state after the installed epilog: %d entries", len(ents))
 	}
 }

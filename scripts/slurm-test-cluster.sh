@@ -11,6 +11,7 @@
 # Environment for start:
 #   PROLOG, EPILOG   programs slurmd runs as root (slurm.conf Prolog=/Epilog=);
 #                    optional. A failing prolog drains the node.
+#   TASKPROLOG       program slurmstepd runs as the user before each task
 #   PROCTRACK        proctrack plugin (default proctrack/linuxproc)
 #
 # Clients use it with SLURM_CONF=DIR/slurm.conf (sbatch, srun, scontrol).
@@ -131,6 +132,7 @@ while [[ $dport == "$ctldport" ]]; do dport=$(freeport); done
 	echo "PrologFlags=Alloc"
 	[[ -n ${PROLOG:-} ]] && echo "Prolog=$PROLOG"
 	[[ -n ${EPILOG:-} ]] && echo "Epilog=$EPILOG"
+	[[ -n ${TASKPROLOG:-} ]] && echo "TaskProlog=$TASKPROLOG"
 	echo "NodeName=localhost CPUs=$cpus Boards=$boards SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem State=UNKNOWN"
 	echo "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP"
 } >"$dir/slurm.conf"

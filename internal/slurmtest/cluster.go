@@ -30,6 +30,8 @@ type Options struct {
 	// Prolog and Epilog are argv that slurmd runs as root through a two-line
 	// wrapper script (slurm.conf takes a program path, not a command line).
 	Prolog, Epilog []string
+	// TaskProlog is the path of slurm.conf's TaskProlog (run as the job's user).
+	TaskProlog string
 }
 
 // Cluster is a running test cluster.
@@ -77,6 +79,9 @@ func Start(t testing.TB, o Options) *Cluster {
 			t.Fatal(err)
 		}
 		env = append(env, strings.ToUpper(h.name)+"="+p)
+	}
+	if o.TaskProlog != "" {
+		env = append(env, "TASKPROLOG="+o.TaskProlog)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
