@@ -13,7 +13,84 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/internal/slurmtest"
+	"github.com/securetrain/securetrain/internal/testenv"
 )
+
+// The Slurm tests use state and data directories of their own: the epilog
+// runs gc, which must never touch the jobs of other e2e tests running at the
+// same time.
+const (
+	slurmStateRoot = "/run/securetrain-slurm-e2e"
+	slurmDataRoot  = "/var/lib/securetrain-slurm-e2e"
+)
+
+// slurmSetup is setup with its own host configuration (state and data
+// directories) and its own leak check.
+func slurmSetup(t *testing.T) *env {
+	t.Helper()
+	// Not setup(t): its leak check looks at the shared e2e directories,
+	// which other tests running at the same time use.
+	if testing.Short() {
+		t.Skip("end-to-end test (-short)")
+	}
+	testenv.RequireRoot(t)
+	runsc := testenv.Runsc(t)
+	once.Do(func() { shared, setupErr = build(runsc) })
+	if shared == nil {
+		t.Fatalf("e2e setup: %s", setupErr)
+	}
+	e := *shared
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	e.config = filepath.Join(dir, "securetrain.yaml")
+	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\n", e.runsc, slurmStateRoot, slurmDataRoot, filepath.Join(dir, "profiles"))
+	if err := os.WriteFile(e.config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		assertSlurmClean(t, &e)
+		exec.Command(e.bin, "--config", e.config, "gc").Run()
+	})
+	return &e
+}
+
+// assertSlurmClean is assertClean for the Slurm tests' directories.
+func assertSlurmClean(t *testing.T, e *env) {
+	t.Helper()
+	var left []string
+	for _, sub := range []string{"jobs", "slurm"} {
+		ents, _ := os.ReadDir(filepath.Join(slurmStateRoot, sub))
+		for _, x := range ents {
+			left = append(left, sub+" state "+x.Name())
+		}
+	}
+	out, _ := exec.Command(e.runsc, "--root", filepath.Join(slurmStateRoot, "runsc"), "list", "-quiet").Output()
+	for _, id := range strings.Fields(string(out)) {
+		left = append(left, "runsc container "+id)
+	}
+	ps, _ := exec.Command("pgrep", "-af", slurmStateRoot+"/runsc").Output()
+	for _, l := range strings.Split(strings.TrimSpace(string(ps)), "\n") {
+		if l != "" {
+			left = append(left, "process "+l)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(l, "/runsc/null-netns") {
+			continue
+		}
+		if strings.Contains(l, slurmStateRoot) || strings.Contains(l, slurmDataRoot) {
+			left = append(left, "mount "+l)
+		}
+	}
+	homes, _ := filepath.Glob(filepath.Join(slurmDataRoot, "jobs", "*", "home"))
+	for _, h := range homes {
+		left = append(left, "home "+h)
+	}
+	if len(left) > 0 {
+		t.Errorf("leaked:\n  %s", strings.Join(left, "\n  "))
+	}
+}
 
 // slurmCluster starts a one-node cluster whose Prolog and Epilog are the
 // built securetrain with the test host config.
@@ -26,14 +103,14 @@ func (e *env) slurmCluster(t *testing.T) *slurmtest.Cluster {
 }
 
 func slurmStateDir(id uint64) string {
-	return filepath.Join(stateDir, "slurm", strconv.FormatUint(id, 10))
+	return filepath.Join(slurmStateRoot, "slurm", strconv.FormatUint(id, 10))
 }
 
 // A job an unprivileged user submits passes through the real Prolog, which
 // records its allocation as Slurm made it, and the real Epilog, which
 // removes it after scancel.
 func TestSlurmPrologEpilogUserJob(t *testing.T) {
-	e := setup(t)
+	e := slurmSetup(t)
 	cl := e.slurmCluster(t)
 	u, dir := slurmtest.NewUser(t, "st-slurm-e2e")
 	id := cl.Sbatch(t, u, dir, "echo $$ > pid\nexec sleep 300", "-c", "1", "--mem", "80M", "-o", "/dev/null")
@@ -52,8 +129,8 @@ func TestSlurmPrologEpilogUserJob(t *testing.T) {
 	if err := json.Unmarshal(b, &alloc); err != nil {
 		t.Fatal(err)
 	}
-	if alloc.ID != id || alloc.UID != u.UID || alloc.CPUs != 1 || alloc.MemoryMB != 80 || alloc.Node != slurmtest.Node {
-		t.Errorf("prolog's allocation record: %s\nwant job %d uid %d, 1 CPU, 80 MB on %s", b, id, u.UID, slurmtest.Node)
+	if alloc.ID != id || alloc.UID != u.UID || alloc.CPUs != 1 || alloc.MemoryMB != 80 || alloc.Node != cl.Node {
+		t.Errorf("prolog's allocation record: %s\nwant job %d uid %d, 1 CPU, 80 MB on %s", b, id, u.UID, cl.Node)
 	}
 	cl.Run(t, u, dir, "scancel", strconv.FormatUint(id, 10))
 	cl.WaitState(t, id, "CANCELLED")
@@ -77,7 +154,7 @@ func (e *env) rootRunJob(t *testing.T, cl *slurmtest.Cluster) (uint64, string, s
 		return strings.Contains(string(b), "ready")
 	})
 	var job string
-	paths, _ := filepath.Glob(filepath.Join(stateDir, "jobs", "*", "state.json"))
+	paths, _ := filepath.Glob(filepath.Join(slurmStateRoot, "jobs", "*", "state.json"))
 	for _, p := range paths {
 		var st struct {
 			ID    string            `json:"id"`
@@ -99,17 +176,17 @@ func (e *env) rootRunJob(t *testing.T, cl *slurmtest.Cluster) (uint64, string, s
 // (as it must for jobs the daemon runs outside the job's processes), then
 // gc removes everything of it.
 func TestSlurmEpilogStopsLiveJob(t *testing.T) {
-	e := setup(t)
+	e := slurmSetup(t)
 	cl := e.slurmCluster(t)
 	id, job, out := e.rootRunJob(t, cl)
 	// slurmd runs the epilog with SLURM_JOB_ID and SLURM_CONF; so do we,
 	// while the job still runs.
-	c := exec.Command(e.bin, "--config", e.config, "slurm", "--node-name", slurmtest.Node, "epilog", "--grace", "5s")
+	c := exec.Command(e.bin, "--config", e.config, "slurm", "--node-name", cl.Node, "epilog", "--grace", "5s")
 	c.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "SLURM_JOB_ID=" + strconv.FormatUint(id, 10), "SLURM_CONF=" + cl.Conf}
 	if b, err := c.CombinedOutput(); err != nil {
 		t.Fatalf("epilog: %v: %s", err, b)
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "jobs", job)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(slurmStateRoot, "jobs", job)); !os.IsNotExist(err) {
 		t.Errorf("securetrain job %d after the epilog: %v (want its state gone)", id, err)
 	}
 	// The batch script's securetrain run has ended, so the Slurm job ends.
@@ -120,13 +197,16 @@ func TestSlurmEpilogStopsLiveJob(t *testing.T) {
 	}
 	b, _ := os.ReadFile(out)
 	t.Logf("job output:\n%s", b)
+	if strings.Contains(string(b), "teardown") {
+		t.Errorf("the stopped launcher's teardown failed (did gc race it?):\n%s", b)
+	}
 }
 
 // scancel of a running job: whatever Slurm's signals leave behind (a
 // SIGKILLed launcher leaves its sandbox, state, cgroups and home), the real
 // Epilog removes.
 func TestSlurmScancelLeavesNothing(t *testing.T) {
-	e := setup(t)
+	e := slurmSetup(t)
 	cl := e.slurmCluster(t)
 	for _, sig := range []string{"", "KILL"} {
 		id, job, _ := e.rootRunJob(t, cl)
@@ -139,13 +219,13 @@ func TestSlurmScancelLeavesNothing(t *testing.T) {
 		cl.Run(t, slurmtest.Root, cl.Dir, "scancel", args...)
 		cl.WaitState(t, id, "CANCELLED", "FAILED", "COMPLETED")
 		cl.WaitIdle(t)
-		if _, err := os.Stat(filepath.Join(stateDir, "jobs", job)); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(slurmStateRoot, "jobs", job)); !os.IsNotExist(err) {
 			t.Errorf("scancel %v: securetrain job %s state after the epilog: %v", args, job, err)
 		}
 		if _, err := os.Stat(slurmStateDir(id)); !os.IsNotExist(err) {
 			t.Errorf("scancel %v: %s after the epilog: %v", args, slurmStateDir(id), err)
 		}
-		assertClean(t, e)
+		assertSlurmClean(t, e)
 	}
 }
 
@@ -154,7 +234,7 @@ func TestSlurmScancelLeavesNothing(t *testing.T) {
 // user's `srun python3` through securetrain (which, without the daemon,
 // refuses a non-root caller with its one line) instead of running python3.
 func TestSlurmPackagingTaskProlog(t *testing.T) {
-	e := setup(t)
+	e := slurmSetup(t)
 	root, err := os.MkdirTemp("", "st-slurm-pkg-")
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +264,33 @@ func TestSlurmPackagingTaskProlog(t *testing.T) {
 		t.Errorf("task environment: %q; want SECURETRAIN_SLURM_TASK=1 and python3 from the shims", got)
 	}
 	cl.WaitIdle(t)
-	if ents, _ := os.ReadDir(filepath.Join(stateDir, "slurm")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(slurmStateRoot, "slurm")); len(ents) != 0 {
 		t.Errorf("slurm state after the installed epilog: %d entries", len(ents))
 	}
+}
+
+// A node that cannot run sandboxed jobs (here: the host config names a runsc
+// that is not there) fails the prolog, which is what drains it.
+func TestSlurmPrologDrainsBrokenNode(t *testing.T) {
+	e := slurmSetup(t)
+	bad := filepath.Join(t.TempDir(), "broken.yaml")
+	body := fmt.Sprintf("version: 1\nrunsc: /nonexistent/runsc\nstate_dir: %s\ndata_dir: %s\n", slurmStateRoot, slurmDataRoot)
+	if err := os.WriteFile(bad, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(bad), 0o755)
+	cl := slurmtest.Start(t, slurmtest.Options{Prolog: []string{e.bin, "--config", bad, "slurm", "prolog"}})
+	u, dir := slurmtest.NewUser(t, "st-slurm-e2e")
+	id := cl.Sbatch(t, u, dir, "true", "-c", "1", "--mem", "32M", "-o", "/dev/null")
+	var st string
+	slurmtest.WaitFor(t, 2*time.Minute, "the node to drain", func() bool {
+		st = strings.TrimSpace(cl.Run(t, slurmtest.Root, cl.Dir, "sinfo", "-h", "-n", cl.Node, "-o", "%T"))
+		return strings.HasPrefix(st, "drain")
+	})
+	reason := cl.Run(t, slurmtest.Root, cl.Dir, "sinfo", "-h", "-n", cl.Node, "-o", "%E")
+	t.Logf("node %s: %s, reason %s", cl.Node, st, strings.TrimSpace(reason))
+	if _, err := os.Stat(slurmStateDir(id)); !os.IsNotExist(err) {
+		t.Errorf("a failed prolog recorded state for job %d: %v", id, err)
+	}
+	cl.Run(t, slurmtest.Root, cl.Dir, "scancel", strconv.FormatUint(id, 10))
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -26,16 +28,18 @@ func (l *Launcher) StopWhere(ctx context.Context, match func(JobState) bool, gra
 	}
 	var ids []string
 	var errs []error
+	pids := map[string]int{}
 	for _, j := range jobs {
 		if !j.Live || !match(j) {
 			continue
 		}
 		ids = append(ids, j.ID)
+		pids[j.ID] = j.LauncherPID
 		if err := l.Kill(ctx, j.ID, 0, false); err != nil {
 			l.Log.Warn("stop: SIGTERM", "job", j.ID, "err", err)
 		}
 	}
-	left := l.waitDead(ctx, ids, grace)
+	left := l.waitDead(ctx, ids, pids, grace)
 	for _, id := range left {
 		st, _ := store.Load(id)
 		if err := l.runsc().Kill(ctx, id, "KILL", true); err != nil {
@@ -45,21 +49,31 @@ func (l *Launcher) StopWhere(ctx context.Context, match func(JobState) bool, gra
 			_ = syscall.Kill(st.LauncherPID, syscall.SIGKILL)
 		}
 	}
-	for _, id := range l.waitDead(ctx, left, 10*time.Second) {
+	for _, id := range l.waitDead(ctx, left, pids, 10*time.Second) {
 		errs = append(errs, fmt.Errorf("job %s: still live after SIGKILL", id))
 	}
 	return ids, errors.Join(errs...)
 }
 
-// waitDead waits until the jobs' launchers have released their locks, and
-// returns those that have not by the deadline.
-func (l *Launcher) waitDead(ctx context.Context, ids []string, d time.Duration) []string {
+// waitDead waits until each job's launcher is done: its state directory is
+// gone (it tore down), or its lock is free and its process has exited (it
+// died; gc cleans up). A launcher still removing its state counts as live,
+// so that gc does not race its teardown. It returns the jobs still live at
+// the deadline.
+func (l *Launcher) waitDead(ctx context.Context, ids []string, pids map[string]int, d time.Duration) []string {
 	store := l.Store()
 	deadline := time.Now().Add(d)
 	for {
 		var live []string
 		for _, id := range ids {
+			if _, err := os.Stat(filepath.Join(store.Dir, id)); err != nil {
+				continue
+			}
 			if st, err := store.Load(id); err == nil && st.Live {
+				live = append(live, id)
+				continue
+			}
+			if pid := pids[id]; pid > 1 && isLauncher(pid) {
 				live = append(live, id)
 			}
 		}

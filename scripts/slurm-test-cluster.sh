@@ -12,7 +12,10 @@
 #   PROLOG, EPILOG   programs slurmd runs as root (slurm.conf Prolog=/Epilog=);
 #                    optional. A failing prolog drains the node.
 #   TASKPROLOG       program slurmstepd runs as the user before each task
-#   PROCTRACK        proctrack plugin (default proctrack/linuxproc)
+#   PROCTRACK        proctrack plugin: proctrack/linuxproc (default) or
+#                    proctrack/cgroup (cgroup v1 freezer; cgroup.conf written here)
+#   NODENAME         the node's Slurm name (default localhost); slurmd's cgroups
+#                    live under slurm_NODENAME, so concurrent clusters need distinct ones
 #
 # Clients use it with SLURM_CONF=DIR/slurm.conf (sbatch, srun, scontrol).
 # Needs root and Debian's slurm-wlm + munge.
@@ -60,6 +63,13 @@ stop() {
 			for p in $(descendants "$pid"); do kill -KILL "$p" 2>/dev/null || true; done
 		fi
 	done
+	# Slurm's cgroups of this node (proctrack/cgroup), deepest first.
+	if [[ -f $dir/nodename ]]; then
+		node=$(cat "$dir/nodename")
+		for d in /sys/fs/cgroup/*/slurm_"$node"; do
+			[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		done
+	fi
 }
 
 freeport() {
@@ -94,6 +104,12 @@ read -r cpus boards sockets cores threads mem < <(slurmd -C | awk '/^NodeName/{
 	for(i=1;i<=NF;i++){split($i,kv,"="); v[kv[1]]=kv[2]}
 	print v["CPUs"], v["Boards"], v["SocketsPerBoard"], v["CoresPerSocket"], v["ThreadsPerCore"], v["RealMemory"]}')
 mem=$(( mem * 8 / 10 ))
+node=${NODENAME:-localhost}
+echo "$node" >"$dir/nodename"
+proctrack=${PROCTRACK:-proctrack/linuxproc}
+if [[ $proctrack == proctrack/cgroup ]]; then
+	printf 'CgroupPlugin=autodetect\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\nConstrainRAMSpace=no\nConstrainDevices=no\n' >"$dir/cgroup.conf"
+fi
 ctldport=$(freeport)
 dport=$(freeport)
 while [[ $dport == "$ctldport" ]]; do dport=$(freeport); done
@@ -117,7 +133,7 @@ while [[ $dport == "$ctldport" ]]; do dport=$(freeport); done
 	echo "SlurmdLogFile=$dir/log/slurmd.log"
 	echo "SlurmctldDebug=info"
 	echo "SlurmdDebug=info"
-	echo "ProctrackType=${PROCTRACK:-proctrack/linuxproc}"
+	echo "ProctrackType=$proctrack"
 	echo "TaskPlugin=task/none"
 	echo "JobAcctGatherType=jobacct_gather/none"
 	echo "AccountingStorageType=accounting_storage/none"
@@ -127,14 +143,14 @@ while [[ $dport == "$ctldport" ]]; do dport=$(freeport); done
 	echo "SchedulerType=sched/builtin"
 	echo "MpiDefault=none"
 	echo "ReturnToService=2"
-	echo "KillWait=5"
+	echo "KillWait=2"
 	echo "MinJobAge=60"
 	echo "PrologFlags=Alloc"
 	[[ -n ${PROLOG:-} ]] && echo "Prolog=$PROLOG"
 	[[ -n ${EPILOG:-} ]] && echo "Epilog=$EPILOG"
 	[[ -n ${TASKPROLOG:-} ]] && echo "TaskProlog=$TASKPROLOG"
-	echo "NodeName=localhost CPUs=$cpus Boards=$boards SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem State=UNKNOWN"
-	echo "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP"
+	echo "NodeName=$node NodeAddr=127.0.0.1 NodeHostname=localhost CPUs=$cpus Boards=$boards SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem State=UNKNOWN"
+	echo "PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP"
 } >"$dir/slurm.conf"
 chmod 0644 "$dir/slurm.conf"
 export SLURM_CONF=$dir/slurm.conf
@@ -143,13 +159,13 @@ export SLURM_CONF=$dir/slurm.conf
 # are written by us, so stop kills exactly them.
 slurmctld -D -i -f "$SLURM_CONF" >>"$dir/log/slurmctld.out" 2>&1 &
 echo $! >"$dir/slurmctld.pid"
-slurmd -D -N localhost -f "$SLURM_CONF" >>"$dir/log/slurmd.out" 2>&1 &
+slurmd -D -N "$node" -f "$SLURM_CONF" >>"$dir/log/slurmd.out" 2>&1 &
 echo $! >"$dir/slurmd.pid"
 
 # Wait until the node is idle (slurmd registered, prolog/epilog not failing).
 state=
 for _ in $(seq 1 300); do
-	state=$(sinfo -h -n localhost -o '%T' 2>/dev/null || true)
+	state=$(sinfo -h -n "$node" -o '%T' 2>/dev/null || true)
 	[[ $state == idle ]] && break
 	sleep 0.2
 done

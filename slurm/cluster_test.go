@@ -18,14 +18,23 @@ import (
 // unprivileged user sets SLURM_JOB_ID to another user's job and claims GPUs
 // in SLURM_JOB_GPUS and CUDA_VISIBLE_DEVICES; what CallerJob returns is the
 // job slurmd tracks the process in, with the allocation Slurm made.
+//
+// It runs under both process trackers: linuxproc (slurmd follows the process
+// tree) and cgroup (slurmd's freezer/cgroup, which CallerJob cross-checks).
 func TestCallerJobReal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Slurm cluster (-short)")
 	}
-	cl := slurmtest.Start(t, slurmtest.Options{})
+	for _, pt := range []string{"proctrack/linuxproc", "proctrack/cgroup"} {
+		t.Run(strings.ReplaceAll(pt, "/", "-"), func(t *testing.T) { testCallerJob(t, pt) })
+	}
+}
+
+func testCallerJob(t *testing.T, proctrack string) {
+	cl := slurmtest.Start(t, slurmtest.Options{Proctrack: proctrack})
 	alice, aliceDir := slurmtest.NewUser(t, "st-slurm-a")
 	bob, bobDir := slurmtest.NewUser(t, "st-slurm-b")
-	c := &slurm.Client{Conf: cl.Conf, NodeName: slurmtest.Node}
+	c := &slurm.Client{Conf: cl.Conf, NodeName: cl.Node}
 
 	// Bob's job: the one Alice pretends to be in.
 	bobJob := cl.Sbatch(t, bob, bobDir, "echo $$ > pid\nexec sleep 300", "-c", "1", "--mem", "64M", "-o", "/dev/null")
@@ -34,6 +43,12 @@ func TestCallerJobReal(t *testing.T) {
 		"export SLURM_JOB_ID=%d SLURM_JOBID=%d SLURM_JOB_GPUS=0,1,2,3 CUDA_VISIBLE_DEVICES=0,1,2,3 SLURM_CPUS_ON_NODE=64 SLURM_MEM_PER_NODE=999999\necho $$ > pid\nexec sleep 300",
 		bobJob, bobJob), "-c", "1", "--mem", "96M", "-o", "/dev/null")
 	alicePid := readPid(t, filepath.Join(aliceDir, "pid"))
+	if proctrack == "proctrack/cgroup" {
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", alicePid))
+		if !strings.Contains(string(cg), fmt.Sprintf("/job_%d/", aliceJob)) {
+			t.Fatalf("test setup: alice's process is not in its job's cgroup:\n%s", cg)
+		}
+	}
 	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", alicePid))
 	if !strings.Contains(string(env), fmt.Sprintf("SLURM_JOB_ID=%d", bobJob)) {
 		t.Fatalf("test setup: alice's process does not carry the forged SLURM_JOB_ID")
@@ -47,8 +62,8 @@ func TestCallerJobReal(t *testing.T) {
 	if ji.ID != aliceJob || ji.UID != alice.UID || ji.User != alice.Name {
 		t.Errorf("alice's process: job %d uid %d user %q; want job %d uid %d %s", ji.ID, ji.UID, ji.User, aliceJob, alice.UID, alice.Name)
 	}
-	if ji.CPUs != 1 || ji.MemoryMB != 96 || len(ji.GPUs) != 0 || len(ji.SandboxGPUs()) != 0 || ji.Node != slurmtest.Node {
-		t.Errorf("alice's allocation: cpus %d memory %dMB gpus %v node %q; want 1, 96, none, %s", ji.CPUs, ji.MemoryMB, ji.GPUs, ji.Node, slurmtest.Node)
+	if ji.CPUs != 1 || ji.MemoryMB != 96 || len(ji.GPUs) != 0 || len(ji.SandboxGPUs()) != 0 || ji.Node != cl.Node {
+		t.Errorf("alice's allocation: cpus %d memory %dMB gpus %v node %q; want 1, 96, none, %s", ji.CPUs, ji.MemoryMB, ji.GPUs, ji.Node, cl.Node)
 	}
 	bj, err := c.CallerJob(ctx, bobPid)
 	if err != nil || bj.ID != bobJob || bj.UID != bob.UID || bj.MemoryMB != 64 {

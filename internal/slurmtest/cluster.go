@@ -22,14 +22,14 @@ import (
 	"github.com/securetrain/securetrain/internal/testenv"
 )
 
-// Node is the cluster's one node, as Slurm names it.
-const Node = "localhost"
-
 // Options configure the cluster.
 type Options struct {
 	// Prolog and Epilog are argv that slurmd runs as root through a two-line
 	// wrapper script (slurm.conf takes a program path, not a command line).
 	Prolog, Epilog []string
+	// Proctrack is slurm.conf's ProctrackType (default proctrack/linuxproc;
+	// proctrack/cgroup works on cgroup v1 and v2 hosts).
+	Proctrack string
 	// TaskProlog is the path of slurm.conf's TaskProlog (run as the job's user).
 	TaskProlog string
 }
@@ -38,6 +38,7 @@ type Options struct {
 type Cluster struct {
 	Dir  string // everything of the cluster lives here
 	Conf string // its slurm.conf
+	Node string // its one node's Slurm name, unique per cluster
 }
 
 // Require ends the test unless it can run a cluster here (root, slurm-wlm,
@@ -64,8 +65,13 @@ func Start(t testing.TB, o Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "slurm.conf")}
-	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C"}
+	// A node name of its own: slurmd's cgroups are named after it, so
+	// clusters of tests running at once never share one.
+	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "slurm.conf"), Node: "st" + strings.ToLower(strings.TrimPrefix(filepath.Base(dir), "st-slurm-"))}
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C", "NODENAME=" + c.Node}
+	if o.Proctrack != "" {
+		env = append(env, "PROCTRACK="+o.Proctrack)
+	}
 	for _, h := range []struct {
 		name string
 		argv []string
@@ -251,7 +257,7 @@ func (c *Cluster) WaitState(t testing.TB, id uint64, states ...string) string {
 func (c *Cluster) WaitIdle(t testing.TB) {
 	t.Helper()
 	WaitFor(t, 2*time.Minute, "the node to be idle", func() bool {
-		return strings.TrimSpace(c.Run(t, Root, c.Dir, "sinfo", "-h", "-n", Node, "-o", "%T")) == "idle"
+		return strings.TrimSpace(c.Run(t, Root, c.Dir, "sinfo", "-h", "-n", c.Node, "-o", "%T")) == "idle"
 	})
 }
 
