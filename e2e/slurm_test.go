@@ -50,6 +50,8 @@ func slurmSetup(t *testing.T) *env {
 	t.Cleanup(func() {
 		assertSlurmClean(t, &e)
 		exec.Command(e.bin, "--config", e.config, "gc").Run()
+		os.RemoveAll(slurmStateRoot)
+		os.RemoveAll(slurmDataRoot)
 	})
 	return &e
 }

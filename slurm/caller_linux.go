@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -89,8 +88,6 @@ func procIdentity(pid int) (start uint64, uid int, err error) {
 	return 0, 0, fmt.Errorf("/proc/%d/status: no Uid line", pid)
 }
 
-var cgroupJobRe = regexp.MustCompile(`/job_(\d+)(?:/|$)`)
-
 // cgroupJob reads the Slurm job a process's cgroup names, if any
 // (.../slurm/uid_U/job_J/step_S/... under proctrack/cgroup or task/cgroup).
 func cgroupJob(pid int) (uint64, bool) {
@@ -99,20 +96,4 @@ func cgroupJob(pid int) (uint64, bool) {
 		return 0, false
 	}
 	return parseCgroupJob(string(b))
-}
-
-func parseCgroupJob(s string) (uint64, bool) {
-	for _, l := range strings.Split(s, "\n") {
-		parts := strings.SplitN(l, ":", 3)
-		if len(parts) != 3 || !strings.Contains(parts[2], "slurm") {
-			continue
-		}
-		if m := cgroupJobRe.FindStringSubmatch(parts[2]); m != nil {
-			n, err := strconv.ParseUint(m[1], 10, 64)
-			if err == nil {
-				return n, true
-			}
-		}
-	}
-	return 0, false
 }

@@ -413,3 +413,22 @@ func (c *Client) JobOfPID(ctx context.Context, pid int) (uint64, error) {
 func CallerJob(pid int) (JobInfo, error) {
 	return Default().CallerJob(context.Background(), pid)
 }
+
+var cgroupJobRe = regexp.MustCompile(`/job_(\d+)(?:/|$)`)
+
+// parseCgroupJob reads the job of a Slurm cgroup path in /proc/PID/cgroup.
+func parseCgroupJob(s string) (uint64, bool) {
+	for _, l := range strings.Split(s, "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 || !strings.Contains(parts[2], "slurm") {
+			continue
+		}
+		if m := cgroupJobRe.FindStringSubmatch(parts[2]); m != nil {
+			n, err := strconv.ParseUint(m[1], 10, 64)
+			if err == nil {
+				return n, true
+			}
+		}
+	}
+	return 0, false
+}

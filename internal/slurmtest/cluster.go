@@ -141,7 +141,17 @@ type User struct {
 func NewUser(t testing.TB, name string) (User, string) {
 	t.Helper()
 	if _, err := user.Lookup(name); err != nil {
-		if out, err := exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
+		// Other tests may hold /etc/passwd's lock for a moment: retry.
+		var out []byte
+		var err error
+		for i := 0; i < 50; i++ {
+			out, err = exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", name).CombinedOutput()
+			if err == nil || !bytes.Contains(out, []byte("lock")) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
 			t.Fatalf("useradd %s: %v: %s", name, err, out)
 		}
 		t.Cleanup(func() { exec.Command("userdel", name).Run() })
