@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/securetrain/securetrain/internal/slurmtest"
 	"github.com/securetrain/securetrain/slurm"
@@ -65,6 +66,14 @@ func testCallerJob(t *testing.T, proctrack string) {
 	if ji.CPUs != 1 || ji.MemoryMB != 96 || len(ji.GPUs) != 0 || len(ji.SandboxGPUs()) != 0 || ji.Node != cl.Node {
 		t.Errorf("alice's allocation: cpus %d memory %dMB gpus %v node %q; want 1, 96, none, %s", ji.CPUs, ji.MemoryMB, ji.GPUs, ji.Node, cl.Node)
 	}
+	// What alice's environment claims is recorded as violations.
+	var forged []string
+	for _, v := range slurm.Forged(environ(env), ji, time.Now()) {
+		forged = append(forged, v.Limit)
+	}
+	if want := "SLURM_JOB_ID SLURM_JOBID SLURM_JOB_GPUS SLURM_CPUS_ON_NODE SLURM_MEM_PER_NODE"; strings.Join(forged, " ") != want {
+		t.Errorf("forged variables reported: %v, want %s", forged, want)
+	}
 	bj, err := c.CallerJob(ctx, bobPid)
 	if err != nil || bj.ID != bobJob || bj.UID != bob.UID || bj.MemoryMB != 64 {
 		t.Errorf("bob's process: %+v, %v; want job %d uid %d 64MB", bj, err, bobJob, bob.UID)
@@ -87,6 +96,16 @@ func testCallerJob(t *testing.T, proctrack string) {
 	if _, err := c.CallerJob(ctx, alicePid); err == nil {
 		t.Errorf("CallerJob after scancel: no error")
 	}
+}
+
+func environ(b []byte) map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 func readPid(t *testing.T, path string) int {

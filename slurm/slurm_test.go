@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/securetrain/securetrain/violation"
 )
 
 // A two-node GPU job as squeue --json (Slurm 22.05) reports it, trimmed. The
@@ -154,5 +157,31 @@ func TestStore(t *testing.T) {
 	}
 	if _, err := s.Load(5); err == nil || !strings.Contains(err.Error(), "slurm state") {
 		t.Errorf("Load after Remove: %v", err)
+	}
+}
+
+func TestForged(t *testing.T) {
+	ji := JobInfo{ID: 7, UID: 1001, CPUs: 2, MemoryMB: 1024, GPUs: []int{1, 3}}
+	now := time.Unix(0, 0)
+	honest := map[string]string{"SLURM_JOB_ID": "7", "SLURM_JOBID": "7", "SLURM_JOB_UID": "1001",
+		"SLURM_JOB_GPUS": "1,3", "SLURM_CPUS_ON_NODE": "2", "SLURM_MEM_PER_NODE": "1024", "CUDA_VISIBLE_DEVICES": "0,1"}
+	if v := Forged(honest, ji, now); len(v) != 0 {
+		t.Errorf("honest environment: %v", v)
+	}
+	if v := Forged(nil, ji, now); len(v) != 0 {
+		t.Errorf("empty environment: %v", v)
+	}
+	forged := map[string]string{"SLURM_JOB_ID": "8", "SLURM_JOB_UID": "0", "SLURM_JOB_GPUS": "0,1,2,3",
+		"SLURM_STEP_GPUS": "1", "SLURM_CPUS_ON_NODE": "64", "SLURM_MEM_PER_NODE": "999999"}
+	var got []string
+	for _, v := range Forged(forged, ji, now) {
+		if v.Kind != ForgedEnv || v.Action != violation.Recorded || !strings.Contains(v.Detail, "job 7") {
+			t.Errorf("violation %+v", v)
+		}
+		got = append(got, v.Limit)
+	}
+	want := []string{"SLURM_JOB_ID", "SLURM_JOB_UID", "SLURM_JOB_GPUS", "SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("forged variables = %v, want %v", got, want)
 	}
 }
