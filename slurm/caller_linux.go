@@ -97,3 +97,16 @@ func cgroupJob(pid int) (uint64, bool) {
 	}
 	return parseCgroupJob(string(b))
 }
+
+// JobCgroups returns the cgroup directories of Slurm job id that process pid
+// sits in (one per hierarchy Slurm manages: freezer, memory, cpuset, devices
+// on cgroup v1; one on v2). The launcher can place a sandbox's cgroup below
+// them so that the sandbox's usage stays inside the job's accounting and
+// Slurm's limits. None under proctrack/linuxproc without task/cgroup.
+func JobCgroups(pid int, id uint64) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	return jobCgroupDirs(string(b), "/sys/fs/cgroup", id), nil
+}

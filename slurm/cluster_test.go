@@ -50,6 +50,19 @@ func testCallerJob(t *testing.T, proctrack string) {
 			t.Fatalf("test setup: alice's process is not in its job's cgroup:\n%s", cg)
 		}
 	}
+	cgs, err := slurm.JobCgroups(alicePid, aliceJob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proctrack == "proctrack/cgroup" {
+		if len(cgs) != 1 || !strings.HasSuffix(cgs[0], fmt.Sprintf("/uid_%d/job_%d", alice.UID, aliceJob)) {
+			t.Errorf("JobCgroups = %v, want the freezer job_%d cgroup", cgs, aliceJob)
+		} else if _, err := os.Stat(cgs[0]); err != nil {
+			t.Errorf("JobCgroups: %v", err)
+		}
+	} else if len(cgs) != 0 {
+		t.Errorf("JobCgroups under linuxproc = %v, want none", cgs)
+	}
 	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", alicePid))
 	if !strings.Contains(string(env), fmt.Sprintf("SLURM_JOB_ID=%d", bobJob)) {
 		t.Fatalf("test setup: alice's process does not carry the forged SLURM_JOB_ID")

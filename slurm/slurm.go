@@ -432,3 +432,30 @@ func parseCgroupJob(s string) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// jobCgroupDirs returns, for each hierarchy in a /proc/PID/cgroup text where
+// the process sits in a Slurm job cgroup, that job cgroup's directory under
+// root (cgroup v1: root/CONTROLLER/slurm.../uid_U/job_J; v2: root/.../job_J).
+func jobCgroupDirs(s, root string, id uint64) []string {
+	var out []string
+	suffix := "/job_" + strconv.FormatUint(id, 10)
+	for _, l := range strings.Split(s, "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 || !strings.Contains(parts[2], "slurm") {
+			continue
+		}
+		p := parts[2]
+		i := strings.Index(p+"/", suffix+"/")
+		if i < 0 {
+			continue
+		}
+		ctl := parts[1]
+		if ctl == "" {
+			out = append(out, filepath.Join(root, p[:i+len(suffix)]))
+			continue
+		}
+		ctl = strings.TrimPrefix(ctl, "name=")
+		out = append(out, filepath.Join(root, strings.Split(ctl, ",")[0], p[:i+len(suffix)]))
+	}
+	return out
+}

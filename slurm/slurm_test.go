@@ -185,3 +185,19 @@ func TestForged(t *testing.T) {
 		t.Errorf("forged variables = %v, want %v", got, want)
 	}
 }
+
+func TestJobCgroupDirs(t *testing.T) {
+	v1 := "6:freezer:/slurm_n1/uid_1001/job_17/step_batch\n4:memory:/slurm/uid_1001/job_17/step_0/task_0\n3:cpu,cpuacct:/\n1:name=systemd:/\n"
+	got := jobCgroupDirs(v1, "/sys/fs/cgroup", 17)
+	want := []string{"/sys/fs/cgroup/freezer/slurm_n1/uid_1001/job_17", "/sys/fs/cgroup/memory/slurm/uid_1001/job_17"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v1: %v, want %v", got, want)
+	}
+	v2 := "0::/system.slice/slurmstepd.scope/job_23/step_0/user/task_0\n"
+	if got := jobCgroupDirs(v2, "/sys/fs/cgroup", 23); !reflect.DeepEqual(got, []string{"/sys/fs/cgroup/system.slice/slurmstepd.scope/job_23"}) {
+		t.Errorf("v2: %v", got)
+	}
+	if got := jobCgroupDirs(v1, "/sys/fs/cgroup", 1); len(got) != 0 {
+		t.Errorf("job 1 (a prefix of 17): %v", got)
+	}
+}
