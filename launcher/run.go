@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 		ID: id, User: pl.user.Name, UID: int(pl.user.UID), GID: int(pl.user.GID),
 		Command: req.Command, Profile: pl.prof.Source, ProfileDigest: pl.prof.Digest,
 		CodeDir: pl.codeDir, Created: time.Now().UTC(), LauncherPID: os.Getpid(), Status: StatusPreparing,
+		Extra: maps.Clone(req.Extra),
 	})
 	if err != nil {
 		return nil, &RefusedError{err}
