@@ -40,6 +40,7 @@ var (
 // and the unprivileged users jobs run as.
 type env struct {
 	bin, runsc, config string
+	auditLog           string
 	uid, gid           int
 	home               string
 	otherHome          string
@@ -107,11 +108,11 @@ func build(runsc string) (*env, string) {
 		return nil, err.Error()
 	}
 	cfg := filepath.Join(cfgDir, "securetrain.yaml")
-	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\n", runsc, stateDir, dataDir, filepath.Join(cfgDir, "profiles"))
+	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\naudit:\n  path: %s\n", runsc, stateDir, dataDir, filepath.Join(cfgDir, "profiles"), filepath.Join(cfgDir, "audit.jsonl"))
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return nil, err.Error()
 	}
-	return &env{bin: bin, runsc: runsc, config: cfg, uid: uid, gid: gid, home: u.HomeDir, otherHome: o.HomeDir}, ""
+	return &env{bin: bin, runsc: runsc, config: cfg, auditLog: filepath.Join(cfgDir, "audit.jsonl"), uid: uid, gid: gid, home: u.HomeDir, otherHome: o.HomeDir}, ""
 }
 
 // ensureUsers creates the test users if they are missing (again, should

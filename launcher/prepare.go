@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/securetrain/securetrain/audit"
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
@@ -56,6 +57,7 @@ type plan struct {
 	net       *netguard.Config
 	integrity integrityPlan
 	self      string // the securetrain binary, bound in as the entry point when secrets are used
+	audit     *audit.Log
 }
 
 // prepare checks everything the job needs and computes its sandbox without

@@ -243,6 +243,17 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	}
 	log.Debug("bundle written", "bundle", bundle, "mounts", len(spec.Mounts))
 
+	// The audit record of the start: the job does not start without it.
+	alog, err := l.openAudit()
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func() error { return alog.Close(context.Background()) })
+	if err := l.auditStart(ctx, alog, id, pl, mounts, grant); err != nil {
+		return nil, err
+	}
+	pl.audit = alog
+
 	// Start.
 	rs := l.runsc()
 	if err := os.MkdirAll(rs.Root, 0o700); err != nil {
@@ -376,6 +387,9 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	res.Usage = &rec
 	res.Summary = rec.Summary()
 	if err := l.finishInputs(ctx, pl, res); err != nil {
+		waitErr = errors.Join(waitErr, err)
+	}
+	if err := l.auditEnd(ctx, pl.audit, res); err != nil {
 		waitErr = errors.Join(waitErr, err)
 	}
 	return res, waitErr
