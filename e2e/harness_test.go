@@ -40,6 +40,7 @@ var (
 // and the unprivileged users jobs run as.
 type env struct {
 	bin, runsc, config string
+	auditLog           string
 	uid, gid           int
 	home               string
 	otherHome          string
@@ -72,6 +73,9 @@ func setup(t *testing.T) *env {
 	if shared == nil {
 		t.Fatalf("e2e setup: %s", setupErr)
 	}
+	if err := ensureUsers(); err != "" {
+		t.Fatalf("e2e setup: %s", err)
+	}
 	t.Cleanup(func() { assertClean(t, shared) })
 	return shared
 }
@@ -89,13 +93,8 @@ func build(runsc string) (*env, string) {
 			return nil, fmt.Sprintf("go build: %v: %s", err, out)
 		}
 	}
-	for _, u := range []string{jobUser, otherUser} {
-		if _, err := user.Lookup(u); err != nil {
-			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); err != nil {
-				return nil, fmt.Sprintf("useradd %s: %v: %s", u, err, out)
-			}
-			created = append(created, u)
-		}
+	if err := ensureUsers(); err != "" {
+		return nil, err
 	}
 	u, err := user.Lookup(jobUser)
 	if err != nil {
@@ -109,11 +108,25 @@ func build(runsc string) (*env, string) {
 		return nil, err.Error()
 	}
 	cfg := filepath.Join(cfgDir, "securetrain.yaml")
-	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\n", runsc, stateDir, dataDir, filepath.Join(cfgDir, "profiles"))
+	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\naudit:\n  path: %s\n", runsc, stateDir, dataDir, filepath.Join(cfgDir, "profiles"), filepath.Join(cfgDir, "audit.jsonl"))
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return nil, err.Error()
 	}
-	return &env{bin: bin, runsc: runsc, config: cfg, uid: uid, gid: gid, home: u.HomeDir, otherHome: o.HomeDir}, ""
+	return &env{bin: bin, runsc: runsc, config: cfg, auditLog: filepath.Join(cfgDir, "audit.jsonl"), uid: uid, gid: gid, home: u.HomeDir, otherHome: o.HomeDir}, ""
+}
+
+// ensureUsers creates the test users if they are missing (again, should
+// another test process on the machine have removed them).
+func ensureUsers() string {
+	for _, u := range []string{jobUser, otherUser} {
+		if _, err := user.Lookup(u); err != nil {
+			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); err != nil {
+				return fmt.Sprintf("useradd %s: %v: %s", u, err, out)
+			}
+			created = append(created, u)
+		}
+	}
+	return ""
 }
 
 // project makes a code directory owned by the job's user, with files.
@@ -205,7 +218,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 	for _, id := range strings.Fields(string(out)) {
 		left = append(left, "runsc container "+id)
 	}
-	ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc").Output()
+	ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc ").Output()
 	for _, l := range strings.Split(strings.TrimSpace(string(ps)), "\n") {
 		if l != "" {
 			left = append(left, "process "+l)
@@ -216,7 +229,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 		if !strict && strings.Contains(l, "/runsc/null-netns") {
 			continue
 		}
-		if strings.Contains(l, stateDir) || strings.Contains(l, dataDir) {
+		if strings.Contains(l, stateDir+"/") || strings.Contains(l, dataDir+"/") {
 			left = append(left, "mount "+l)
 		}
 	}

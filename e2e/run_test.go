@@ -39,7 +39,7 @@ func TestRefusalsAreOneLineAndLeaveNothing(t *testing.T) {
 		{[]string{"--profile", "bad.yaml"}, "securetrain: run: bad.yaml:3: limits.cpus: want a number, got \"lots\"\n"},
 		{[]string{"--profile", "nosuch"}, "securetrain: run: profile \"nosuch\": no such profile; available: default, gpu (or give a file path)\n"},
 		{[]string{"--memory", "lots"}, "securetrain: run: --memory: want a size such as 512MiB or 8GiB, got \"lots\"\n"},
-		{[]string{"--data", "/nonexistent-dataset"}, "securetrain: run: --data /nonexistent-dataset /nonexistent-dataset: no such file or directory\n"},
+		{[]string{"--data", "/nonexistent-dataset"}, "securetrain: run: --data /nonexistent-dataset: no such file or directory\n"},
 		{[]string{"--gpus", "1"}, "securetrain: run: --gpus 1: no NVIDIA GPU on this host (no /dev/nvidiaN); use --gpus none or a CPU profile\n"},
 		{[]string{"--env", "LD_PRELOAD=/x.so"}, "securetrain: run: --env LD_PRELOAD: this variable may never be passed to a job (launcher credentials, loader injection or unsafe model loading)\n"},
 	}

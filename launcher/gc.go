@@ -45,6 +45,7 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 		}
 		st := h.State()
 		var jerrs []error
+		n0 := len(rep.Resources)
 		res := slices.Clone(st.Resources)
 		slices.Reverse(res)
 		for _, r := range res {
@@ -58,6 +59,9 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 				continue
 			}
 			rep.Resources = append(rep.Resources, r)
+		}
+		if len(res) > 0 {
+			l.auditGC(ctx, j.ID, rep.Resources[n0:], jerrs)
 		}
 		if len(jerrs) > 0 {
 			// Keep the state so the next gc tries again.

@@ -15,6 +15,7 @@ import (
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/secrets"
 	"github.com/securetrain/securetrain/usage"
 	"github.com/securetrain/securetrain/violation"
 )
@@ -155,6 +156,8 @@ func (l *Launcher) cleaners() map[string]func(context.Context, jobstate.Resource
 	for _, k := range netguardKinds {
 		m[k] = netguard.GC
 	}
+	vgc := l.vaultGC()
+	m[secrets.KindToken], m[secrets.KindMount] = vgc, vgc
 	return m
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/securetrain/securetrain/audit"
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
@@ -54,6 +55,9 @@ type plan struct {
 	gpuLibs   []string
 	masks     []string // host paths of credential files/dirs to cover
 	net       *netguard.Config
+	integrity integrityPlan
+	self      string // the securetrain binary, bound in as the entry point when secrets are used
+	audit     *audit.Log
 }
 
 // prepare checks everything the job needs and computes its sandbox without
@@ -217,6 +221,12 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		pl.net = nc
 	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn {
 		return nil, errors.New("--network none cannot be combined with --allow, --peers or --learn")
+	}
+	if err := l.prepareSecrets(pl); err != nil {
+		return nil, err
+	}
+	if err := l.prepareInputs(ctx, pl); err != nil {
+		return nil, err
 	}
 	return pl, nil
 }

@@ -56,6 +56,9 @@ type Request struct {
 	Peers      []string
 	Learn      bool
 	NetworkOff bool
+	// Extra is recorded in the job's state (JobState.Extra), e.g.
+	// ExtraSlurmJob, so hooks such as the Slurm epilog can find the job.
+	Extra map[string]string
 }
 
 // Caller is the user a job runs as. Never root.

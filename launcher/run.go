@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/secrets"
 	"github.com/securetrain/securetrain/usage"
 	"github.com/securetrain/securetrain/violation"
 )
@@ -46,6 +48,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 		ID: id, User: pl.user.Name, UID: int(pl.user.UID), GID: int(pl.user.GID),
 		Command: req.Command, Profile: pl.prof.Source, ProfileDigest: pl.prof.Digest,
 		CodeDir: pl.codeDir, Created: time.Now().UTC(), LauncherPID: os.Getpid(), Status: StatusPreparing,
+		Extra: maps.Clone(req.Extra),
 	})
 	if err != nil {
 		return nil, &RefusedError{err}
@@ -178,6 +181,20 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		log.Debug("network ready", "netns", netnsPath, "addr", guard.JobAddr())
 	}
 
+	// Credentials: an orphan job token, the secrets read with it, delivered
+	// as files on a private tmpfs; the job's command goes through the entry
+	// point that turns mapped files into environment variables.
+	var grant *secrets.Grant
+	args := pl.args
+	var secretMounts []sandbox.Mount
+	if len(prof.Secrets) > 0 {
+		grant, secretMounts, args, err = l.issueSecrets(ctx, id, pl, h, undo)
+		if err != nil {
+			return nil, err
+		}
+		log.Debug("credentials issued", "accessor", grant.Accessor())
+	}
+
 	// Bundle: root skeleton, generated /etc, masks, spec.
 	bundle := filepath.Join(h.Dir(), "bundle")
 	if err := os.Mkdir(bundle, 0o711); err != nil {
@@ -211,6 +228,8 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		}
 	}
 	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
+	mounts = append(mounts, pl.integrity.mounts...)
+	mounts = append(mounts, secretMounts...)
 	pl.req.stagedSources(mounts) // privilege boundary: mount what was checked
 	sandbox.SortMounts(mounts)
 	root := pl.rootfs
@@ -221,7 +240,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		}
 	}
 	spec, err := sandbox.BuildSpec(sandbox.Spec{
-		ID: id, Args: pl.args, Env: env, Cwd: pl.codeDir,
+		ID: id, Args: args, Env: env, Cwd: pl.codeDir,
 		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
 		Hostname: hostname, Terminal: req.TTY, Root: root, Mounts: mounts,
 		Shm:         uint64(prof.Limits.Shm),
@@ -235,6 +254,17 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		return nil, err
 	}
 	log.Debug("bundle written", "bundle", bundle, "mounts", len(spec.Mounts))
+
+	// The audit record of the start: the job does not start without it.
+	alog, err := l.openAudit()
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func() error { return alog.Close(context.Background()) })
+	if err := l.auditStart(ctx, alog, id, pl, mounts, grant); err != nil {
+		return nil, err
+	}
+	pl.audit = alog
 
 	// Start.
 	rs := l.runsc()
@@ -286,6 +316,9 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	} else {
 		cmd.Stdout, cmd.Stderr = req.Stderr, req.Stderr
 	}
+	if err := l.recheckMountedInputs(ctx, pl); err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	acct, err := l.startAccounting(ctx, id, pl, rs, started)
 	if err != nil {
@@ -336,7 +369,13 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if guard != nil {
 		netViol = guard.Violations()
 	}
-	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, res)
+	var renewals <-chan secrets.Event
+	if grant != nil {
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		renewals = grant.Watch(wctx)
+	}
+	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, renewals, res)
 
 	// The account: final counters, OOM and pids verdicts, egress.
 	rec := acct.finish(ctx, id, started, time.Now(), res.JobStatus, res.killedByUs)
@@ -359,12 +398,18 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	}
 	res.Usage = &rec
 	res.Summary = rec.Summary()
+	if err := l.finishInputs(ctx, pl, res); err != nil {
+		waitErr = errors.Join(waitErr, err)
+	}
+	if err := l.auditEnd(ctx, pl.audit, res); err != nil {
+		waitErr = errors.Join(waitErr, err)
+	}
 	return res, waitErr
 }
 
 // supervise is the job's one select loop: its exit, signals, the wall clock
 // and (as the subsystems arrive) violations and renewal failures.
-func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, netViol, usageViol <-chan violation.Violation, res *Result) error {
+func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, exited <-chan error, sigs <-chan os.Signal, netViol, usageViol <-chan violation.Violation, renewals <-chan secrets.Event, res *Result) error {
 	log := l.Log.With("job", id)
 	prof := pl.prof
 	wall := time.NewTimer(prof.Limits.WallTime.D())
@@ -406,7 +451,7 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 			res.Reason = v.String()
 		}
 		log.Warn("terminating job", "violation", v.String())
-		if v.Kind.IsPolicy() {
+		if v.Kind == violation.Network || v.Kind == violation.DNS || v.Kind == violation.EgressBytes {
 			// Data may be leaving: no grace period.
 			kill()
 			return
@@ -454,6 +499,22 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 				continue
 			}
 			terminate(v)
+		case ev, ok := <-renewals:
+			if !ok {
+				renewals = nil
+				continue
+			}
+			switch ev.Kind {
+			case secrets.Failed:
+				v := ev.Violation(id)
+				if ev.Stop {
+					terminate(v)
+				} else {
+					res.Violations = append(res.Violations, v)
+				}
+			default:
+				log.Debug("credential renewal", "what", ev.What, "kind", ev.Kind, "ttl", ev.TTL)
+			}
 		case <-grace:
 			log.Info("stop grace over: killing job", "grace", prof.Limits.StopGrace.D())
 			kill()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,13 +142,24 @@ func (h *Handle) save() error {
 // Remove deletes the state directory and releases the lock. Call it only
 // after every recorded resource is gone.
 func (h *Handle) Remove() error {
-	err := os.RemoveAll(h.dir)
+	// Rename first (atomically, while the lock is held): a concurrent gc or
+	// epilog that opens the lock by name then finds nothing, instead of
+	// recreating a lock file inside a directory being deleted.
+	dead := filepath.Join(filepath.Dir(h.dir), removingPrefix+filepath.Base(h.dir))
+	dir := h.dir
+	if err := os.Rename(h.dir, dead); err == nil {
+		dir = dead
+	}
+	err := os.RemoveAll(dir)
 	if h.lock != nil {
 		h.lock.Close()
 		h.lock = nil
 	}
 	return err
 }
+
+// removingPrefix marks a state directory being removed.
+const removingPrefix = ".removing-"
 
 // Release closes the lock without removing anything (the state stays for gc).
 func (h *Handle) Release() {
@@ -170,6 +182,11 @@ func (s *Store) List() ([]JobState, error) {
 	var out []JobState
 	for _, e := range ents {
 		if !e.IsDir() {
+			continue
+		}
+		if strings.HasPrefix(e.Name(), removingPrefix) {
+			// A launcher died while removing its state: finish the job.
+			os.RemoveAll(filepath.Join(s.Dir, e.Name()))
 			continue
 		}
 		st, err := s.Load(e.Name())

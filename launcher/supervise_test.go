@@ -70,7 +70,7 @@ func startSupervise(ctx context.Context, t *testing.T, f *fakeRunsc, limits func
 	}
 	l := &Launcher{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	s := &supervised{exited: make(chan error), sigs: make(chan os.Signal), done: make(chan error, 1), res: &Result{ID: "j1"}}
-	go func() { s.done <- l.supervise(ctx, "j1", &plan{prof: p}, f.rs, s.exited, s.sigs, nil, nil, s.res) }()
+	go func() { s.done <- l.supervise(ctx, "j1", &plan{prof: p}, f.rs, s.exited, s.sigs, nil, nil, nil, s.res) }()
 	return s
 }
 

@@ -35,7 +35,7 @@ const (
 // DNS) as opposed to a resource limit. The two have distinct exit codes.
 func (k Kind) IsPolicy() bool {
 	switch k {
-	case Network, DNS, EgressBytes, Input:
+	case Network, DNS, EgressBytes, Input, Secrets:
 		return true
 	}
 	return false

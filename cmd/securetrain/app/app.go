@@ -44,7 +44,7 @@ func New() *cli.App {
 func commands() []*cli.Command {
 	return []*cli.Command{
 		RunCommand, PsCommand, KillCommand, LogsCommand, GCCommand, CheckCommand, ProfilesCommand,
-		AuditCommand, DaemonCommand,
+		AuditCommand, ScanCommand, PinCommand, VerifyCommand, KeygenCommand, ExecEnvCommand, SlurmCommand, DaemonCommand,
 	}
 }
 

@@ -99,8 +99,8 @@ func runAction(c *cli.Context) error {
 		Output: c.String("output"), Data: data, Python: c.String("python"),
 		Env: c.StringSlice("env"), CallerEnv: env,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
-		ReportPath: c.String("report"),
-		Allow:      c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
+		ReportPath: c.String("report"), Extra: slurmRunExtra(c),
+		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
 	}
 	switch c.String("network") {
 	case "":

@@ -1,0 +1,110 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/securetrain/securetrain/provenance"
+	"github.com/securetrain/securetrain/signing"
+)
+
+// runApp runs the verbs in-process and returns stdout and the exit code.
+func runApp(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	app := &cli.App{
+		Name:           "securetrain",
+		Commands:       []*cli.Command{ScanCommand, PinCommand, VerifyCommand, KeygenCommand},
+		Writer:         &out,
+		ErrWriter:      &errOut,
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	err := app.Run(append([]string{"securetrain"}, args...))
+	code := 0
+	var ec cli.ExitCoder
+	switch {
+	case errors.As(err, &ec):
+		code = ec.ExitCode()
+		out.WriteString(err.Error())
+	case err != nil:
+		t.Fatalf("%v: %v", args, err)
+	}
+	return out.String(), code
+}
+
+func TestScanVerb(t *testing.T) {
+	fx := filepath.Join("..", "..", "..", "scan", "testdata", "fixtures")
+	out, code := runApp(t, "scan", filepath.Join(fx, "safe_state_dict.pt"), filepath.Join(fx, "safe.safetensors"))
+	if code != 0 || !strings.Contains(out, "safe") {
+		t.Fatalf("safe files: %d\n%s", code, out)
+	}
+	out, code = runApp(t, "scan", filepath.Join(fx, "safe_state_dict.pt"), filepath.Join(fx, "evil_nested.pt"))
+	if code != 1 || !strings.Contains(out, "posix.system") || !strings.Contains(out, "1 of 2 files not safe") {
+		t.Fatalf("dangerous file: %d\n%s", code, out)
+	}
+	if _, code := runApp(t, "scan", fx); code != 1 {
+		t.Fatalf("fixture dir: %d", code)
+	}
+	if _, code := runApp(t, "scan"); code != 2 {
+		t.Fatalf("no args: %d", code)
+	}
+}
+
+func TestPinVerb(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.csv"), []byte("1,2\n"), 0o644)
+	m := filepath.Join(t.TempDir(), "MANIFEST")
+	if _, code := runApp(t, "pin", "-o", m, dir); code != 0 {
+		t.Fatal(code)
+	}
+	b, _ := os.ReadFile(m)
+	if !strings.HasSuffix(string(b), "  a.csv\n") {
+		t.Fatalf("manifest %q", b)
+	}
+	if out, code := runApp(t, "pin", "--check", m, dir); code != 0 {
+		t.Fatalf("check: %d %s", code, out)
+	}
+	os.WriteFile(filepath.Join(dir, "a.csv"), []byte("1,3\n"), 0o644)
+	if out, code := runApp(t, "pin", "--check", m, dir); code != 1 || !strings.Contains(out, "a.csv") {
+		t.Fatalf("modified: %d %s", code, out)
+	}
+}
+
+func TestKeygenAndVerifyVerbs(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "prov.key")
+	if _, code := runApp(t, "keygen", "--out", key); code != 0 {
+		t.Fatal(code)
+	}
+	outputs := filepath.Join(dir, "out")
+	os.Mkdir(outputs, 0o755)
+	os.WriteFile(filepath.Join(outputs, "model.pt"), []byte("w"), 0o644)
+	s, err := signing.LoadPrivateKeyFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := provenance.Build(context.Background(), provenance.Run{JobID: "j", OutputsDir: outputs, Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, _ := provenance.Sign(context.Background(), st, s)
+	ap := filepath.Join(dir, "att.json")
+	os.WriteFile(ap, att, 0o644)
+	if out, code := runApp(t, "verify", ap, "--key", key+".pub", "--outputs", outputs); code != 0 || !strings.HasPrefix(out, "OK") {
+		t.Fatalf("verify: %d %s", code, out)
+	}
+	os.WriteFile(filepath.Join(outputs, "model.pt"), []byte("x"), 0o644)
+	if out, code := runApp(t, "verify", ap, "--key", key+".pub", "--outputs", outputs); code != 1 || !strings.Contains(out, "model.pt") {
+		t.Fatalf("changed output: %d %s", code, out)
+	}
+	if _, code := runApp(t, "verify", ap); code != 2 {
+		t.Fatalf("no key: %d", code)
+	}
+}

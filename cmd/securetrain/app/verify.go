@@ -1,0 +1,101 @@
+package app
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	vault "github.com/hashicorp/vault/api"
+	"github.com/urfave/cli/v2"
+
+	"github.com/securetrain/securetrain/provenance"
+	"github.com/securetrain/securetrain/signing"
+)
+
+// VerifyCommand is `securetrain verify ATTESTATION --key PUBKEY [--outputs
+// DIR]`: check a provenance attestation's signature against a key the
+// verifier trusts (a PEM file, or a Vault transit key and version read with
+// VAULT_ADDR/VAULT_TOKEN), and that the outputs are the recorded ones.
+var VerifyCommand = &cli.Command{
+	Name:      "verify",
+	Usage:     "verify a signed provenance attestation and, optionally, the outputs it names",
+	ArgsUsage: "ATTESTATION",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "key", Usage: "trusted ed25519 public key `FILE` (PEM)"},
+		&cli.StringFlag{Name: "transit-key", Usage: "trusted Vault transit key `NAME:VERSION` (uses VAULT_ADDR, VAULT_TOKEN)"},
+		&cli.StringFlag{Name: "transit-mount", Value: "transit", Usage: "transit engine mount `PATH`"},
+		&cli.StringFlag{Name: "outputs", Usage: "check the files in `DIR` against the attestation's subjects"},
+	},
+	Action: func(c *cli.Context) error {
+		args, err := positional(c)
+		if err != nil {
+			return cli.Exit("verify: "+err.Error(), 2)
+		}
+		if len(args) != 1 {
+			return cli.Exit("verify: give exactly one ATTESTATION file", 2)
+		}
+		att := args[0]
+		pub, err := trustedKey(c)
+		if err != nil {
+			return cli.Exit("verify: "+err.Error(), 2)
+		}
+		b, err := readLimited(att, 64<<20)
+		if err != nil {
+			return cli.Exit("verify: "+err.Error(), 2)
+		}
+		st, err := provenance.Verify(c.Context, b, pub, c.String("outputs"))
+		if err != nil {
+			return cli.Exit("verify: "+att+": "+err.Error(), 1)
+		}
+		md := st.Predicate.RunDetails.Metadata
+		fmt.Fprintf(c.App.Writer, "OK: signed by %s; job %s; %d output files", signing.KeyID(pub), md.InvocationID, len(st.Subject))
+		if c.String("outputs") != "" {
+			fmt.Fprintf(c.App.Writer, " match %s", c.String("outputs"))
+		}
+		fmt.Fprintln(c.App.Writer)
+		return nil
+	},
+}
+
+func trustedKey(c *cli.Context) (ed25519.PublicKey, error) {
+	k, tk := c.String("key"), c.String("transit-key")
+	switch {
+	case k != "" && tk != "":
+		return nil, errors.New("give --key or --transit-key, not both")
+	case k != "":
+		return signing.LoadPublicKeyFile(k)
+	case tk != "":
+		name, ver, ok := strings.Cut(tk, ":")
+		v, err := strconv.Atoi(ver)
+		if !ok || err != nil || v < 1 {
+			return nil, fmt.Errorf("--transit-key %q: want NAME:VERSION (version >= 1), the version you trust", tk)
+		}
+		client, err := vault.NewClient(vault.DefaultConfig())
+		if err != nil {
+			return nil, err
+		}
+		pub, _, err := signing.TransitPublicKey(c.Context, client, c.String("transit-mount"), name, v)
+		return pub, err
+	}
+	return nil, errors.New("a trusted key is required: --key FILE or --transit-key NAME:VERSION")
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	return b, nil
+}

@@ -1,0 +1,140 @@
+package launcher
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/securetrain/securetrain/audit"
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/secrets"
+)
+
+// openAudit opens the host's audit log. Every launcher, the daemon, the
+// Slurm epilog and gc append to the same file; the log serialises writers.
+func (l *Launcher) openAudit() (*audit.Log, error) {
+	lg, err := audit.Open(l.Host.Audit.Path, audit.Options{Logger: l.Log})
+	if err != nil {
+		return nil, fmt.Errorf("audit log %s: %w", l.Host.Audit.Path, err)
+	}
+	return lg, nil
+}
+
+// auditStart records what the job runs, with what and under which policy.
+// The job does not start if this cannot be written.
+func (l *Launcher) auditStart(ctx context.Context, lg *audit.Log, id string, pl *plan, mounts []sandbox.Mount, grant *secrets.Grant) error {
+	ev := audit.JobStart{
+		Command: pl.req.Command, Workdir: pl.codeDir, UID: int(pl.user.UID), GID: int(pl.user.GID),
+		Profile: pl.prof.Source, ProfileHash: pl.prof.Digest, Runtime: "runsc",
+	}
+	for _, m := range mounts {
+		if m.Kind == sandbox.Bind && !isSystemMount(m.Target) {
+			ev.Mounts = append(ev.Mounts, audit.Mount{Source: m.Source, Dest: m.Target, ReadOnly: m.ReadOnly})
+		}
+	}
+	if pl.net != nil {
+		for _, r := range pl.net.Allow {
+			ev.Allowlist = append(ev.Allowlist, r.String())
+		}
+		if pl.req.Learn {
+			ev.Allowlist = append(ev.Allowlist, "(learn: audit mode, everything allowed)")
+		}
+	}
+	for _, g := range pl.gpus {
+		ev.GPUs = append(ev.GPUs, fmt.Sprint(g))
+	}
+	if _, err := lg.Append(ctx, id, pl.user.Name, ev); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if grant != nil {
+		for _, s := range pl.prof.Secrets {
+			if _, err := lg.Append(ctx, id, pl.user.Name, audit.SecretIssued{
+				Path: s.Path, Accessor: grant.Accessor(), TTLSeconds: int64(pl.prof.Vault.TTL.D() / time.Second),
+				Delivery: strings.Join(sortedValues(s.Files), ","),
+			}); err != nil {
+				return fmt.Errorf("audit log: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// auditEnd records the violations, the kill if the launcher stopped the
+// job, and the exit with the usage record. Errors are returned for the
+// caller to report; the job has ended either way.
+func (l *Launcher) auditEnd(ctx context.Context, lg *audit.Log, res *Result) error {
+	var errs []string
+	app := func(p audit.Payload) {
+		if _, err := lg.Append(ctx, res.ID, res.User, p); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	for _, v := range res.Violations {
+		app(audit.Violation{Violation: v})
+	}
+	if res.killedByUs {
+		k := audit.Kill{Signal: "SIGTERM", Reason: res.Outcome}
+		if res.JobStatus == 128+9 {
+			k.Signal = "SIGKILL"
+		}
+		if len(res.Violations) > 0 {
+			k.Violation = res.Violations[0].Kind
+		}
+		app(k)
+	}
+	var usageJSON json.RawMessage
+	if res.Usage != nil {
+		usageJSON, _ = json.Marshal(res.Usage)
+	}
+	ex := audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: usageJSON}
+	if res.JobStatus > 128 && res.JobStatus < 128+65 && res.Usage != nil {
+		ex.Signal = res.Usage.Exit.Signal
+	}
+	app(ex)
+	if len(errs) > 0 {
+		return fmt.Errorf("audit log: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// auditGC records what gc removed for one job.
+func (l *Launcher) auditGC(ctx context.Context, job string, removed []jobstate.Resource, errs []error) {
+	lg, err := l.openAudit()
+	if err != nil {
+		l.Log.Warn("gc: audit log", "err", err)
+		return
+	}
+	defer lg.Close(ctx)
+	ev := audit.GC{Removed: removed}
+	for _, e := range errs {
+		ev.Errors = append(ev.Errors, e.Error())
+	}
+	if _, err := lg.Append(ctx, job, "", ev); err != nil {
+		l.Log.Warn("gc: audit log", "err", err)
+	}
+}
+
+func isSystemMount(target string) bool {
+	return hostVisible(target) || strings.HasPrefix(target, "/etc/")
+}
+
+func sortedValues(m map[string]string) []string {
+	var out []string
+	for _, k := range sortedKeysOf(m) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+func sortedKeysOf(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,131 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/sandbox"
+	"github.com/securetrain/securetrain/secrets"
+)
+
+// EntryPoint is where the launcher's own binary is bound inside a sandbox
+// whose profile maps secrets to environment variables: it reads the
+// delivered files, sets the variables in the job's memory, and execs the
+// job. Values thus never appear in the OCI spec (which runsc keeps on disk).
+const EntryPoint = "/.securetrain/securetrain"
+
+// ExecEnvVerb is the hidden verb the entry point runs.
+const ExecEnvVerb = "exec-env"
+
+// vaultClientConfig is the launcher's own Vault identity: the Vault CLI's
+// environment variables, overridden by the host configuration.
+func (l *Launcher) vaultClientConfig() secrets.ClientConfig {
+	v := l.Host.Vault
+	file := secrets.ClientConfig{
+		Address: v.Address, CACert: v.CACert, ClientCert: v.ClientCert, ClientKey: v.ClientKey, Namespace: v.Namespace,
+		Auth: secrets.Auth{
+			Method: v.Auth.Method, TokenFile: v.Auth.TokenFile, RoleID: v.Auth.RoleID,
+			SecretIDFile: v.Auth.SecretIDFile, SecretIDWrapped: v.Auth.SecretIDWrapped,
+			JWTFile: v.Auth.JWTFile, Role: v.Auth.Role, Mount: v.Auth.Mount,
+		},
+	}
+	return secrets.Merge(secrets.ClientConfigFromEnv(), file)
+}
+
+// jobSpec builds the secrets request of a profile; JobID, UID/GID and
+// HostDir are filled at setup.
+func jobSpec(p *configs.Profile) secrets.JobSpec {
+	spec := secrets.JobSpec{
+		Policies:       p.Vault.Policies,
+		TokenRole:      p.Vault.TokenRole,
+		TTL:            p.Vault.TTL.D(),
+		MaxTTL:         p.Limits.WallTime.D(),
+		OnRenewFailure: p.Vault.OnRenewFailure,
+		SandboxDir:     secrets.DefaultSandboxDir,
+	}
+	for _, s := range p.Secrets {
+		spec.Secrets = append(spec.Secrets, secrets.Secret{Path: s.Path, Files: s.Files, Env: s.Env})
+	}
+	return spec
+}
+
+// prepareSecrets checks the profile's secrets and the launcher's Vault
+// configuration before anything is created.
+func (l *Launcher) prepareSecrets(pl *plan) error {
+	if len(pl.prof.Secrets) == 0 {
+		return nil
+	}
+	cc := l.vaultClientConfig()
+	if err := cc.Validate(); err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	spec := jobSpec(pl.prof)
+	spec.JobID, spec.UID, spec.GID = "000000000000", int(pl.user.UID), int(pl.user.GID)
+	spec.HostDir = "/run/securetrain/check"
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("secrets: cannot find the securetrain binary for the sandbox entry point: %w", err)
+	}
+	pl.self = self
+	return nil
+}
+
+// issueSecrets logs the launcher in, creates the job's orphan token, reads
+// and delivers the secrets, and rewrites the job's command to go through the
+// entry point. Every step is recorded and undone on failure (fail closed).
+func (l *Launcher) issueSecrets(ctx context.Context, id string, pl *plan, h *Handle, undo *cleanup) (*secrets.Grant, []sandbox.Mount, []string, error) {
+	c, err := secrets.NewClient(ctx, l.vaultClientConfig(), l.Log.With("job", id))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("vault: %w", err)
+	}
+	undo.push(func() error { c.Close(); return nil })
+	spec := jobSpec(pl.prof)
+	spec.JobID, spec.UID, spec.GID = id, int(pl.user.UID), int(pl.user.GID)
+	spec.HostDir = filepath.Join(h.Dir(), "secrets")
+	g, err := c.Issue(ctx, spec, h)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	undo.push(func() error {
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return g.Revoke(rctx)
+	})
+	var mounts []sandbox.Mount
+	for _, m := range g.Mounts() {
+		mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: m.Source, Target: m.Destination, ReadOnly: true})
+	}
+	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.self, Target: EntryPoint, ReadOnly: true})
+	args := append([]string{EntryPoint, ExecEnvVerb, g.EnvMapFile(), "--"}, pl.args...)
+	return g, mounts, args, nil
+}
+
+// vaultGC returns the cleaner for Vault records: it logs in once, on first
+// use, with the launcher's own identity.
+func (l *Launcher) vaultGC() func(context.Context, jobstate.Resource) error {
+	var once sync.Once
+	var c *secrets.Client
+	var cerr error
+	return func(ctx context.Context, r jobstate.Resource) error {
+		if r.Kind == secrets.KindMount {
+			return secrets.GC(ctx, nil, r)
+		}
+		if r.Attrs["accessor"] == "" {
+			return nil // recorded before the token existed: nothing to revoke
+		}
+		once.Do(func() { c, cerr = secrets.NewClient(ctx, l.vaultClientConfig(), l.Log) })
+		if cerr != nil {
+			return fmt.Errorf("vault login for gc: %w", cerr)
+		}
+		return secrets.GC(ctx, c, r)
+	}
+}
