@@ -127,6 +127,11 @@ func (d *daemonEnv) assertClean(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
 	}
+	// With no job left, gc releases what runsc keeps for all sandboxes
+	// (its null network namespace).
+	if out, err := exec.Command(d.bin, "--config", d.config, "gc").CombinedOutput(); err != nil {
+		t.Errorf("gc after the test: %v: %s", err, out)
+	}
 }
 
 // daemonEnv is a host configuration with a daemon socket and a policy, and
