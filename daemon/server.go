@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,10 +67,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	// Whatever a previous daemon left (it was SIGKILLed, or the node
 	// crashed) goes before any new work is accepted.
 	_ = s.Notify.Status("garbage-collecting jobs of a previous run")
-	rep, gcErr := s.Launcher.GC(ctx)
+	rep, gcErr := s.Launcher.GC(ctx) // the launcher writes the gc events
 	if len(rep.Jobs) > 0 || len(rep.Orphans) > 0 {
 		s.Log.Info("gc", "jobs", len(rep.Jobs), "orphans", len(rep.Orphans))
-		s.audit(ctx, "", "", audit.GC{Removed: rep.Resources, Errors: errStrings(gcErr)})
 	}
 	if gcErr != nil {
 		s.Log.Warn("gc left state behind; it is retried at the next start or by securetrain gc", "err", gcErr)
@@ -249,6 +247,15 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	if rep.Error != "" {
 		log.Info("refused", "reason", rep.Error)
+		if req.Op == OpRun {
+			// A refused run is no job, so the launcher records nothing:
+			// the security team still learns who tried what.
+			f := map[string]any{"uid": id.UID, "reason": rep.Error}
+			if req.Run != nil {
+				f["command"], f["profile"] = req.Run.Command, req.Run.Profile
+			}
+			s.audit(ctx, "", id.Name, audit.Custom{Type: "refused", Fields: f})
+		}
 	}
 	if err := send(c, rep); err != nil && !errors.Is(err, syscall.EPIPE) {
 		log.Debug("reply", "err", err)
@@ -360,19 +367,8 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}()
 
 	s.Metrics.JobState(jobID, caller.Name, metrics.Starting)
-	var mounts []audit.Mount
-	for _, d := range data {
-		mounts = append(mounts, audit.Mount{Source: d.Source, Dest: d.Target, ReadOnly: true})
-	}
-	var gpus []string
-	for _, g := range prof.Limits.GPUs.Indices {
-		gpus = append(gpus, strconv.Itoa(g))
-	}
-	s.audit(ctx, jobID, caller.Name, audit.JobStart{
-		Command: args.Command, Workdir: code, UID: caller.UID, GID: caller.GID,
-		Profile: prof.Name, ProfileHash: prof.Digest, Mounts: mounts,
-		Allowlist: prof.Network.Allow, GPUs: gpus, Runtime: "runsc",
-	})
+	// The launcher writes the job's audit events (start, violations, kill,
+	// exit); the daemon adds who killed a job and refused requests.
 	log.Info("job accepted", "profile", prof.Name, "command", strings.Join(args.Command, " "))
 	s.Metrics.ObserveLaunch(time.Since(t0))
 	s.Metrics.JobStarted(jobID, caller.Name)
@@ -383,7 +379,6 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	res, err := l.Run(jctx, req, sigs)
 	if res == nil {
 		s.Metrics.JobEnded(jobID, metrics.SetupFail)
-		s.audit(ctx, jobID, caller.Name, audit.Exit{Code: launcher.ExitRefused, Outcome: "refused"})
 		msg := "job refused"
 		if err != nil {
 			msg = err.Error()
@@ -403,16 +398,8 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	for _, v := range res.Violations {
 		s.Metrics.Violation(v.Kind)
 	}
-	if ctx.Err() != nil && res.Outcome == launcher.OutcomeStopped {
-		s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Kill{Signal: "SIGTERM", Reason: "daemon_stop"})
-	}
 	log.Info("job ended", "outcome", res.Outcome, "exit", res.ExitCode)
 	s.Metrics.JobEnded(jobID, outcome(res.Outcome))
-	var usageJSON json.RawMessage
-	if res.Usage != nil {
-		usageJSON, _ = json.Marshal(res.Usage)
-	}
-	s.audit(context.WithoutCancel(ctx), jobID, caller.Name, audit.Exit{Code: res.ExitCode, Outcome: res.Outcome, DurationSeconds: res.WallSeconds, Usage: usageJSON})
 	code2 := res.ExitCode
 	return Reply{ID: res.ID, Exit: &code2, Notes: notes, Summary: res.Summary, Suggested: res.Suggested}
 }
@@ -569,13 +556,6 @@ func (s *Server) audit(ctx context.Context, job, user string, p audit.Payload) {
 	if _, err := s.Audit.Append(ctx, job, user, p); err != nil {
 		s.Log.Error("audit", "job", job, "err", err)
 	}
-}
-
-func errStrings(err error) []string {
-	if err == nil {
-		return nil
-	}
-	return strings.Split(err.Error(), "\n")
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }

@@ -514,6 +514,11 @@ func TestDaemonRefusals(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/root", "out")); err == nil {
 		t.Error("a refused --output created /root/out")
 	}
+	// Each refusal is in the audit log: who tried what.
+	audit, _ := os.ReadFile(d.audit)
+	if n := strings.Count(string(audit), `"type":"refused","user":"`+daemonUser+`"`); n != len(cases) {
+		t.Errorf("audit log holds %d refusals of %s, want %d:\n%s", n, daemonUser, len(cases), audit)
+	}
 	// Without a daemon socket the one-line needs-root refusal stays.
 	d.stop(t)
 	r := d.userRun(t, daemonUser, dir, "run", "--", "/bin/true")

@@ -219,14 +219,16 @@ func openChecked(p string, write bool) (int, string) {
 	return fd, ""
 }
 
-// stagedSources points the mounts whose sources confine checked at their
-// staging points.
-func (r *Request) stagedSources(ms []sandbox.Mount) {
-	for i := range ms {
-		if s, ok := r.staged[ms[i].Source]; ok && ms[i].Kind == sandbox.Bind {
-			ms[i].Source = s
+// stagedSources returns a copy of the mounts in which those whose sources
+// confine checked come from their staging points.
+func (r *Request) stagedSources(ms []sandbox.Mount) []sandbox.Mount {
+	out := slices.Clone(ms)
+	for i := range out {
+		if s, ok := r.staged[out[i].Source]; ok && out[i].Kind == sandbox.Bind {
+			out[i].Source = s
 		}
 	}
+	return out
 }
 
 // cleanMount removes a staging mount: a lazy unmount, then the mount point

@@ -80,7 +80,7 @@ func TestConfineMountsWhatWasChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := []sandbox.Mount{{Kind: sandbox.Bind, Source: data, Target: "/data/x", ReadOnly: true}}
-	pl.req.stagedSources(ms)
+	ms = pl.req.stagedSources(ms)
 	if ms[0].Source != point {
 		t.Fatalf("mount source = %s, want the staging point %s", ms[0].Source, point)
 	}

@@ -230,19 +230,21 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
 	mounts = append(mounts, pl.integrity.mounts...)
 	mounts = append(mounts, secretMounts...)
-	pl.req.stagedSources(mounts) // privilege boundary: mount what was checked
 	sandbox.SortMounts(mounts)
+	// Privilege boundary: runsc mounts what was checked (the audit record
+	// keeps the names).
+	specMounts := pl.req.stagedSources(mounts)
 	root := pl.rootfs
 	if root == "" {
 		root = filepath.Join(bundle, "rootfs")
-		if err := sandbox.PrepareRoot(root, pl.links, mounts); err != nil {
+		if err := sandbox.PrepareRoot(root, pl.links, specMounts); err != nil {
 			return nil, err
 		}
 	}
 	spec, err := sandbox.BuildSpec(sandbox.Spec{
 		ID: id, Args: args, Env: env, Cwd: pl.codeDir,
 		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
-		Hostname: hostname, Terminal: req.TTY, Root: root, Mounts: mounts,
+		Hostname: hostname, Terminal: req.TTY, Root: root, Mounts: specMounts,
 		Shm:         uint64(prof.Limits.Shm),
 		Resources:   sandbox.Resources{CPUs: prof.Limits.CPUs, Memory: int64(prof.Limits.Memory), Pids: prof.Limits.Pids},
 		CgroupsPath: sandboxCgroup(id), Devices: pl.devices, NetnsPath: netnsPath,
