@@ -243,10 +243,14 @@ func (l *Launcher) recheckMountedInputs(ctx context.Context, pl *plan) error {
 // profileDir is the directory a profile file was loaded from; relative
 // manifest paths are resolved there.
 func profileDir(p *configs.Profile) (string, error) {
-	if p.Source == "" || strings.HasPrefix(p.Source, "builtin:") || !filepath.IsAbs(p.Source) {
+	if p.Source == "" || strings.HasPrefix(p.Source, "builtin:") {
 		return "", errors.New("a relative manifest path needs a profile loaded from a file: give an absolute path")
 	}
-	return filepath.Dir(p.Source), nil
+	abs, err := filepath.Abs(p.Source)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(abs), nil
 }
 
 // readSmallFile reads a regular file (no FIFO, no device) up to limit bytes.
