@@ -64,6 +64,7 @@ var verifiedLine = regexp.MustCompile(`msg="inputs verified" files=(\d+) hashed=
 
 func TestPinnedInputsVerifiedMountedAndCached(t *testing.T) {
 	e := setup(t)
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(dataDir, "pin-cache")) })
 	ds := inputsDir(t, map[string]string{"train/a.txt": "alpha\n", "train/b.txt": "beta\n", "weights.bin": "w0w1w2"})
 	data := filepath.Join(ds, "train")
 	manifest := filepath.Join(ds, "train.sha256")

@@ -161,6 +161,10 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 	}
 
 	opts := pin.Options{Logger: l.Log}
+	// The cache is root's: under data_dir (0711, as the job data), 0700.
+	if err := os.MkdirAll(l.Host.DataDir, 0o711); err != nil {
+		l.Log.Warn("data_dir", "err", err)
+	}
 	if c, err := pin.OpenCache(l.PinCacheDir()); err != nil {
 		// Verifying without the cache is slower, never weaker.
 		l.Log.Warn("input verification cache unusable; hashing every file", "err", err)
