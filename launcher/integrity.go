@@ -81,12 +81,18 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		if in.Name != "" {
 			what = fmt.Sprintf("input %s (%s)", in.Name, in.Path)
 		}
-		real, err := filepath.EvalSymlinks(in.Path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, unwrapFS(err))
-		}
-		fi, err := os.Stat(real)
-		if err != nil {
+		// Resolved as the job's user: root's view must not tell the user
+		// whether a path they cannot reach exists.
+		var real string
+		var fi os.FileInfo
+		if err := asUser(uid, gid, groups, func() error {
+			var err error
+			if real, err = filepath.EvalSymlinks(in.Path); err != nil {
+				return err
+			}
+			fi, err = os.Stat(real)
+			return err
+		}); err != nil {
 			return fmt.Errorf("%s: %w", what, unwrapFS(err))
 		}
 		dir := fi.IsDir()

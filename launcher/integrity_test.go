@@ -276,3 +276,16 @@ func TestFinishInputsRecheckAndAttestation(t *testing.T) {
 		t.Fatalf("the provenance must list the pinned input's digest: %+v", st.Predicate.BuildDefinition.ResolvedDependencies)
 	}
 }
+
+func TestInputPathResolvedAsTheUser(t *testing.T) {
+	f := newInputsFixture(t)
+	hidden := filepath.Join(f.root, "hidden")
+	os.MkdirAll(hidden, 0o700) // root's: nobody cannot look inside
+	p, sum := f.file(t, "hidden/exists.bin", "x", 0o644)
+	for _, in := range []string{p, filepath.Join(hidden, "absent.bin")} {
+		err := f.l.prepareInputs(context.Background(), f.pl(configs.Input{Path: in, SHA256: sum}))
+		if err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s: want permission denied whether or not it exists, got %v", in, err)
+		}
+	}
+}
