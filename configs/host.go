@@ -139,6 +139,12 @@ func (h *Host) Validate() error {
 			}
 		}
 	}
+	if h.Integrity.SigningKey != "" && !path.IsAbs(h.Integrity.SigningKey) {
+		add("integrity.signing_key", "must be an absolute path to an ed25519 private key file, got %q", h.Integrity.SigningKey)
+	}
+	if h.Integrity.SigningKey != "" && h.Integrity.TransitKey != "" {
+		add("integrity", "give signing_key (a key file) or transit_key (Vault transit), not both")
+	}
 	switch h.Vault.Auth.Method {
 	case "", "token", "approle", "jwt", "cert":
 	default:

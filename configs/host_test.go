@@ -156,3 +156,22 @@ policy:
 		t.Errorf("unknown field: %v", err)
 	}
 }
+
+func TestHostIntegritySigner(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ body, want string }{
+		{"integrity:\n  signing_key: /etc/securetrain/provenance.key\n", ""},
+		{"integrity:\n  transit_key: provenance\n", ""},
+		{"integrity:\n  signing_key: provenance.key\n", `integrity.signing_key: must be an absolute path to an ed25519 private key file, got "provenance.key"`},
+		{"integrity:\n  signing_key: /k\n  transit_key: provenance\n", "integrity: give signing_key (a key file) or transit_key (Vault transit), not both"},
+	} {
+		f := writeFile(t, dir, "h.yaml", "version: 1\n"+c.body)
+		_, err := LoadHost(f, true)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%q: %v", c.body, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%q: got %v, want an error containing %q", c.body, err, c.want)
+		}
+	}
+}

@@ -30,6 +30,10 @@ const (
 	// and import only leaf packages other than configs: the launcher
 	// translates the profile into their own Config types.
 	subsystem layer = "subsystem"
+	// library packages are small, self-contained tools that subsystems build
+	// on (file digests and manifests, signatures): they import only leaf
+	// packages other than configs.
+	library layer = "library"
 	// driver packages wire the subsystems into a job's life.
 	driver layer = "driver"
 	// service packages reach the launcher for others (the daemon's socket
@@ -56,10 +60,11 @@ var layers = map[string]layer{
 	"netguard":   subsystem,
 	"secrets":    subsystem,
 	"usage":      subsystem,
-	"pin":        subsystem,
+	"pin":        library,
 	"scan":       subsystem,
 	"provenance": subsystem,
-	"signing":    subsystem,
+	"signing":    library,
+	"slurm":      subsystem,
 	"audit":      subsystem,
 	"metrics":    subsystem,
 	"sdnotify":   subsystem,
@@ -75,11 +80,12 @@ var layers = map[string]layer{
 // import besides itself ("internal" is open to everyone but leaves).
 var mayImport = map[layer][]string{
 	leaf:      {},
-	subsystem: {"jobstate", "violation", "internal"},
-	driver:    {string(leaf), string(subsystem), "internal"},
-	service:   {string(leaf), string(subsystem), string(driver), "internal"},
-	binary:    {string(leaf), string(subsystem), string(driver), string(service), "internal"},
-	tests:     {string(leaf), string(subsystem), string(driver), string(service), "internal"},
+	library:   {"jobstate", "violation", "internal"},
+	subsystem: {"jobstate", "violation", "internal", string(library)},
+	driver:    {string(leaf), string(library), string(subsystem), "internal"},
+	service:   {string(leaf), string(library), string(subsystem), string(driver), "internal"},
+	binary:    {string(leaf), string(library), string(subsystem), string(driver), string(service), "internal"},
+	tests:     {string(leaf), string(library), string(subsystem), string(driver), string(service), "internal"},
 	unlisted:  {"jobstate", "violation", "internal"},
 }
 

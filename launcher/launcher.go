@@ -87,6 +87,8 @@ type Result struct {
 	Usage         *usage.Record         `json:"usage,omitempty"`
 	// Suggested is the allowlist --learn suggests from what the job contacted.
 	Suggested []string `json:"suggested_allowlist,omitempty"`
+	// Attestation is the signed provenance of the run (DSSE envelope).
+	Attestation string `json:"attestation,omitempty"`
 	// Summary is the short human account printed on stderr.
 	Summary string `json:"-"`
 

@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -322,42 +321,11 @@ func TestHashOutputsMatchesPin(t *testing.T) {
 	}
 }
 
-// startVault runs the pinned Vault dev server on a free loopback port with
-// transit enabled. (The lead may replace it with internal/testenv's shared
-// starter.)
+// startVault runs the pinned Vault dev server (internal/testenv) with
+// transit enabled and returns a root client.
 func startVault(t *testing.T) *vault.Client {
 	t.Helper()
-	bin := testenv.VaultBin(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root-test", "-dev-listen-address="+addr)
-	cmd.Env = []string{"GODEBUG=x509negativeserial=1", "HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	cfg := vault.DefaultConfig()
-	cfg.Address = "http://" + addr
-	c, err := vault.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken("root-test")
-	for i := 0; ; i++ {
-		if h, err := c.Sys().Health(); err == nil && h.Initialized && !h.Sealed {
-			break
-		}
-		if i == 300 {
-			t.Fatalf("vault dev server on %s did not come up:\n%s", addr, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c := testenv.StartVault(t).Root
 	if err := c.Sys().Mount("transit", &vault.MountInput{Type: "transit"}); err != nil {
 		t.Fatalf("enable transit: %v", err)
 	}

@@ -6,12 +6,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	vault "github.com/hashicorp/vault/api"
 
@@ -127,45 +124,11 @@ func TestTransitSigner(t *testing.T) {
 	}
 }
 
-// startVault runs the pinned Vault in dev mode on a free loopback port with
-// transit enabled and returns a root client. (The lead may replace this
-// with the shared starter in internal/testenv.)
+// startVault runs the pinned Vault dev server (internal/testenv) with
+// transit enabled and returns a root client.
 func startVault(t *testing.T) *vault.Client {
 	t.Helper()
-	bin := testenv.VaultBin(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root-test", "-dev-listen-address="+addr)
-	cmd.Env = []string{"GODEBUG=x509negativeserial=1", "HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	cfg := vault.DefaultConfig()
-	cfg.Address = "http://" + addr
-	c, err := vault.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken("root-test")
-	for i := 0; ; i++ {
-		if h, err := c.Sys().Health(); err == nil && h.Initialized && !h.Sealed {
-			break
-		}
-		if i == 300 {
-			t.Fatalf("vault dev server on %s did not come up:\n%s", addr, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c := testenv.StartVault(t).Root
 	if err := c.Sys().Mount("transit", &vault.MountInput{Type: "transit"}); err != nil {
 		t.Fatalf("enable transit: %v", err)
 	}

@@ -71,6 +71,14 @@ func TestPinVerb(t *testing.T) {
 	if out, code := runApp(t, "pin", "--check", m, dir); code != 0 {
 		t.Fatalf("check: %d %s", code, out)
 	}
+	// A flag's alias after the positional argument (pin DIR -o FILE).
+	m2 := filepath.Join(t.TempDir(), "MANIFEST2")
+	if _, code := runApp(t, "pin", dir, "-o", m2); code != 0 {
+		t.Fatal(code)
+	}
+	if b2, _ := os.ReadFile(m2); string(b2) != string(b) {
+		t.Fatalf("pin DIR -o FILE wrote %q, want %q", b2, b)
+	}
 	os.WriteFile(filepath.Join(dir, "a.csv"), []byte("1,3\n"), 0o644)
 	if out, code := runApp(t, "pin", "--check", m, dir); code != 1 || !strings.Contains(out, "a.csv") {
 		t.Fatalf("modified: %d %s", code, out)

@@ -13,11 +13,11 @@ import (
 // "--" ends flag handling.
 func positional(c *cli.Context) ([]string, error) {
 	bools := map[string]bool{}
-	known := map[string]bool{}
+	known := map[string][]string{} // any name -> all names of the flag
 	for _, f := range c.Command.Flags {
 		_, isBool := f.(*cli.BoolFlag)
 		for _, n := range f.Names() {
-			known[n] = true
+			known[n] = f.Names()
 			bools[n] = isBool
 		}
 	}
@@ -34,7 +34,7 @@ func positional(c *cli.Context) ([]string, error) {
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !known[name] {
+		if known[name] == nil {
 			return nil, fmt.Errorf("unknown flag %s", a)
 		}
 		if !hasVal {
@@ -48,8 +48,12 @@ func positional(c *cli.Context) ([]string, error) {
 				val = args[i]
 			}
 		}
-		if err := c.Set(name, val); err != nil {
-			return nil, fmt.Errorf("flag %s: %w", a, err)
+		// Each alias is its own flag in the flag set: set them all, so
+		// `pin DIR -o FILE` is read by c.String("output").
+		for _, n := range known[name] {
+			if err := c.Set(n, val); err != nil {
+				return nil, fmt.Errorf("flag %s: %w", a, err)
+			}
 		}
 	}
 	return pos, nil
