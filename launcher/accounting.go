@@ -2,7 +2,10 @@ package launcher
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/securetrain/securetrain/sandbox"
@@ -50,8 +53,39 @@ func (l *Launcher) startAccounting(ctx context.Context, id string, pl *plan, rs 
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
-	a.viol, a.view = usage.Watch(wctx, a.live, enf, l.SampleInterval)
+	src := publishing{src: a.live, path: filepath.Join(l.Store().Dir, id, LiveFile)}
+	a.viol, a.view = usage.Watch(wctx, src, enf, l.SampleInterval)
 	return a, nil
+}
+
+// LiveFile, in a running job's state directory, holds its newest usage
+// sample: `securetrain ps` and the daemon's metrics read it, so a job's live
+// figures have one source whichever process asks.
+const LiveFile = "usage.json"
+
+// publishing writes every sample to the job's state directory.
+type publishing struct {
+	src  usage.Source
+	path string
+}
+
+func (p publishing) Sample(ctx context.Context) (usage.Sample, error) {
+	s, err := p.src.Sample(ctx)
+	if err == nil {
+		_ = writeJSONAtomic(p.path, s, 0o644)
+	}
+	return s, err
+}
+
+// LiveUsage reads a running job's newest sample; ok is false before the
+// first one.
+func (s *Store) LiveUsage(id string) (usage.Sample, bool) {
+	var u usage.Sample
+	b, err := os.ReadFile(filepath.Join(s.Dir, id, LiveFile))
+	if err != nil || json.Unmarshal(b, &u) != nil {
+		return u, false
+	}
+	return u, true
 }
 
 // finish stops sampling and returns the record: the final counters from the

@@ -65,7 +65,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	}
 	started := time.Now()
 	res, runErr := l.setupAndRun(ctx, id, pl, h, &undo, sigs)
-	tdErr := l.teardown(ctx, h, &undo)
+	tdErr := l.teardown(h, &undo)
 	if res == nil {
 		if tdErr != nil {
 			log.Error("teardown after failed setup", "err", tdErr)
@@ -80,11 +80,10 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	return res, errors.Join(runErr, tdErr)
 }
 
-// teardown runs the cleanup stack. Every step runs; a step that finds its
-// resource gone counts as done.
-func (l *Launcher) teardown(ctx context.Context, h *Handle, undo *cleanup) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
+// teardown runs the cleanup stack. Every step runs, each with its own
+// deadline (a cancelled job context must not skip cleanup); a step that finds
+// its resource gone counts as done.
+func (l *Launcher) teardown(h *Handle, undo *cleanup) error {
 	_ = h.Update(func(s *JobState) { s.Status = StatusExited })
 	return undo.run()
 }

@@ -31,7 +31,7 @@ var PsCommand = &cli.Command{
 		}
 		uid := os.Getuid()
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tPROFILE\tCOMMAND")
+		fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tCPU\tMEM\tGPU\tPROFILE\tCOMMAND")
 		for _, j := range jobs {
 			if uid != 0 && j.UID != uid {
 				continue
@@ -43,8 +43,20 @@ var PsCommand = &cli.Command{
 				}
 				status = "dead (gc)"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-				time.Since(j.Created).Round(time.Second), profileName(j.Profile), strings.Join(j.Command, " "))
+			cpu, mem, gpu := "-", "-", "-"
+			if u, ok := l.Store().LiveUsage(j.ID); ok && j.Live {
+				cpu = fmt.Sprintf("%.1fs", u.JobCPU())
+				mem = humanBytes(u.MemUsage)
+				if u.GPUs != nil {
+					var used uint64
+					for _, g := range u.GPUs {
+						used += g.JobMem()
+					}
+					gpu = fmt.Sprintf("%d:%s", len(u.GPUs), humanBytes(used))
+				}
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
+				time.Since(j.Created).Round(time.Second), cpu, mem, gpu, profileName(j.Profile), strings.NewReplacer("\n", "\\n", "\t", " ").Replace(strings.Join(j.Command, " ")))
 		}
 		return w.Flush()
 	},
@@ -52,4 +64,17 @@ var PsCommand = &cli.Command{
 
 func profileName(src string) string {
 	return strings.TrimPrefix(src, "builtin:")
+}
+
+func humanBytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%dB", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }

@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type report struct {
+	ID         string `json:"id"`
+	ExitCode   int    `json:"exit_code"`
+	Outcome    string `json:"outcome"`
+	Reason     string `json:"reason"`
+	Violations []struct {
+		Kind      string  `json:"kind"`
+		Limit     string  `json:"limit"`
+		Measured  float64 `json:"measured"`
+		Threshold float64 `json:"threshold"`
+	} `json:"violations"`
+	Usage struct {
+		WallS     float64  `json:"wall_s"`
+		CPUS      float64  `json:"cpu_s"`
+		JobCPUS   float64  `json:"job_cpu_s"`
+		MemPeak   uint64   `json:"mem_peak"`
+		OOMKilled bool     `json:"oom_killed"`
+		GPUs      any      `json:"gpus"`
+		GPUS      *float64 `json:"gpu_s"`
+	} `json:"usage"`
+}
+
+func readReport(t *testing.T, dir string) report {
+	t.Helper()
+	var r report
+	b, err := os.ReadFile(filepath.Join(dir, "outputs", "report.json"))
+	if err != nil || json.Unmarshal(b, &r) != nil {
+		t.Fatalf("report: %v %s", err, b)
+	}
+	return r
+}
+
+func TestMemoryBombEndsAsOOM(t *testing.T) {
+	e := setup(t)
+	dir := e.project(t, nil)
+	r := e.job(t, dir, []string{"--memory", "200MiB", "--report", "outputs/report.json"},
+		"/usr/bin/python3", "-c", "x = bytearray(600 << 20); print('survived')")
+	rep := readReport(t, dir)
+	if r.code != 124 || strings.Contains(r.stdout, "survived") || !rep.Usage.OOMKilled || rep.Outcome != "limit" {
+		t.Fatalf("a memory bomb must end as an OOM kill (exit 124, oom_killed): %s\n%+v", r, rep)
+	}
+	if len(rep.Violations) == 0 || rep.Violations[0].Limit != "limits.memory" || !strings.Contains(r.stderr, "limits.memory exceeded") {
+		t.Fatalf("the violation must name limits.memory: %+v\n%s", rep.Violations, r.stderr)
+	}
+}
+
+func TestCPUSecondsBudget(t *testing.T) {
+	e := setup(t)
+	prof := "version: 1\nname: budget\nlimits:\n  cpus: 1\n  cpu_seconds: 2\n"
+	dir := e.project(t, map[string]string{"budget.yaml": prof})
+	r := e.job(t, dir, []string{"--profile", "budget.yaml", "--report", "outputs/report.json"},
+		"/usr/bin/python3", "-c", "while True: pass")
+	rep := readReport(t, dir)
+	if r.code != 124 || len(rep.Violations) == 0 || rep.Violations[0].Limit != "limits.cpu_seconds" {
+		t.Fatalf("a CPU burner past its cpu_seconds budget must be killed for it: %s\n%+v", r, rep)
+	}
+	if v := rep.Violations[0]; v.Measured < 2 || v.Threshold != 2 {
+		t.Errorf("violation must carry the measured value and the threshold: %+v", v)
+	}
+}
+
+func TestCPUQuotaAndAccounting(t *testing.T) {
+	e := setup(t)
+	dir := e.project(t, nil)
+	// Two busy processes for 4 s of wall time under a 1-CPU quota.
+	burn := "import multiprocessing as m, time\n" +
+		"def f():\n    t = time.time()\n    while time.time() - t < 4: pass\n" +
+		"ps = [m.Process(target=f) for _ in range(2)]\n[p.start() for p in ps]\n[p.join() for p in ps]\n"
+	os.WriteFile(filepath.Join(dir, "burn.py"), []byte(burn), 0o644)
+	r := e.job(t, dir, []string{"--cpus", "1", "--report", "outputs/report.json"}, "/usr/bin/python3", "burn.py")
+	rep := readReport(t, dir)
+	if r.code != 0 {
+		t.Fatalf("burner: %s", r)
+	}
+	// At most about one core over the job's wall time (CFS quota), and
+	// clearly more than nothing.
+	if rep.Usage.CPUS > rep.Usage.WallS*1.15 || rep.Usage.CPUS < 2 {
+		t.Fatalf("cpus: 1 must hold the job to about one core: cpu %.2fs over %.2fs wall", rep.Usage.CPUS, rep.Usage.WallS)
+	}
+	if rep.Usage.GPUs != nil || rep.Usage.GPUS != nil {
+		t.Errorf("without a GPU the GPU fields must be absent, got %+v", rep.Usage)
+	}
+}
+
+func TestForkBombIsContained(t *testing.T) {
+	e := setup(t)
+	dir := e.project(t, nil)
+	r := e.job(t, dir, []string{"--pids", "128", "--wall-time", "60s", "--report", "outputs/report.json"},
+		"/bin/sh", "-c", "b() { b | b & }; b; sleep 50")
+	if r.code == 0 {
+		t.Fatalf("a fork bomb must not end well: %s", r)
+	}
+	// The node stays usable: the next job runs.
+	if r2 := e.job(t, dir, nil, "/bin/echo", "still-usable"); r2.code != 0 || !strings.Contains(r2.stdout, "still-usable") {
+		t.Fatalf("after a fork bomb the next job must run: %s", r2)
+	}
+}
