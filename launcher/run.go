@@ -57,7 +57,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	undo.push(func() error { return h.Remove() })
 	if req.Confine {
 		if err := l.confine(id, pl, h, &undo); err != nil {
-			if tdErr := l.teardown(ctx, h, &undo); tdErr != nil {
+			if tdErr := l.teardown(h, &undo); tdErr != nil {
 				log.Error("teardown after refused paths", "err", tdErr)
 			}
 			return nil, &RefusedError{err}
