@@ -87,6 +87,9 @@ func build(runsc string) (*env, string) {
 		if err != nil {
 			return nil, err.Error()
 		}
+		// Unprivileged users run the binary too (the not-root refusal, the
+		// daemon's clients).
+		os.Chmod(dir, 0o755)
 		bin = filepath.Join(dir, "securetrain")
 		out, err := exec.Command("go", "build", "-o", bin, "../cmd/securetrain").CombinedOutput()
 		if err != nil {
