@@ -92,6 +92,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(mln)
 		defer srv.Close()
+		go s.publishUsage(ctx, 2*time.Second)
 		s.Log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	if err := s.Notify.Ready("accepting jobs on " + h.Daemon.Socket); err != nil {
