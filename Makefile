@@ -32,7 +32,7 @@ setup:
 # Everything CI runs: setup (apt packages, runsc, Vault), build, all tests.
 test: setup build runsc
 	SECURETRAIN_BIN=$(CURDIR)/$(BIN) SECURETRAIN_RUNSC=$(CURDIR)/bin/runsc \
-	  $(GO) test -count=1 -timeout 40m ./...
+	  $(GO) test -count=1 -p 1 -timeout 60m ./...
 
 # Unit tests only (no root, no runsc).
 test-unit:

@@ -110,8 +110,10 @@ func build(runsc string) (*env, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
+	// The test users read the host configuration too (as non-root clients).
+	os.Chmod(cfgDir, 0o755)
 	cfg := filepath.Join(cfgDir, "securetrain.yaml")
-	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\naudit:\n  path: %s\n", runsc, stateDir, dataDir, filepath.Join(cfgDir, "profiles"), filepath.Join(cfgDir, "audit.jsonl"))
+	body := fmt.Sprintf("version: 1\nrunsc: %s\nstate_dir: %s\ndata_dir: %s\nprofile_dir: %s\naudit:\n  path: %s\ndaemon:\n  socket: /nonexistent-st-e2e/securetrain.sock\n", runsc, stateDir, dataDir, filepath.Join(cfgDir, "profiles"), filepath.Join(cfgDir, "audit.jsonl"))
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return nil, err.Error()
 	}

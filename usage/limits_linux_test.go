@@ -130,8 +130,12 @@ print("survived", flush=True)
 	if !f.OOMKilled() {
 		t.Fatalf("not reported as OOM: %+v", f)
 	}
-	if code != 137 {
-		t.Errorf("exit %d, want 137", code)
+	// runsc wait gets the status only while the sandbox lives; an OOM kill
+	// of the sentry can end it first ("exit status is unavailable", -1). The
+	// launcher runs runsc in the foreground, as the sandbox's parent, and
+	// gets 137 (e2e TestMemoryBombEndsAsOOM); here the counters are the point.
+	if code != 137 && code != -1 {
+		t.Errorf("exit %d, want 137 (or unavailable)", code)
 	}
 	if strings.Contains(sb.output(), "survived") {
 		t.Error("the bomb survived its limit")
