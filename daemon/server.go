@@ -37,6 +37,10 @@ type Server struct {
 	Notify   *sdnotify.Notifier // nil: no sd_notify
 	// GPUs lists the host's GPU indices; default: /dev/nvidiaN.
 	GPUs func() ([]int, error)
+	// Slurm, when set (host slurm.enabled), establishes every caller's
+	// Slurm job from its process and bounds the run by the allocation
+	// (slurm.go).
+	Slurm SlurmJobs
 
 	alloc *GPUAllocator
 	mu    sync.Mutex
@@ -280,6 +284,20 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	prof := dec.Profile
 	jobID := launcher.NewID()
+	sj, err := s.slurmCaller(ctx, id, args, time.Now().UTC())
+	if err != nil {
+		return Reply{Error: err.Error()}
+	}
+	if sj != nil {
+		var alloc []int
+		if prof, alloc, err = capToJob(prof, sj.job); err != nil {
+			return Reply{Error: err.Error()}
+		}
+		if !prof.Limits.GPUs.None() {
+			host, _ := s.GPUs()
+			avail = slurmAvail(alloc, host)
+		}
+	}
 	if !prof.Limits.GPUs.None() {
 		if avail == nil {
 			avail, _ = s.GPUs()
@@ -340,6 +358,20 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
 		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: args.Network == "none",
 	}
+	var notes []string
+	if sj != nil {
+		// The epilog finds (and stops) the job by its Slurm job.
+		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
+		req.Recorded = sj.forged
+		for _, v := range sj.forged {
+			notes = append(notes, fmt.Sprintf("job %s: recorded violation %s: %s; the job gets only its Slurm allocation", jobID, v.Kind, v.Detail))
+		}
+		s.audit(ctx, jobID, caller.Name, audit.Custom{Type: "slurm_job", Fields: map[string]any{
+			"slurm_job": sj.job.ID, "uid": sj.job.UID, "node": sj.job.Node, "cpus": prof.Limits.CPUs,
+			"memory_bytes": int64(prof.Limits.Memory), "gpus": prof.Limits.GPUs.String(), "gpu_map": gpuMapString(sj.job),
+			"forged": len(sj.forged),
+		}})
+	}
 	log = log.With("job", jobID)
 	s.mu.Lock()
 	s.jobs[jobID] = &liveJob{uid: caller.UID, user: caller.Name, sigs: sigs}
@@ -385,7 +417,6 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		}
 		return Reply{Error: msg}
 	}
-	var notes []string
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("job %s: teardown: %s", res.ID, oneLine(err.Error())))
 	}
