@@ -26,6 +26,7 @@ import (
 	"github.com/securetrain/securetrain/metrics"
 	"github.com/securetrain/securetrain/sandbox"
 	"github.com/securetrain/securetrain/sdnotify"
+	"github.com/securetrain/securetrain/slurm"
 )
 
 // Server is the daemon. Fill the fields, then call Serve.
@@ -363,8 +364,13 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		// The epilog finds (and stops) the job by its Slurm job.
 		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
 		req.Recorded = sj.forged
-		for _, v := range sj.forged {
-			notes = append(notes, fmt.Sprintf("job %s: recorded violation %s: %s; the job gets only its Slurm allocation", jobID, v.Kind, v.Detail))
+		if len(sj.forged) > 0 {
+			var names []string
+			for _, v := range sj.forged {
+				names = append(names, slurm.ForgedName(v))
+			}
+			notes = append(notes, fmt.Sprintf("job %s: recorded as forged (%s): %s; it got only Slurm job %d's allocation: %g CPU(s), %s memory, GPUs %s",
+				jobID, slurm.ForgedEnv, strings.Join(names, ", "), sj.job.ID, prof.Limits.CPUs, prof.Limits.Memory, prof.Limits.GPUs))
 		}
 		s.audit(ctx, jobID, caller.Name, audit.Custom{Type: "slurm_job", Fields: map[string]any{
 			"slurm_job": sj.job.ID, "uid": sj.job.UID, "node": sj.job.Node, "cpus": prof.Limits.CPUs,

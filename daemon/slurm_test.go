@@ -65,7 +65,7 @@ func TestSlurmCaller(t *testing.T) {
 	}
 	var got []string
 	for _, v := range sj.forged {
-		got = append(got, v.Limit)
+		got = append(got, slurm.ForgedName(v))
 		if v.Kind != slurm.ForgedEnv || !v.Time.Equal(now) {
 			t.Errorf("violation %+v: want kind %s at %v", v, slurm.ForgedEnv, now)
 		}
@@ -76,7 +76,7 @@ func TestSlurmCaller(t *testing.T) {
 	}
 	// Another job's id is a forgery too.
 	sj, _ = slurmServer(true, f).slurmCaller(context.Background(), caller, &RunArgs{CallerEnv: []string{"SLURM_JOB_ID=8"}}, now)
-	if len(sj.forged) != 1 || sj.forged[0].Limit != "SLURM_JOB_ID" {
+	if len(sj.forged) != 1 || slurm.ForgedName(sj.forged[0]) != "SLURM_JOB_ID" {
 		t.Errorf("SLURM_JOB_ID=8 in job 7: %+v", sj.forged)
 	}
 

@@ -178,7 +178,7 @@ func TestForged(t *testing.T) {
 		if v.Kind != ForgedEnv || v.Action != violation.Recorded || !strings.Contains(v.Detail, "job 7") {
 			t.Errorf("violation %+v", v)
 		}
-		got = append(got, v.Limit)
+		got = append(got, ForgedName(v))
 	}
 	want := []string{"SLURM_JOB_ID", "SLURM_JOB_UID", "SLURM_JOB_GPUS", "SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE"}
 	if !reflect.DeepEqual(got, want) {
