@@ -20,6 +20,12 @@ type SlurmJobs interface {
 	CallerJob(ctx context.Context, pid int) (slurm.JobInfo, error)
 }
 
+// SlurmUsageReporter reports a finished run's usage into its Slurm job
+// (AdminComment); *slurm.Client satisfies it.
+type SlurmUsageReporter interface {
+	ReportUsage(ctx context.Context, id uint64, text string) error
+}
+
 // ErrNoSlurmJob is wrapped when slurm.require_job refuses a caller who is
 // in no Slurm job on this node.
 var ErrNoSlurmJob = errors.New("this node runs jobs only inside a Slurm allocation (srun/sbatch)")
@@ -128,4 +134,19 @@ func gpuMapString(ji slurm.JobInfo) string {
 		parts = append(parts, strconv.Itoa(m.Host)+":"+strconv.Itoa(m.Sandbox))
 	}
 	return strings.Join(parts, ",")
+}
+
+// reportToSlurm writes the run's usage line into its Slurm job, where the
+// Slurm client can: the sandbox runs in the daemon's cgroups, not the
+// job's, so Slurm's own accounting does not see it (see package doc).
+func (s *Server) reportToSlurm(ctx context.Context, sj *slurmBinding, summary string) {
+	r, ok := s.Slurm.(SlurmUsageReporter)
+	if sj == nil || !ok || summary == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := r.ReportUsage(ctx, sj.job.ID, summary); err != nil {
+		s.Log.Warn("slurm: usage not reported to the job", "slurm_job", sj.job.ID, "err", err)
+	}
 }

@@ -16,9 +16,10 @@ import (
 
 // fakeSlurm answers CallerJob from a table of pids.
 type fakeSlurm struct {
-	jobs  map[int]slurm.JobInfo
-	err   error
-	asked []int
+	jobs     map[int]slurm.JobInfo
+	err      error
+	asked    []int
+	reported []string
 }
 
 func (f *fakeSlurm) CallerJob(_ context.Context, pid int) (slurm.JobInfo, error) {
@@ -30,6 +31,11 @@ func (f *fakeSlurm) CallerJob(_ context.Context, pid int) (slurm.JobInfo, error)
 		return ji, nil
 	}
 	return slurm.JobInfo{}, fmt.Errorf("pid %d: %w", pid, slurm.ErrNotInJob)
+}
+
+func (f *fakeSlurm) ReportUsage(_ context.Context, id uint64, text string) error {
+	f.reported = append(f.reported, fmt.Sprintf("%d: %s", id, text))
+	return nil
 }
 
 func slurmServer(requireJob bool, f *fakeSlurm) *Server {
@@ -153,5 +159,15 @@ func TestCapToJob(t *testing.T) {
 	}
 	if got := slurmAvail([]int{2, 5, 9}, []int{0, 1, 2, 3, 4, 5}); !slices.Equal(got, []int{2, 5}) {
 		t.Errorf("slurmAvail = %v", got)
+	}
+}
+
+func TestReportToSlurm(t *testing.T) {
+	f := &fakeSlurm{}
+	s := slurmServer(false, f)
+	s.reportToSlurm(context.Background(), nil, "no job: nothing reported")
+	s.reportToSlurm(context.Background(), &slurmBinding{job: job7}, "securetrain: job a exited 0")
+	if !slices.Equal(f.reported, []string{"7: securetrain: job a exited 0"}) {
+		t.Errorf("reported %q", f.reported)
 	}
 }

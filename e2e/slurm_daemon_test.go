@@ -132,6 +132,11 @@ func TestSlurmDaemon(t *testing.T) {
 		if ev["cpus"] != 1.0 || ev["memory_bytes"] != float64(200<<20) || ev["gpus"] != "none" || fmt.Sprint(ev["uid"]) != strconv.Itoa(u.UID) {
 			t.Errorf("daemon's record of Slurm job %d: %v; want 1 CPU, 200 MiB, no GPUs, uid %d", id, ev, u.UID)
 		}
+		// The sandbox's usage, outside the job's cgroups, is reported into the job.
+		show := cl.Run(t, slurmtest.Root, cl.Dir, "scontrol", "show", "job", strconv.FormatUint(id, 10))
+		if !strings.Contains(show, "AdminComment=securetrain: job "+fmt.Sprint(ev["job"])+" exited 0 after") {
+			t.Errorf("Slurm job %d does not carry the sandbox's usage:\n%s", id, show)
+		}
 	})
 
 	t.Run("srun", func(t *testing.T) {
