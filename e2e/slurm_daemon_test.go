@@ -213,27 +213,41 @@ func TestSlurmDaemon(t *testing.T) {
 		}
 	})
 
-	t.Run("scancel", func(t *testing.T) {
-		out := filepath.Join(dir, "cancel.out")
-		id := cl.Sbatch(t, u, dir, fmt.Sprintf("exec %s run -- /bin/sh -c 'echo ready; exec sleep 300'", st), "-c", "1", "--mem", "200M", "-o", out)
-		slurmtest.WaitFor(t, 2*time.Minute, "the sandboxed job to print ready", func() bool {
-			b, _ := os.ReadFile(out)
-			return strings.Contains(string(b), "ready")
+	// scancel, and scancel --full --signal KILL (the client dies without a
+	// word; the daemon sees its hang-up, the epilog finds the job by its
+	// Slurm job id).
+	for _, sig := range []string{"", "KILL"} {
+		t.Run("scancel"+sig, func(t *testing.T) {
+			out := filepath.Join(dir, "cancel"+sig+".out")
+			id := cl.Sbatch(t, u, dir, fmt.Sprintf("exec %s run -- /bin/sh -c 'echo ready; exec sleep 300'", st), "-c", "1", "--mem", "200M", "-o", out)
+			slurmtest.WaitFor(t, 2*time.Minute, "the sandboxed job to print ready", func() bool {
+				b, _ := os.ReadFile(out)
+				return strings.Contains(string(b), "ready")
+			})
+			job := fmt.Sprint(slurmJobEvent(t, d.audit, id)["job"])
+			b, err := os.ReadFile(filepath.Join(slurmStateRoot, "jobs", job, "state.json"))
+			var state struct{ Extra map[string]string }
+			if err != nil || json.Unmarshal(b, &state) != nil || state.Extra["slurm_job_id"] != strconv.FormatUint(id, 10) {
+				t.Fatalf("running job %s: state %s, %v; want it to name Slurm job %d", job, b, err, id)
+			}
+			args := []string{strconv.FormatUint(id, 10)}
+			if sig != "" {
+				args = append([]string{"--full", "--signal", sig}, args...)
+			}
+			cl.Run(t, u, dir, "scancel", args...)
+			cl.WaitState(t, id, "CANCELLED", "FAILED", "COMPLETED")
+			cl.WaitIdle(t)
+			// The epilog has run: nothing of the job is left.
+			if _, err := os.Stat(filepath.Join(slurmStateRoot, "jobs", job)); !os.IsNotExist(err) {
+				t.Errorf("job %s state after scancel and the epilog: %v", job, err)
+			}
+			if _, err := os.Stat(filepath.Join("/run/netns", "securetrain-"+job)); !os.IsNotExist(err) {
+				t.Errorf("netns securetrain-%s after scancel and the epilog: %v", job, err)
+			}
+			if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + job); len(cgs) > 0 {
+				t.Errorf("cgroups of job %s after scancel and the epilog: %v", job, cgs)
+			}
+			assertSlurmClean(t, e)
 		})
-		job := fmt.Sprint(slurmJobEvent(t, d.audit, id)["job"])
-		if _, err := os.Stat(filepath.Join(slurmStateRoot, "jobs", job, "state.json")); err != nil {
-			t.Fatalf("running job %s has no state: %v", job, err)
-		}
-		cl.Run(t, u, dir, "scancel", strconv.FormatUint(id, 10))
-		cl.WaitState(t, id, "CANCELLED", "FAILED", "COMPLETED")
-		cl.WaitIdle(t)
-		// The epilog has run: nothing of the job is left.
-		if _, err := os.Stat(filepath.Join(slurmStateRoot, "jobs", job)); !os.IsNotExist(err) {
-			t.Errorf("job %s state after scancel and the epilog: %v", job, err)
-		}
-		if _, err := os.Stat(filepath.Join("/run/netns", "securetrain-"+job)); !os.IsNotExist(err) {
-			t.Errorf("netns securetrain-%s after scancel and the epilog: %v", job, err)
-		}
-		assertSlurmClean(t, e)
-	})
+	}
 }
