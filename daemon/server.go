@@ -417,6 +417,12 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	res, err := l.Run(jctx, req, sigs)
 	if res == nil {
 		s.Metrics.JobEnded(jobID, metrics.SetupFail)
+		if sj != nil { // no result carries them: record them here
+			for _, v := range sj.forged {
+				v.Job = jobID
+				s.audit(ctx, jobID, caller.Name, audit.Violation{Violation: v})
+			}
+		}
 		msg := "job refused"
 		if err != nil {
 			msg = err.Error()

@@ -119,10 +119,12 @@ func TestSlurmDaemon(t *testing.T) {
 	hostKernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	host := "kernel=" + strings.TrimSpace(string(hostKernel))
 	st := fmt.Sprintf("%s --config %s", e.bin, e.config)
+	var otherJob uint64 // a real job of the cluster, for the forger to claim
 
 	t.Run("sbatch", func(t *testing.T) {
 		out := filepath.Join(dir, "sbatch.out")
 		id := cl.Sbatch(t, u, dir, fmt.Sprintf("exec %s run -- /usr/bin/python3 -c '%s'", st, printKernel), "-c", "1", "--mem", "200M", "-o", out)
+		otherJob = id
 		got := waitJob(t, cl, id, out)
 		t.Logf("sbatch job %d:\n%s", id, got)
 		if !strings.Contains(got, "kernel=") || strings.Contains(got, host) {
@@ -148,7 +150,10 @@ func TestSlurmDaemon(t *testing.T) {
 
 	t.Run("forged", func(t *testing.T) {
 		out := filepath.Join(dir, "forged.out")
-		script := fmt.Sprintf("export SLURM_JOB_GPUS=0,1,2,3 SLURM_STEP_GPUS=0 SLURM_JOB_ID=999999 SLURM_JOBID=999999 CUDA_VISIBLE_DEVICES=0,1,2,3 SLURM_CPUS_ON_NODE=64\nexec %s run -- /usr/bin/python3 -c '%s'", st, printKernel)
+		if otherJob == 0 {
+			otherJob = 999999
+		}
+		script := fmt.Sprintf("export SLURM_JOB_GPUS=0,1,2,3 SLURM_STEP_GPUS=0 SLURM_JOB_ID=%d SLURM_JOBID=%d CUDA_VISIBLE_DEVICES=0,1,2,3 SLURM_CPUS_ON_NODE=64\nexec %s run -- /usr/bin/python3 -c '%s'", otherJob, otherJob, st, printKernel)
 		id := cl.Sbatch(t, u, dir, script, "-c", "1", "--mem", "200M", "-o", out)
 		got := waitJob(t, cl, id, out)
 		t.Logf("forging job %d:\n%s", id, got)
