@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/securetrain/securetrain/audit"
 	"github.com/securetrain/securetrain/signing"
 )
 
@@ -58,6 +61,19 @@ func TestAuditCheckpoints(t *testing.T) {
 	if v.code != 0 || !strings.Contains(v.stdout, "checkpoint(s) match") {
 		t.Fatalf("audit verify of the untouched log: %s", v)
 	}
+	// A chain recomputed after an edit (the first job's command) is valid
+	// on its own; the checkpoints catch it.
+	recomputed := filepath.Join(dir, "recomputed.jsonl")
+	rewriteChain(t, logPath, recomputed)
+	if r := ce.run(t, proj, nil, "audit", "verify", recomputed); r.code != 0 {
+		t.Fatalf("the recomputed chain alone should verify (that is why checkpoints exist): %s", r)
+	}
+	v = ce.run(t, proj, nil, "audit", "verify", "--checkpoints", cps, "--key", pub, recomputed)
+	t.Logf("verify of the recomputed chain: %s", v)
+	if v.code == 0 {
+		t.Fatalf("audit verify accepted a recomputed chain: %s", v)
+	}
+
 	// Without checkpoints the chain of a truncated log is still valid.
 	lb, _ := os.ReadFile(logPath)
 	lines := strings.SplitAfter(strings.TrimSuffix(string(lb), "\n"), "\n")
@@ -75,5 +91,42 @@ func TestAuditCheckpoints(t *testing.T) {
 	t.Logf("verify of the truncated log: %s", v)
 	if v.code == 0 {
 		t.Fatalf("audit verify accepted a log whose last line was cut off: %s", v)
+	}
+}
+
+// rewriteChain writes src's events, the first job_start's command changed,
+// as a fresh valid chain to dst: what someone who can write the log can do.
+func rewriteChain(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := audit.Open(dst, audit.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close(context.Background())
+	edited := false
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev audit.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		fields := map[string]any{}
+		if len(ev.Data) > 0 {
+			if err := json.Unmarshal(ev.Data, &fields); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ev.Type == audit.TypeJobStart && !edited {
+			fields["command"], edited = []string{"/bin/something-else"}, true
+		}
+		if _, err := lg.Append(context.Background(), ev.Job, ev.User, audit.Custom{Type: ev.Type, Fields: fields}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !edited {
+		t.Fatal("no job_start in the log to edit")
 	}
 }
