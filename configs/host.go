@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"strings"
 )
 
 // DefaultHostConfig is the host configuration file's path.
@@ -27,6 +28,7 @@ type Host struct {
 	Daemon     HostDaemon    `yaml:"daemon"`
 	Integrity  HostIntegrity `yaml:"integrity"`
 	Policy     HostPolicy    `yaml:"policy"` // who may run what through the daemon (policy.go)
+	Slurm      HostSlurm     `yaml:"slurm"`
 	Source     string        `yaml:"-"`
 }
 
@@ -60,9 +62,33 @@ type HostNetwork struct {
 	AllowMax       []string `yaml:"allow_max"`       // bound on command-line --allow for non-admins
 }
 
-// HostAudit says where the audit log lives.
+// HostAudit says where the audit log lives, and where the signed
+// checkpoints of its chain head go.
 type HostAudit struct {
 	Path string `yaml:"path"`
+	// Checkpoints is the file every writer of the log (launchers, daemon,
+	// epilog, gc) appends signed checkpoints of the chain head to, signed
+	// with integrity.signing_key or integrity.transit_key. It catches a
+	// truncated log and a recomputed chain only if the node cannot rewrite
+	// it: put it on storage the node may only append to (a remote or
+	// append-only mount) or ship it off the node. Where the systemd journal
+	// exists, every checkpoint also goes to the journal. Empty: no
+	// checkpoints.
+	Checkpoints string `yaml:"checkpoints"`
+	// CheckpointEvery signs the head after every N appends of one writer;
+	// 0: only when the writer closes the log (each job's end, each gc).
+	CheckpointEvery int `yaml:"checkpoint_every"`
+}
+
+// HostSlurm makes the daemon establish each caller's Slurm job from the
+// caller's process (never from its SLURM_* variables) and bound the run by
+// that job's allocation.
+type HostSlurm struct {
+	Enabled bool `yaml:"enabled"`
+	// RequireJob refuses callers who are in no Slurm job on this node.
+	RequireJob bool   `yaml:"require_job"`
+	Conf       string `yaml:"conf"`      // slurm.conf for scontrol/squeue; default: Slurm's own
+	NodeName   string `yaml:"node_name"` // this node's Slurm name; default: the short host name
 }
 
 // HostDaemon configures `securetrain daemon`.
@@ -144,6 +170,34 @@ func (h *Host) Validate() error {
 	}
 	if h.Integrity.SigningKey != "" && h.Integrity.TransitKey != "" {
 		add("integrity", "give signing_key (a key file) or transit_key (Vault transit), not both")
+	}
+	if h.Audit.Checkpoints != "" {
+		if !path.IsAbs(h.Audit.Checkpoints) {
+			add("audit.checkpoints", "must be an absolute path (storage the node cannot rewrite), got %q", h.Audit.Checkpoints)
+		}
+		if h.Audit.Checkpoints == h.Audit.Path {
+			add("audit.checkpoints", "must not be the audit log itself (%s)", h.Audit.Path)
+		}
+		if h.Integrity.SigningKey == "" && h.Integrity.TransitKey == "" {
+			add("audit.checkpoints", "checkpoints are signed: set integrity.signing_key or integrity.transit_key")
+		}
+	}
+	if h.Audit.CheckpointEvery < 0 {
+		add("audit.checkpoint_every", "must be 0 (at close only) or a positive number of appends, got %d", h.Audit.CheckpointEvery)
+	} else if h.Audit.CheckpointEvery > 0 && h.Audit.Checkpoints == "" {
+		add("audit.checkpoint_every", "needs audit.checkpoints (where the checkpoints go)")
+	}
+	if s := h.Slurm; !s.Enabled {
+		if s.RequireJob || s.Conf != "" || s.NodeName != "" {
+			add("slurm", "require_job, conf and node_name need enabled: true")
+		}
+	} else {
+		if s.Conf != "" && !path.IsAbs(s.Conf) {
+			add("slurm.conf", "must be an absolute path to slurm.conf, got %q", s.Conf)
+		}
+		if s.NodeName != "" && (strings.ContainsAny(s.NodeName, " \t\n/,=") || strings.HasPrefix(s.NodeName, "-")) {
+			add("slurm.node_name", "must be one Slurm node name (no spaces, '/', ',', '=' or leading '-'), got %q", s.NodeName)
+		}
 	}
 	switch h.Vault.Auth.Method {
 	case "", "token", "approle", "jwt", "cert":

@@ -61,7 +61,7 @@ daemon:
 func TestLoadHostErrors(t *testing.T) {
 	tests := []struct{ name, yaml, want string }{
 		{"unknown field", "version: 1\nvault:\n  adress: x\n", "h.yaml:3: vault.adress: unknown field; allowed: address, auth, ca_cert, client_cert, client_key, namespace"},
-		{"unknown top-level", "version: 1\nrunc: /x\n", "h.yaml:2: runc: unknown field; allowed: audit, daemon, data_dir, integrity, network, policy, profile_dir, runsc, state_dir, vault, version"},
+		{"unknown top-level", "version: 1\nrunc: /x\n", "h.yaml:2: runc: unknown field; allowed: audit, daemon, data_dir, integrity, network, policy, profile_dir, runsc, slurm, state_dir, vault, version"},
 		{"wrong type", "version: 1\nnetwork: {upstreams: 1.1.1.1}\n", `h.yaml:2: network.upstreams: want a list, got "1.1.1.1"`},
 		{"duplicate", "version: 1\nrunsc: /a\nrunsc: /b\n", "h.yaml:3: runsc: appears twice"},
 		{"empty", "", "h.yaml: file is empty; it needs at least version: 1"},
@@ -76,6 +76,16 @@ func TestLoadHostErrors(t *testing.T) {
 		{"pool", "version: 1\nnetwork:\n  pool: 100.127.0.0\n", `h.yaml:3: network.pool: must be an address range such as 10.213.0.0/16, got "100.127.0.0"`},
 		{"internal range", "version: 1\nnetwork:\n  internal_ranges: [10.0.0.0/8, intranet]\n", `h.yaml:3: network.internal_ranges[1]: must be an address range such as 10.0.0.0/8, got "intranet"`},
 		{"upstream", "version: 1\nnetwork:\n  upstreams:\n  - 127.0.0.53:53\n  - dns.example\n", `h.yaml:5: network.upstreams[1]: must be a resolver address such as 127.0.0.53 or 127.0.0.53:53, got "dns.example"`},
+		{"slurm unknown field", "version: 1\nslurm:\n  enabled: true\n  partition: gpu\n", "h.yaml:4: slurm.partition: unknown field; allowed: conf, enabled, node_name, require_job"},
+		{"slurm require_job without enabled", "version: 1\nslurm:\n  require_job: true\n", "h.yaml:2: slurm: require_job, conf and node_name need enabled: true"},
+		{"slurm relative conf", "version: 1\nslurm:\n  enabled: true\n  conf: slurm.conf\n", `h.yaml:4: slurm.conf: must be an absolute path to slurm.conf, got "slurm.conf"`},
+		{"slurm node list", "version: 1\nslurm: {enabled: true, node_name: \"n1,n2\"}\n", `h.yaml:2: slurm.node_name: must be one Slurm node name (no spaces, '/', ',', '=' or leading '-'), got "n1,n2"`},
+		{"slurm enabled not bool", "version: 1\nslurm: {enabled: yes please}\n", "h.yaml:2: slurm.enabled: want true or false, got \"yes please\""},
+		{"checkpoints unsigned", "version: 1\naudit:\n  checkpoints: /mnt/remote/cp.jsonl\n", "h.yaml:3: audit.checkpoints: checkpoints are signed: set integrity.signing_key or integrity.transit_key"},
+		{"checkpoints relative", "version: 1\nintegrity: {signing_key: /etc/securetrain/k}\naudit:\n  checkpoints: cp.jsonl\n", `h.yaml:4: audit.checkpoints: must be an absolute path (storage the node cannot rewrite), got "cp.jsonl"`},
+		{"checkpoints are the log", "version: 1\nintegrity: {signing_key: /etc/securetrain/k}\naudit: {path: /var/log/a.jsonl, checkpoints: /var/log/a.jsonl}\n", "h.yaml:3: audit.checkpoints: must not be the audit log itself (/var/log/a.jsonl)"},
+		{"checkpoint_every without checkpoints", "version: 1\naudit:\n  checkpoint_every: 10\n", "h.yaml:3: audit.checkpoint_every: needs audit.checkpoints (where the checkpoints go)"},
+		{"checkpoint_every negative", "version: 1\nintegrity: {signing_key: /etc/securetrain/k}\naudit: {checkpoints: /mnt/cp, checkpoint_every: -1}\n", "h.yaml:3: audit.checkpoint_every: must be 0 (at close only) or a positive number of appends, got -1"},
 		{"two failures in order", "version: 1\ndata_dir: d\nstate_dir: s\n",
 			"h.yaml:3: state_dir: must be an absolute path, got \"s\"\nh.yaml:2: data_dir: must be an absolute path, got \"d\""},
 	}
@@ -91,6 +101,28 @@ func TestLoadHostErrors(t *testing.T) {
 				t.Errorf("error\n got: %s\nwant: %s", err, want)
 			}
 		})
+	}
+}
+
+func TestLoadHostSlurmAndCheckpoints(t *testing.T) {
+	f := writeFile(t, t.TempDir(), "h.yaml", `version: 1
+integrity: {signing_key: /etc/securetrain/audit.key}
+audit:
+  checkpoints: /mnt/audit-remote/node1.jsonl
+  checkpoint_every: 50
+slurm:
+  enabled: true
+  require_job: true
+  conf: /etc/slurm/slurm.conf
+  node_name: gpu-07
+`)
+	h, err := LoadHost(f, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := HostSlurm{Enabled: true, RequireJob: true, Conf: "/etc/slurm/slurm.conf", NodeName: "gpu-07"}
+	if h.Slurm != want || h.Audit.Checkpoints != "/mnt/audit-remote/node1.jsonl" || h.Audit.CheckpointEvery != 50 {
+		t.Errorf("LoadHost = slurm %+v audit %+v", h.Slurm, h.Audit)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/securetrain/securetrain/metrics"
 	"github.com/securetrain/securetrain/sandbox"
 	"github.com/securetrain/securetrain/sdnotify"
+	"github.com/securetrain/securetrain/slurm"
 )
 
 // Server is the daemon. Fill the fields, then call Serve.
@@ -37,6 +38,10 @@ type Server struct {
 	Notify   *sdnotify.Notifier // nil: no sd_notify
 	// GPUs lists the host's GPU indices; default: /dev/nvidiaN.
 	GPUs func() ([]int, error)
+	// Slurm, when set (host slurm.enabled), establishes every caller's
+	// Slurm job from its process and bounds the run by the allocation
+	// (slurm.go).
+	Slurm SlurmJobs
 
 	alloc *GPUAllocator
 	mu    sync.Mutex
@@ -281,6 +286,20 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	prof := dec.Profile
 	jobID := launcher.NewID()
+	sj, err := s.slurmCaller(ctx, id, args, time.Now().UTC())
+	if err != nil {
+		return Reply{Error: err.Error()}
+	}
+	if sj != nil {
+		var alloc []int
+		if prof, alloc, err = capToJob(prof, sj.job); err != nil {
+			return Reply{Error: err.Error()}
+		}
+		if !prof.Limits.GPUs.None() {
+			host, _ := s.GPUs()
+			avail = slurmAvail(alloc, host)
+		}
+	}
 	if !prof.Limits.GPUs.None() {
 		if avail == nil {
 			avail, _ = s.GPUs()
@@ -341,6 +360,25 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
 		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: args.Network == "none",
 	}
+	var notes []string
+	if sj != nil {
+		// The epilog finds (and stops) the job by its Slurm job.
+		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
+		req.Recorded = sj.forged
+		if len(sj.forged) > 0 {
+			var names []string
+			for _, v := range sj.forged {
+				names = append(names, slurm.ForgedName(v))
+			}
+			notes = append(notes, fmt.Sprintf("job %s: recorded as forged (%s): %s; it got only Slurm job %d's allocation: %g CPU(s), %s memory, GPUs %s",
+				jobID, slurm.ForgedEnv, strings.Join(names, ", "), sj.job.ID, prof.Limits.CPUs, prof.Limits.Memory, prof.Limits.GPUs))
+		}
+		s.audit(ctx, jobID, caller.Name, audit.Custom{Type: "slurm_job", Fields: map[string]any{
+			"slurm_job": sj.job.ID, "uid": sj.job.UID, "node": sj.job.Node, "cpus": prof.Limits.CPUs,
+			"memory_bytes": int64(prof.Limits.Memory), "gpus": prof.Limits.GPUs.String(), "gpu_map": gpuMapString(sj.job),
+			"forged": len(sj.forged),
+		}})
+	}
 	log = log.With("job", jobID)
 	s.mu.Lock()
 	s.jobs[jobID] = &liveJob{uid: caller.UID, user: caller.Name, sigs: sigs}
@@ -380,13 +418,18 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	res, err := l.Run(jctx, req, sigs)
 	if res == nil {
 		s.Metrics.JobEnded(jobID, metrics.SetupFail)
+		if sj != nil { // no result carries them: record them here
+			for _, v := range sj.forged {
+				v.Job = jobID
+				s.audit(ctx, jobID, caller.Name, audit.Violation{Violation: v})
+			}
+		}
 		msg := "job refused"
 		if err != nil {
 			msg = err.Error()
 		}
 		return Reply{Error: msg}
 	}
-	var notes []string
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("job %s: teardown: %s", res.ID, oneLine(err.Error())))
 	}
@@ -400,6 +443,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		s.Metrics.Violation(v.Kind)
 	}
 	log.Info("job ended", "outcome", res.Outcome, "exit", res.ExitCode)
+	s.reportToSlurm(ctx, sj, res.Summary)
 	s.Metrics.JobEnded(jobID, outcome(res.Outcome))
 	code2 := res.ExitCode
 	return Reply{ID: res.ID, Exit: &code2, Notes: notes, Summary: res.Summary, Suggested: res.Suggested}

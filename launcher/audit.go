@@ -14,16 +14,6 @@ import (
 	"github.com/securetrain/securetrain/secrets"
 )
 
-// openAudit opens the host's audit log. Every launcher, the daemon, the
-// Slurm epilog and gc append to the same file; the log serialises writers.
-func (l *Launcher) openAudit() (*audit.Log, error) {
-	lg, err := audit.Open(l.Host.Audit.Path, audit.Options{Logger: l.Log})
-	if err != nil {
-		return nil, fmt.Errorf("audit log %s: %w", l.Host.Audit.Path, err)
-	}
-	return lg, nil
-}
-
 // auditStart records what the job runs, with what and under which policy.
 // The job does not start if this cannot be written.
 func (l *Launcher) auditStart(ctx context.Context, lg *audit.Log, id string, pl *plan, mounts []sandbox.Mount, grant *secrets.Grant) error {
@@ -103,7 +93,7 @@ func (l *Launcher) auditEnd(ctx context.Context, lg *audit.Log, res *Result) err
 
 // auditGC records what gc removed for one job.
 func (l *Launcher) auditGC(ctx context.Context, job string, removed []jobstate.Resource, errs []error) {
-	lg, err := l.openAudit()
+	lg, err := l.OpenAudit(ctx)
 	if err != nil {
 		l.Log.Warn("gc: audit log", "err", err)
 		return

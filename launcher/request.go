@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/violation"
 )
 
 // Request is one job to run, as the CLI, the daemon or a Slurm hook asks for it.
@@ -59,6 +60,10 @@ type Request struct {
 	// Extra is recorded in the job's state (JobState.Extra), e.g.
 	// ExtraSlurmJob, so hooks such as the Slurm epilog can find the job.
 	Extra map[string]string
+	// Recorded are violations established before the job started (the
+	// daemon's forged Slurm variables): they go into the result and the
+	// audit log with the job's own, and stop nothing.
+	Recorded []violation.Violation
 }
 
 // Caller is the user a job runs as. Never root.

@@ -257,7 +257,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	log.Debug("bundle written", "bundle", bundle, "mounts", len(spec.Mounts))
 
 	// The audit record of the start: the job does not start without it.
-	alog, err := l.openAudit()
+	alog, err := l.OpenAudit(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -377,6 +377,11 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		renewals = grant.Watch(wctx)
 	}
 	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, renewals, res)
+	// After the job's own (a kill names the violation that caused it).
+	for _, v := range pl.req.Recorded {
+		v.Job = id
+		res.Violations = append(res.Violations, v)
+	}
 
 	// The account: final counters, OOM and pids verdicts, egress.
 	rec := acct.finish(ctx, id, started, time.Now(), res.JobStatus, res.killedByUs)

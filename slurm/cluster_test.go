@@ -82,7 +82,7 @@ func testCallerJob(t *testing.T, proctrack string) {
 	// What alice's environment claims is recorded as violations.
 	var forged []string
 	for _, v := range slurm.Forged(environ(env), ji, time.Now()) {
-		forged = append(forged, v.Limit)
+		forged = append(forged, slurm.ForgedName(v))
 	}
 	if want := "SLURM_JOB_ID SLURM_JOBID SLURM_JOB_GPUS SLURM_CPUS_ON_NODE SLURM_MEM_PER_NODE"; strings.Join(forged, " ") != want {
 		t.Errorf("forged variables reported: %v, want %s", forged, want)

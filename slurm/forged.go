@@ -23,7 +23,7 @@ func Forged(env map[string]string, ji JobInfo, now time.Time) []violation.Violat
 	var out []violation.Violation
 	add := func(name, val, want string) {
 		out = append(out, violation.Violation{
-			Kind: ForgedEnv, Time: now, Action: violation.Recorded, Limit: name,
+			Kind: ForgedEnv, Time: now, Action: violation.Recorded,
 			Detail: fmt.Sprintf("%s=%s in the caller's environment, but Slurm says %s (job %d)", name, val, want, ji.ID),
 		})
 	}
@@ -59,4 +59,12 @@ func Forged(env map[string]string, ji JobInfo, now time.Time) []violation.Violat
 		}
 	}
 	return out
+}
+
+// ForgedName returns the variable a Forged violation is about (its Detail
+// starts NAME=VALUE; Limit stays empty, which would read as a resource
+// limit measured at 0).
+func ForgedName(v violation.Violation) string {
+	name, _, _ := strings.Cut(v.Detail, "=")
+	return name
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/securetrain/securetrain/violation"
 )
@@ -178,7 +179,7 @@ func TestForged(t *testing.T) {
 		if v.Kind != ForgedEnv || v.Action != violation.Recorded || !strings.Contains(v.Detail, "job 7") {
 			t.Errorf("violation %+v", v)
 		}
-		got = append(got, v.Limit)
+		got = append(got, ForgedName(v))
 	}
 	want := []string{"SLURM_JOB_ID", "SLURM_JOB_UID", "SLURM_JOB_GPUS", "SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE"}
 	if !reflect.DeepEqual(got, want) {
@@ -199,5 +200,24 @@ func TestJobCgroupDirs(t *testing.T) {
 	}
 	if got := jobCgroupDirs(v1, "/sys/fs/cgroup", 1); len(got) != 0 {
 		t.Errorf("job 1 (a prefix of 17): %v", got)
+	}
+}
+
+func TestReportUsage(t *testing.T) {
+	var got []string
+	c := &Client{run: func(_ context.Context, tool string, args ...string) ([]byte, error) {
+		got = append([]string{tool}, args...)
+		return nil, nil
+	}}
+	if err := c.ReportUsage(context.Background(), 42, "securetrain: job a exited 0\n  slurm_env violation (x)"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"scontrol", "update", "JobId=42", "AdminComment=securetrain: job a exited 0; slurm_env violation (x)"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ran %q, want %q", got, want)
+	}
+	c.ReportUsage(context.Background(), 42, strings.Repeat("é", 600))
+	if v := strings.TrimPrefix(got[3], "AdminComment="); len(v) > 1000 || !utf8.ValidString(v) {
+		t.Errorf("long comment: %d bytes, valid UTF-8 %v", len(v), utf8.ValidString(v))
 	}
 }

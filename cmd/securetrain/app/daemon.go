@@ -10,11 +10,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/securetrain/securetrain/audit"
 	"github.com/securetrain/securetrain/daemon"
 	"github.com/securetrain/securetrain/launcher"
 	"github.com/securetrain/securetrain/metrics"
 	"github.com/securetrain/securetrain/sdnotify"
+	"github.com/securetrain/securetrain/slurm"
 )
 
 // DaemonCommand runs the root service that runs jobs for users who are not
@@ -44,13 +44,20 @@ how far their flags may go. Jobs die with the daemon.`,
 		if err != nil {
 			return err
 		}
-		al, err := audit.Open(h.Audit.Path, audit.Options{Logger: log})
-		if err != nil {
-			return fmt.Errorf("daemon: audit log: %w", err)
-		}
 		ctx, cancel := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 		defer cancel()
-		s := &daemon.Server{Launcher: launcher.New(h, log), Log: log, Audit: al, Notify: n}
+		l := launcher.New(h, log)
+		// With audit.checkpoints set, the daemon's own events are
+		// checkpointed like every other writer's.
+		al, err := l.OpenAudit(ctx)
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		s := &daemon.Server{Launcher: l, Log: log, Audit: al, Notify: n}
+		if h.Slurm.Enabled {
+			// Every caller's job comes from Slurm, never from its SLURM_* variables.
+			s.Slurm = &slurm.Client{Conf: h.Slurm.Conf, NodeName: h.Slurm.NodeName, Log: log}
+		}
 		if h.Daemon.MetricsAddr != "" {
 			s.Metrics = metrics.New()
 		}
