@@ -22,11 +22,16 @@ import (
 	"github.com/securetrain/securetrain/internal/testenv"
 )
 
-const (
-	jobUser   = "st-e2e"
-	otherUser = "st-e2e-other"
-	stateDir  = "/run/securetrain-e2e"
-	dataDir   = "/var/lib/securetrain-e2e"
+// suffix (SECURETRAIN_E2E_SUFFIX, [a-z0-9]) keeps concurrent runs of this
+// suite on one machine apart: users, state and data directories. Job
+// cgroups (securetrain/<id>) are shared; another run's live jobs show there.
+var suffix = os.Getenv("SECURETRAIN_E2E_SUFFIX")
+
+var (
+	jobUser   = "st-e2e" + suffix
+	otherUser = "st-e2e-other" + suffix
+	stateDir  = "/run/securetrain-e2e" + suffix
+	dataDir   = "/var/lib/securetrain-e2e" + suffix
 )
 
 var (
@@ -234,6 +239,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 	for _, h := range homes {
 		left = append(left, "home "+h)
 	}
+	left = append(left, netLeaks()...)
 	if len(left) > 0 {
 		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
 	}

@@ -79,6 +79,15 @@ func New(t testing.TB, o Options) *World {
 		Servers:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, o.Octet, 0, 0}), 16),
 		Pool:      netip.PrefixFrom(netip.AddrFrom4([4]byte{10, o.Octet + 1, 0, 0}), 24),
 	}
+	// A world left behind by a killed test would answer for these
+	// addresses (with nobody listening): refuse to stack on it.
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	must(t, err)
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && (w.Servers.Contains(ip) || w.Pool.Contains(ip)) {
+			t.Fatalf("nettest: host address %s on %s is inside this world's ranges (%s, %s): a world of a killed test run? remove it (ip link del %s)", ip, a.Label, w.Servers, w.Pool, a.Label)
+		}
+	}
 	w.addServer(t, "a", w.AllowedIP, netip.Addr{}, "allowed")
 	w.addServer(t, "e", w.EvilIP, w.Evil6, "evil")
 	records := map[string]string{
