@@ -75,7 +75,11 @@ type netEnv struct {
 // declared internal.
 func setupNet(t *testing.T) *netEnv {
 	t.Helper()
-	e := setup(t)
+	return newNetEnv(t, setup(t))
+}
+
+func newNetEnv(t testing.TB, e *env) *netEnv {
+	t.Helper()
 	w := nettest.New(t, nettest.Options{Octet: worldOctet, JobIfPrefix: netguard.VethPrefix})
 	base, err := os.ReadFile(e.config)
 	if err != nil {
