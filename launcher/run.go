@@ -152,7 +152,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if pl.net != nil {
 		cfg := *pl.net
 		cfg.JobID = id
-		cfg.Logger = log
+		cfg.Logger = l.Log // netguard adds job=ID itself
 		guard, err = netguard.Setup(ctx, cfg, h)
 		if err != nil {
 			return nil, fmt.Errorf("network: %w", err)
