@@ -358,14 +358,19 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 	wall := time.NewTimer(prof.Limits.WallTime.D())
 	defer wall.Stop()
 	var grace <-chan time.Time
-	stopping := false
+	stopping, killed := false, false
 	kill := func() {
+		if killed {
+			return // SIGKILL was delivered; more violations while it dies need no second one
+		}
 		res.killedByUs = true
 		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 			log.Warn("kill", "err", err)
+			return // a later call tries again
 		}
+		killed = true
 	}
 	stop := func(sig string) {
 		res.killedByUs = true
