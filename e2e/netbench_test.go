@@ -98,6 +98,9 @@ func (n *netEnv) violationRun(b *testing.B, dir, evil string) (dead, exited floa
 	}
 	ns, _ := strconv.ParseInt(m[1], 10, 64)
 	t0 := time.Unix(0, ns)
+	if os.Getenv("NETBENCH_LOG") != "" {
+		b.Logf("t0 %s dead +%s exit +%s\n%s", t0.UTC().Format("15:04:05.000000"), tDead.Sub(t0), tExit.Sub(t0), errb.String())
+	}
 	return float64(tDead.Sub(t0).Microseconds()) / 1000, float64(tExit.Sub(t0).Microseconds()) / 1000
 }
 

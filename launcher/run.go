@@ -319,6 +319,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	res := &Result{
 		ID: id, User: pl.user.Name, UID: uid, Command: req.Command,
 		Profile: prof.Name, ProfileDigest: prof.Digest, Log: logPath, Output: pl.outputDir,
+		runscPID: cmd.Process.Pid,
 	}
 	var netViol <-chan violation.Violation
 	if guard != nil {
@@ -364,10 +365,13 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 			return // SIGKILL was delivered; more violations while it dies need no second one
 		}
 		res.killedByUs = true
+		// Straight to the sandbox process first (fastkill_linux.go), then
+		// runsc kill, which fails once the sandbox is gone.
+		direct := killSandbox(res.runscPID, id)
 		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
-			log.Warn("kill", "err", err)
+		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) && direct != nil {
+			log.Warn("kill", "err", err, "direct", direct)
 			return // a later call tries again
 		}
 		killed = true
