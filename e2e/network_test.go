@@ -39,6 +39,9 @@ while i < len(a):
             s.close()
         except OSError as e:
             out("failed:%s:%d:%s" % (h, p, e))
+    elif c == "udp":  # one datagram, no wait
+        h, p = a[i], int(a[i+1]); i += 2
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (h, p))
     elif c == "resolve":
         n = a[i]; i += 1
         try:
@@ -227,19 +230,23 @@ func TestNetworkBlocked(t *testing.T) {
 	}
 }
 
-// TestNetworkBlockPolicy: policy block drops and records, the job goes on.
+// TestNetworkBlockPolicy: policy block drops and records, the job goes on;
+// a datagram sent just before the job exits is recorded too.
 func TestNetworkBlockPolicy(t *testing.T) {
 	n := setupNet(t)
 	prof := "version: 1\nname: blocking\nnetwork:\n  mode: sandbox\n  policy: block\n  allow: [\"allowed.test:8080\"]\n"
 	dir := n.project(t, map[string]string{"block.yaml": prof})
 	evil := n.w.EvilIP.String()
-	r, rep := n.netJob(t, dir, []string{"--profile", "block.yaml"}, "try", evil, "8080", "dial", "allowed.test", "8080")
+	r, rep := n.netJob(t, dir, []string{"--profile", "block.yaml"}, "try", evil, "8080", "dial", "allowed.test", "8080", "udp", evil, "7777")
 	if r.code != 0 || !strings.Contains(r.stdout, "failed:"+evil+":8080") || !strings.Contains(r.stdout, "said:allowed.test:8080:allowed") || !strings.Contains(r.stdout, "done") {
 		t.Fatalf("block: want the evil dial to fail and the job to go on and exit 0:\n%s", r)
 	}
 	i := slices.IndexFunc(rep.Violations, func(v violation.Violation) bool { return v.Dest == evil && v.Port == 8080 })
 	if i < 0 || rep.Violations[i].Action != violation.Blocked || rep.Violations[i].Kind != violation.Network {
 		t.Fatalf("report must record the blocked contact: %+v", rep.Violations)
+	}
+	if !slices.ContainsFunc(rep.Violations, func(v violation.Violation) bool { return v.Dest == evil && v.Port == 7777 && v.Proto == "udp" }) {
+		t.Errorf("the datagram sent as the job exited is not in the report: %+v", rep.Violations)
 	}
 }
 
