@@ -155,4 +155,3 @@ func BenchmarkNetworkLaunch(b *testing.B) {
 	b.ReportMetric(median(on), "netguard-ms-median")
 	b.ReportMetric(median(on)-median(off), "added-ms")
 }
-
