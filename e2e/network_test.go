@@ -387,3 +387,36 @@ func vethPackets(t *testing.T, table string) uint64 {
 	}
 	return n
 }
+
+// TestNetworkGCAfterLauncherKilled: a networked job whose launcher is
+// SIGKILLed leaves its namespace, veth, table and lease to gc, which
+// removes them all (checked by the leak check at cleanup).
+func TestNetworkGCAfterLauncherKilled(t *testing.T) {
+	n := setupNet(t)
+	dir := n.project(t, nil)
+	c := n.cmd(t.Context(), dir, nil, "run", "--user", jobUser, "--allow", "allowed.test:8080", "--",
+		"/usr/bin/python3", "-I", "net.py", "dial", "allowed.test", "8080", "sleep", "300")
+	out := &syncBuffer{}
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, "said:allowed.test:8080:allowed")
+	syscall.Kill(c.Process.Pid, syscall.SIGKILL)
+	c.Wait()
+	if len(jobTables(t)) != 1 || len(netLeaks()) == 0 {
+		t.Fatalf("a SIGKILLed launcher leaves its network to gc; found tables %v, leftovers %v", jobTables(t), netLeaks())
+	}
+	gc := n.run(t, dir, nil, "gc")
+	if gc.code != 0 || !strings.Contains(gc.stdout, "gc: 1 job(s) cleaned") {
+		t.Fatalf("gc: %s", gc)
+	}
+	// The sandbox of the killed launcher is gone with its namespace.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && len(netLeaks()) > 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := netLeaks(); len(left) > 0 {
+		t.Fatalf("after gc: %v", left)
+	}
+}
