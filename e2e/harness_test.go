@@ -22,11 +22,16 @@ import (
 	"github.com/securetrain/securetrain/internal/testenv"
 )
 
-const (
-	jobUser   = "st-e2e"
-	otherUser = "st-e2e-other"
-	stateDir  = "/run/securetrain-e2e"
-	dataDir   = "/var/lib/securetrain-e2e"
+// suffix (SECURETRAIN_E2E_SUFFIX, [a-z0-9]) keeps concurrent runs of this
+// suite on one machine apart: users, state and data directories. Job
+// cgroups (securetrain/<id>) are shared; another run's live jobs show there.
+var suffix = os.Getenv("SECURETRAIN_E2E_SUFFIX")
+
+var (
+	jobUser   = "st-e2e" + suffix
+	otherUser = "st-e2e-other" + suffix
+	stateDir  = "/run/securetrain-e2e" + suffix
+	dataDir   = "/var/lib/securetrain-e2e" + suffix
 )
 
 var (
@@ -245,7 +250,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 			continue // other packages' tests use their own names
 		}
 		if _, err := os.Stat(filepath.Join(dataDir, "jobs", filepath.Base(c))); err != nil {
-			continue // not a job of this harness (another test process's)
+			continue // not a job of this suite's data dir: another run's (SECURETRAIN_E2E_SUFFIX)
 		}
 		if fi, err := os.Stat(c); err == nil && fi.IsDir() {
 			left = append(left, "cgroup "+c)
@@ -255,6 +260,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 	for _, h := range homes {
 		left = append(left, "home "+h)
 	}
+	left = append(left, netLeaks()...)
 	if len(left) > 0 {
 		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
 	}

@@ -1,43 +1,16 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-type report struct {
-	ID         string `json:"id"`
-	ExitCode   int    `json:"exit_code"`
-	Outcome    string `json:"outcome"`
-	Reason     string `json:"reason"`
-	Violations []struct {
-		Kind      string  `json:"kind"`
-		Limit     string  `json:"limit"`
-		Measured  float64 `json:"measured"`
-		Threshold float64 `json:"threshold"`
-	} `json:"violations"`
-	Usage struct {
-		WallS     float64  `json:"wall_s"`
-		CPUS      float64  `json:"cpu_s"`
-		JobCPUS   float64  `json:"job_cpu_s"`
-		MemPeak   uint64   `json:"mem_peak"`
-		OOMKilled bool     `json:"oom_killed"`
-		GPUs      any      `json:"gpus"`
-		GPUS      *float64 `json:"gpu_s"`
-	} `json:"usage"`
-}
-
-func readReport(t *testing.T, dir string) report {
+// readOutputsReport reads the --report outputs/report.json of a job run in dir.
+func readOutputsReport(t *testing.T, dir string) report {
 	t.Helper()
-	var r report
-	b, err := os.ReadFile(filepath.Join(dir, "outputs", "report.json"))
-	if err != nil || json.Unmarshal(b, &r) != nil {
-		t.Fatalf("report: %v %s", err, b)
-	}
-	return r
+	return readReport(t, filepath.Join(dir, "outputs", "report.json"), result{})
 }
 
 func TestMemoryBombEndsAsOOM(t *testing.T) {
@@ -45,7 +18,7 @@ func TestMemoryBombEndsAsOOM(t *testing.T) {
 	dir := e.project(t, nil)
 	r := e.job(t, dir, []string{"--memory", "200MiB", "--report", "outputs/report.json"},
 		"/usr/bin/python3", "-c", "x = bytearray(600 << 20); print('survived')")
-	rep := readReport(t, dir)
+	rep := readOutputsReport(t, dir)
 	if r.code != 124 || strings.Contains(r.stdout, "survived") || !rep.Usage.OOMKilled || rep.Outcome != "limit" {
 		t.Fatalf("a memory bomb must end as an OOM kill (exit 124, oom_killed): %s\n%+v", r, rep)
 	}
@@ -60,7 +33,7 @@ func TestCPUSecondsBudget(t *testing.T) {
 	dir := e.project(t, map[string]string{"budget.yaml": prof})
 	r := e.job(t, dir, []string{"--profile", "budget.yaml", "--report", "outputs/report.json"},
 		"/usr/bin/python3", "-c", "while True: pass")
-	rep := readReport(t, dir)
+	rep := readOutputsReport(t, dir)
 	if r.code != 124 || len(rep.Violations) == 0 || rep.Violations[0].Limit != "limits.cpu_seconds" {
 		t.Fatalf("a CPU burner past its cpu_seconds budget must be killed for it: %s\n%+v", r, rep)
 	}
@@ -78,7 +51,7 @@ func TestCPUQuotaAndAccounting(t *testing.T) {
 		"ps = [m.Process(target=f) for _ in range(2)]\n[p.start() for p in ps]\n[p.join() for p in ps]\n"
 	os.WriteFile(filepath.Join(dir, "burn.py"), []byte(burn), 0o644)
 	r := e.job(t, dir, []string{"--cpus", "1", "--report", "outputs/report.json"}, "/usr/bin/python3", "burn.py")
-	rep := readReport(t, dir)
+	rep := readOutputsReport(t, dir)
 	if r.code != 0 {
 		t.Fatalf("burner: %s", r)
 	}

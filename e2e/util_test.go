@@ -31,7 +31,7 @@ func (s *syncBuffer) String() string {
 }
 
 // waitFor waits until the output holds want (bounded by a generous deadline).
-func waitFor(t *testing.T, b *syncBuffer, want string) {
+func waitFor(t testing.TB, b *syncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {

@@ -54,7 +54,7 @@ var layers = map[string]layer{
 	"configs":   leaf,
 	"jobstate":  leaf,
 	"violation": leaf,
-	"internal":  leaf, // test helpers (internal/testenv): import nothing of the module
+	"internal":  leaf, // test helpers (internal/testenv, internal/nettest): import nothing of the module
 
 	"sandbox":    subsystem,
 	"netguard":   subsystem,
@@ -88,6 +88,10 @@ var mayImport = map[layer][]string{
 	tests:     {string(leaf), string(library), string(subsystem), string(driver), string(service), "internal"},
 	unlisted:  {"jobstate", "violation", "internal"},
 }
+
+// testOnly are test-support packages: only _test.go files may import them
+// (internal/nettest builds namespaces, servers and nftables tables).
+var testOnly = []string{"internal/nettest", "internal/testenv"}
 
 // allowed reports whether a package in top-level dir from may import the
 // module package in top-level dir to.
@@ -214,6 +218,9 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s/%s imports the module root %s", pkg.dir, pkg.names[i], path)
 					continue
 				}
+				if sub := strings.TrimPrefix(path, module+"/"); slices.Contains(testOnly, sub) && !pkg.isTest[i] && top(pkg.dir) != "internal" {
+					t.Errorf("%s/%s imports %s, which is test support: only _test.go files may", pkg.dir, pkg.names[i], path)
+				}
 				if !allowed(from, to, pkg.isTest[i]) {
 					hint := ""
 					if layerOf(from) == unlisted {
@@ -254,6 +261,10 @@ func TestLayeringTable(t *testing.T) {
 		{"cmd", "launcher", false, true},
 		{"cmd", "configs", false, true},
 		{"e2e", "launcher", true, true},
+		{"e2e", "internal", true, true},      // internal/nettest's world
+		{"netguard", "internal", true, true}, // internal/nettest's world
+		{"netguard", "internal", false, true},
+		{"internal", "netguard", true, false},  // nettest must not depend on what it tests
 		{"slurmhook", "sandbox", false, false}, // unlisted
 		{"slurmhook", "jobstate", false, true},
 	} {

@@ -93,6 +93,7 @@ type Result struct {
 	Summary string `json:"-"`
 
 	killedByUs bool
+	runscPID   int // the `runsc run` process, parent of the sandbox
 }
 
 // Outcomes.

@@ -72,7 +72,13 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 		}
 		cfg.Pool = pool
 	}
-	cfg.Upstreams = append(cfg.Upstreams, h.Upstreams...)
+	for _, u := range h.Upstreams {
+		// The host config accepts a bare address (port 53), netguard wants ip:port.
+		if a, err := netip.ParseAddr(u); err == nil {
+			u = netip.AddrPortFrom(a, 53).String()
+		}
+		cfg.Upstreams = append(cfg.Upstreams, u)
+	}
 	for _, s := range h.InternalRanges {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {

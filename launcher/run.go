@@ -165,7 +165,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if pl.net != nil {
 		cfg := *pl.net
 		cfg.JobID = id
-		cfg.Logger = log
+		cfg.Logger = l.Log // netguard adds job=ID itself
 		guard, err = netguard.Setup(ctx, cfg, h)
 		if err != nil {
 			return nil, fmt.Errorf("network: %w", err)
@@ -365,6 +365,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	res := &Result{
 		ID: id, User: pl.user.Name, UID: uid, Command: req.Command,
 		Profile: prof.Name, ProfileDigest: prof.Digest, Log: logPath, Output: pl.outputDir,
+		runscPID: cmd.Process.Pid,
 	}
 	var netViol <-chan violation.Violation
 	if guard != nil {
@@ -421,14 +422,22 @@ func (l *Launcher) supervise(ctx context.Context, id string, pl *plan, rs *sandb
 	wall := time.NewTimer(prof.Limits.WallTime.D())
 	defer wall.Stop()
 	var grace <-chan time.Time
-	stopping := false
+	stopping, killed := false, false
 	kill := func() {
+		if killed {
+			return // SIGKILL was delivered; more violations while it dies need no second one
+		}
 		res.killedByUs = true
+		// Straight to the sandbox process first (fastkill_linux.go), then
+		// runsc kill, which fails once the sandbox is gone.
+		direct := killSandbox(res.runscPID, id)
 		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
-			log.Warn("kill", "err", err)
+		if err := rs.Kill(kctx, id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) && direct != nil {
+			log.Warn("kill", "err", err, "direct", direct)
+			return // a later call tries again
 		}
+		killed = true
 	}
 	stop := func(sig string) {
 		res.killedByUs = true

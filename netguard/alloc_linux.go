@@ -28,8 +28,8 @@ import (
 // the host does not become a router for its other interfaces. The last job
 // to leave turns both off again.
 const (
-	vethPrefix      = "stg"
-	fwdTable        = "securetrain-fwd"
+	vethPrefix      = VethPrefix
+	fwdTable        = ForwardTable
 	ipForwardSysctl = "/proc/sys/net/ipv4/ip_forward"
 )
 

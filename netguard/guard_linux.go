@@ -87,8 +87,8 @@ func Setup(ctx context.Context, cfg Config, rec jobstate.Recorder) (_ *Guard, er
 			cfg.Logger.Warn("netguard: unrestricted egress: the job may contact any host except the always-denied ones", "job", cfg.JobID, "entry", r.String())
 		}
 	}
-	g := &Guard{cfg: cfg, log: cfg.Logger.With("job", cfg.JobID), nsName: "securetrain-" + cfg.JobID,
-		table: "securetrain-" + cfg.JobID, viol: make(chan violation.Violation, 64),
+	g := &Guard{cfg: cfg, log: cfg.Logger.With("job", cfg.JobID), nsName: NamePrefix + cfg.JobID,
+		table: NamePrefix + cfg.JobID, viol: make(chan violation.Violation, 64),
 		seen: map[string]bool{}, contacts: map[string]*Contact{}, names: map[netip.Addr]string{},
 		stop: make(chan struct{})}
 	defer func() {

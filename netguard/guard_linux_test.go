@@ -119,7 +119,7 @@ func TestEnforce(t *testing.T) {
 		expectViolation(t, g, violation.Network, "ip-proto-253", evil, 0, K)
 	})
 	t.Run("IPv6", func(t *testing.T) {
-		if got, err := jobDial(g, "tcp6", "[fd99::2]:8080"); err == nil || got != "" {
+		if got, err := jobDial(g, "tcp6", netip.AddrPortFrom(evil6, 8080).String()); err == nil || got != "" {
 			t.Fatalf("IPv6 egress worked: %q, %v", got, err)
 		}
 	})
@@ -249,7 +249,7 @@ func TestSetupFailsClosed(t *testing.T) {
 	}
 	t.Run("nflog group taken", func(t *testing.T) {
 		cfg := w.config(t, Enforce)
-		r, err := openNFLog(DefaultNFLogGroup + 0) // slot 0 of a fresh state dir
+		r, err := openNFLog(cfg.NFLogGroup + 0) // slot 0 of a fresh state dir
 		must(t, err)
 		defer r.close()
 		rec := &jobstate.MemRecorder{}
@@ -388,7 +388,7 @@ func TestForwardingConfined(t *testing.T) {
 		t.Fatalf("job cannot reach its allowed host: %q", got)
 	}
 	// From the "allowed" namespace through the host to the "evil" one: not a job veth.
-	err := inNetns("/var/run/netns/stt-"+w.tag+"-a", func() error {
+	err := inNetns(w.ServerNetns("allowed"), func() error {
 		c, err := net.DialTimeout("tcp4", "10.214.2.2:8080", dialTimeout)
 		if err == nil {
 			c.Close()

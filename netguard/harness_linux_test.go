@@ -1,198 +1,67 @@
 package netguard
 
-// Kernel-tier test harness: an "allowed" and an "evil" server, each in its
-// own network namespace reached through a veth from the host, a test
-// upstream resolver on loopback, and a harness table that drops any job
-// traffic bound for something other than the test namespaces.
+// Kernel-tier test harness: the shared test world (internal/nettest: an
+// "allowed" and an "evil" server in their own namespaces, a test upstream
+// resolver, a backstop that keeps job traffic on the machine) plus the
+// job-side actions run inside a Guard's namespace.
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/miekg/dns"
+	"github.com/securetrain/securetrain/internal/nettest"
 	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/violation"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 )
 
+// The world of netguard's tests (internal/nettest, octet 214): servers in
+// 10.214.0.0/16, job pool 10.215.0.0/24.
 var (
 	allowedIP = netip.MustParseAddr("10.214.1.2")
 	evilIP    = netip.MustParseAddr("10.214.2.2")
-	evil6     = netip.MustParseAddr("fd99::2")
+	evil6     = netip.MustParseAddr("fd99:214::2")
 	testPool  = netip.MustParsePrefix("10.215.0.0/24")
 	testRange = netip.MustParsePrefix("10.214.0.0/16")
 )
 
-// inNetns runs f on a thread switched into the namespace at path; sockets f
-// creates stay in that namespace.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // thread stays locked and is discarded
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// testNFLogGroup keeps these tests' NFLOG groups apart from the launcher's
+// (DefaultNFLogGroup) when e2e tests run at the same time.
+const testNFLogGroup = 0x6300
 
-func randTag() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
+var inNetns = nettest.InNetns
+
+func randTag() string { return nettest.RandTag() }
 
 type world struct {
+	*nettest.World
 	tag      string
 	resolver string // upstream "127.0.0.1:port"
-	mu       sync.Mutex
-	queries  []string
-	hostSvc  int // a TCP port the host listens on (must stay unreachable)
+	hostSvc  int    // a TCP port the host listens on (must stay unreachable)
 }
 
-func (w *world) seen(name string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, q := range w.queries {
-		if q == name {
-			return true
-		}
-	}
-	return false
-}
+func (w *world) seen(name string) bool { return w.Seen(name) }
 
 // newWorld builds the test namespaces, servers, resolver and harness guard,
 // and removes them all at cleanup.
 func newWorld(t testing.TB) *world {
 	t.Helper()
 	testenv.RequireRoot(t)
-	w := &world{tag: randTag()}
-	w.addServer(t, "a", allowedIP, netip.Addr{}, "allowed")
-	w.addServer(t, "e", evilIP, evil6, "evil")
-	w.startResolver(t, map[string]string{
-		"allowed.test.": allowedIP.String(), "api.svc.test.": allowedIP.String(),
-		"evil.test.": evilIP.String(), "rebind.test.": "127.0.0.1", "meta.test.": "169.254.169.254",
-	})
-	w.harnessGuard(t)
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
+	nw := nettest.New(t, nettest.Options{Octet: 214, JobIfPrefix: vethPrefix})
+	if nw.AllowedIP != allowedIP || nw.EvilIP != evilIP || nw.Evil6 != evil6 || nw.Pool != testPool || nw.Servers != testRange {
+		t.Fatalf("nettest world %+v does not match this package's constants", nw)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go serve(ln, "host")
-	w.hostSvc = ln.Addr().(*net.TCPAddr).Port
-	return w
-}
-
-func (w *world) addServer(t testing.TB, role string, ip, ip6 netip.Addr, greeting string) {
-	ns, hostIf := "stt-"+w.tag+"-"+role, "stt"+role+w.tag
-	if err := newNamedNetns(ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := delLink(hostIf); err != nil {
-			t.Error(err)
-		}
-		if err := delNetns(ns); err != nil {
-			t.Error(err)
-		}
-	})
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostIf}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(h))}); err != nil {
-		t.Fatal(err)
-	}
-	host, _ := netlink.LinkByName(hostIf)
-	must(t, netlink.AddrAdd(host, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(ip.Prev(), 30))}))
-	if ip6.IsValid() {
-		must(t, netlink.AddrAdd(host, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(ip6.Prev(), 64)), Flags: unix.IFA_F_NODAD}))
-	}
-	must(t, netlink.LinkSetUp(host))
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	lo, _ := nh.LinkByName("lo")
-	must(t, nh.LinkSetUp(lo))
-	eth, _ := nh.LinkByName("eth0")
-	must(t, nh.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(ip, 30))}))
-	if ip6.IsValid() {
-		must(t, nh.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(ip6, 64)), Flags: unix.IFA_F_NODAD}))
-	}
-	must(t, nh.LinkSetUp(eth))
-	must(t, nh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(ip.Prev().AsSlice())}))
-	var lns []net.Listener
-	must(t, inNetns("/var/run/netns/"+ns, func() error {
-		for _, addr := range []string{":8080", ":9090", ":53"} {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return err
-			}
-			lns = append(lns, ln)
-		}
-		return nil
-	}))
-	for _, ln := range lns {
-		t.Cleanup(func() { ln.Close() })
-		go serve(ln, greeting)
-	}
-}
-
-func serve(ln net.Listener, greeting string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			c.Write([]byte(greeting))
-			io.Copy(io.Discard, io.LimitReader(c, 1<<20))
-			c.Close()
-		}()
-	}
+	return &world{World: nw, tag: nw.Tag, resolver: nw.Resolver, hostSvc: nw.HostPort}
 }
 
 func must(t testing.TB, err error) {
@@ -202,78 +71,10 @@ func must(t testing.TB, err error) {
 	}
 }
 
-func (w *world) startResolver(t testing.TB, records map[string]string) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(rw dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		q := req.Question[0]
-		w.mu.Lock()
-		w.queries = append(w.queries, strings.ToLower(strings.TrimSuffix(q.Name, ".")))
-		w.mu.Unlock()
-		if a, ok := records[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(a)})
-		} else if !ok {
-			m.Rcode = dns.RcodeNameError
-		}
-		rw.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	w.resolver = pc.LocalAddr().String()
-}
-
-// harnessGuard is the backstop behind netguard: in the forward hook, after
-// netguard's own chains, it drops any job packet (from a stg* veth) that is
-// routed anywhere but the test range or the test pool, so a netguard bug
-// cannot send test traffic off the machine.
-func (w *world) harnessGuard(t testing.TB) {
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "stt-harness-" + w.tag})
-	accept := nftables.ChainPolicyAccept
-	ch := c.AddChain(&nftables.Chain{Name: "backstop", Table: tbl, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(100), Policy: &accept})
-	fromJob := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(vethPrefix)},
-	}
-	// IPv4 outside 10.214.0.0/15 (test servers and test pool): drop.
-	c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: append(append([]expr.Any{}, fromJob...),
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 254, 0, 0}, Xor: []byte{0, 0, 0, 0}},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{10, 214, 0, 0}},
-		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})})
-	// IPv6 global unicast (2000::/3): drop.
-	c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: append(append([]expr.Any{}, fromJob...),
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0xe0}, Xor: []byte{0}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x20}},
-		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})})
-	must(t, c.Flush())
-	t.Cleanup(func() {
-		if err := delTable("stt-harness-" + w.tag); err != nil {
-			t.Error(err)
-		}
-	})
-}
-
 // testConfig is a Config for this world.
 func (w *world) config(t testing.TB, mode Mode, allow ...string) Config {
 	cfg := Config{JobID: "t" + randTag(), Mode: mode, Upstreams: []string{w.resolver},
-		InternalRanges: []netip.Prefix{testRange}, Pool: testPool, StateDir: t.TempDir()}
+		InternalRanges: []netip.Prefix{testRange}, Pool: testPool, StateDir: t.TempDir(), NFLogGroup: testNFLogGroup}
 	for _, a := range allow {
 		r, err := ParseRule(a)
 		must(t, err)
