@@ -83,48 +83,11 @@ func daemonSetup(t *testing.T) *env {
 	return shared
 }
 
-// assertDaemonClean fails the test if anything of a job the daemon ran (the
-// jobs its audit log names) is left: state, runsc containers and processes,
-// staging and other mounts, cgroups, homes.
+// assertClean fails the test if anything of a job the daemon ran is left
+// (see leftovers), then runs gc.
 func (d *daemonEnv) assertClean(t *testing.T) {
 	t.Helper()
-	var left []string
-	if ents, _ := os.ReadDir(filepath.Join(daemonStateDir, "jobs")); len(ents) > 0 {
-		for _, x := range ents {
-			left = append(left, "state "+x.Name())
-		}
-	}
-	out, _ := exec.Command(d.runsc, "--root", filepath.Join(daemonStateDir, "runsc"), "list", "-quiet").Output()
-	for _, id := range strings.Fields(string(out)) {
-		left = append(left, "runsc container "+id)
-	}
-	if ps, _ := exec.Command("pgrep", "-af", daemonStateDir+"/runsc").Output(); len(ps) > 0 {
-		left = append(left, "processes "+strings.TrimSpace(string(ps)))
-	}
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if (strings.Contains(l, daemonStateDir) || strings.Contains(l, daemonDataDir)) && !strings.Contains(l, "/runsc/null-netns") {
-			left = append(left, "mount "+l)
-		}
-	}
-	audit, _ := os.ReadFile(d.audit)
-	for _, l := range strings.Split(string(audit), "\n") {
-		_, rest, ok := strings.Cut(l, `"type":"job_start","job":"`)
-		if !ok || len(rest) < 12 {
-			continue
-		}
-		id := rest[:12]
-		if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + id); len(cgs) > 0 {
-			left = append(left, "cgroups "+strings.Join(cgs, " "))
-		}
-		if cgs, _ := filepath.Glob("/sys/fs/cgroup/securetrain/" + id); len(cgs) > 0 {
-			left = append(left, "cgroups "+strings.Join(cgs, " "))
-		}
-		if _, err := os.Stat(filepath.Join(daemonDataDir, "jobs", id, "home")); err == nil {
-			left = append(left, "home of job "+id)
-		}
-	}
-	if len(left) > 0 {
+	if left := leftovers(d.runsc, daemonStateDir, daemonDataDir, false); len(left) > 0 {
 		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
 	}
 	// With no job left, gc releases what runsc keeps for all sandboxes

@@ -218,17 +218,28 @@ func assertClean(t *testing.T, e *env) {
 // namespace to be gone, which gc releases once no job lives.
 func assertCleanMode(t *testing.T, e *env, strict bool) {
 	t.Helper()
-	var left []string
-	if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) > 0 {
-		for _, x := range ents {
-			left = append(left, "state "+x.Name())
-		}
+	left := append(leftovers(e.runsc, stateDir, dataDir, strict), netLeaks()...)
+	if len(left) > 0 {
+		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
 	}
-	out, _ := exec.Command(e.runsc, "--root", filepath.Join(stateDir, "runsc"), "list", "-quiet").Output()
+}
+
+// leftovers lists what the jobs of a host configuration with these state
+// and data directories left behind: job state, runsc containers and
+// processes, mounts (staging ones included), cgroups, homes. Only the jobs
+// of this data directory count, so test runs beside this one are not
+// reported. strict also counts runsc's shared null network namespace.
+func leftovers(runsc, state, data string, strict bool) []string {
+	var left []string
+	ents, _ := os.ReadDir(filepath.Join(state, "jobs"))
+	for _, x := range ents {
+		left = append(left, "state "+x.Name())
+	}
+	out, _ := exec.Command(runsc, "--root", filepath.Join(state, "runsc"), "list", "-quiet").Output()
 	for _, id := range strings.Fields(string(out)) {
 		left = append(left, "runsc container "+id)
 	}
-	ps, _ := exec.Command("pgrep", "-af", stateDir+"/runsc ").Output()
+	ps, _ := exec.Command("pgrep", "-af", state+"/runsc ").Output()
 	for _, l := range strings.Split(strings.TrimSpace(string(ps)), "\n") {
 		if l != "" {
 			left = append(left, "process "+l)
@@ -239,7 +250,7 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 		if !strict && strings.Contains(l, "/runsc/null-netns") {
 			continue
 		}
-		if strings.Contains(l, stateDir+"/") || strings.Contains(l, dataDir+"/") {
+		if strings.Contains(l, state+"/") || strings.Contains(l, data+"/") {
 			left = append(left, "mount "+l)
 		}
 	}
@@ -249,21 +260,18 @@ func assertCleanMode(t *testing.T, e *env, strict bool) {
 		if !isJobID(filepath.Base(c)) {
 			continue // other packages' tests use their own names
 		}
-		if _, err := os.Stat(filepath.Join(dataDir, "jobs", filepath.Base(c))); err != nil {
-			continue // not a job of this suite's data dir: another run's (SECURETRAIN_E2E_SUFFIX)
+		if _, err := os.Stat(filepath.Join(data, "jobs", filepath.Base(c))); err != nil {
+			continue // not a job of this data dir: another run's
 		}
 		if fi, err := os.Stat(c); err == nil && fi.IsDir() {
 			left = append(left, "cgroup "+c)
 		}
 	}
-	homes, _ := filepath.Glob(filepath.Join(dataDir, "jobs", "*", "home"))
+	homes, _ := filepath.Glob(filepath.Join(data, "jobs", "*", "home"))
 	for _, h := range homes {
 		left = append(left, "home "+h)
 	}
-	left = append(left, netLeaks()...)
-	if len(left) > 0 {
-		t.Errorf("leaked after test:\n  %s", strings.Join(left, "\n  "))
-	}
+	return left
 }
 
 func isJobID(s string) bool {

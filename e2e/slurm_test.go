@@ -59,35 +59,10 @@ func slurmSetup(t *testing.T) *env {
 // assertSlurmClean is assertClean for the Slurm tests' directories.
 func assertSlurmClean(t *testing.T, e *env) {
 	t.Helper()
-	var left []string
-	for _, sub := range []string{"jobs", "slurm"} {
-		ents, _ := os.ReadDir(filepath.Join(slurmStateRoot, sub))
-		for _, x := range ents {
-			left = append(left, sub+" state "+x.Name())
-		}
-	}
-	out, _ := exec.Command(e.runsc, "--root", filepath.Join(slurmStateRoot, "runsc"), "list", "-quiet").Output()
-	for _, id := range strings.Fields(string(out)) {
-		left = append(left, "runsc container "+id)
-	}
-	ps, _ := exec.Command("pgrep", "-af", slurmStateRoot+"/runsc").Output()
-	for _, l := range strings.Split(strings.TrimSpace(string(ps)), "\n") {
-		if l != "" {
-			left = append(left, "process "+l)
-		}
-	}
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(l, "/runsc/null-netns") {
-			continue
-		}
-		if strings.Contains(l, slurmStateRoot) || strings.Contains(l, slurmDataRoot) {
-			left = append(left, "mount "+l)
-		}
-	}
-	homes, _ := filepath.Glob(filepath.Join(slurmDataRoot, "jobs", "*", "home"))
-	for _, h := range homes {
-		left = append(left, "home "+h)
+	left := leftovers(e.runsc, slurmStateRoot, slurmDataRoot, false)
+	ents, _ := os.ReadDir(filepath.Join(slurmStateRoot, "slurm"))
+	for _, x := range ents {
+		left = append(left, "slurm state "+x.Name())
 	}
 	if len(left) > 0 {
 		t.Errorf("leaked:\n  %s", strings.Join(left, "\n  "))
