@@ -71,16 +71,7 @@ const (
 // directory: daemonConfig registers one for the daemon's directories.
 func daemonSetup(t *testing.T) *env {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test (-short)")
-	}
-	testenv.RequireRoot(t)
-	runsc := testenv.Runsc(t)
-	once.Do(func() { shared, setupErr = build(runsc) })
-	if shared == nil {
-		t.Fatalf("e2e setup: %s", setupErr)
-	}
-	return shared
+	return baseSetup(t)
 }
 
 // assertClean fails the test if anything of a job the daemon ran is left

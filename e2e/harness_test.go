@@ -69,6 +69,15 @@ func TestMain(m *testing.M) {
 // missing (a skip outside CI, a failure in CI).
 func setup(t *testing.T) *env {
 	t.Helper()
+	e := baseSetup(t)
+	t.Cleanup(func() { assertClean(t, e) })
+	return e
+}
+
+// baseSetup is setup without the leak check of the shared state directory,
+// for tests with a host configuration (and leak check) of their own.
+func baseSetup(t *testing.T) *env {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test (-short)")
 	}
@@ -81,7 +90,6 @@ func setup(t *testing.T) *env {
 	if err := ensureUsers(); err != "" {
 		t.Fatalf("e2e setup: %s", err)
 	}
-	t.Cleanup(func() { assertClean(t, shared) })
 	return shared
 }
 

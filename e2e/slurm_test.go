@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/internal/slurmtest"
-	"github.com/securetrain/securetrain/internal/testenv"
 )
 
 // The Slurm tests use state and data directories of their own: the epilog
@@ -30,16 +29,7 @@ func slurmSetup(t *testing.T) *env {
 	t.Helper()
 	// Not setup(t): its leak check looks at the shared e2e directories,
 	// which other tests running at the same time use.
-	if testing.Short() {
-		t.Skip("end-to-end test (-short)")
-	}
-	testenv.RequireRoot(t)
-	runsc := testenv.Runsc(t)
-	once.Do(func() { shared, setupErr = build(runsc) })
-	if shared == nil {
-		t.Fatalf("e2e setup: %s", setupErr)
-	}
-	e := *shared
+	e := *baseSetup(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	e.config = filepath.Join(dir, "securetrain.yaml")

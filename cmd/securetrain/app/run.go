@@ -84,15 +84,9 @@ func runAction(c *cli.Context) error {
 		}
 		data = append(data, dm)
 	}
-	tty := false
-	switch c.String("tty") {
-	case "auto":
-		tty = term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	case "always":
-		tty = true
-	case "never":
-	default:
-		return refuse(fmt.Errorf("--tty: want auto, always or never, got %q", c.String("tty")))
+	tty, err := wantTTY(c.String("tty"))
+	if err != nil {
+		return refuse(err)
 	}
 	req := launcher.Request{
 		Command: argv, Profile: prof, Caller: caller, CodeDir: c.String("code"),
@@ -152,4 +146,17 @@ func envToMap(env []string) map[string]string {
 		}
 	}
 	return m
+}
+
+// wantTTY decides whether the job gets a terminal (--tty).
+func wantTTY(mode string) (bool, error) {
+	switch mode {
+	case "auto":
+		return term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())), nil
+	case "always":
+		return true, nil
+	case "never":
+		return false, nil
+	}
+	return false, fmt.Errorf("--tty: want auto, always or never, got %q", mode)
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/daemon"
@@ -53,15 +52,9 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 	if err != nil {
 		return refuse(err)
 	}
-	tty := false
-	switch c.String("tty") {
-	case "auto":
-		tty = term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	case "always":
-		tty = true
-	case "never":
-	default:
-		return refuse(fmt.Errorf("--tty: want auto, always or never, got %q", c.String("tty")))
+	tty, err := wantTTY(c.String("tty"))
+	if err != nil {
+		return refuse(err)
 	}
 	args := daemon.RunArgs{
 		Command: argv, Profile: c.String("profile"), Dir: dir, Code: c.String("code"),
