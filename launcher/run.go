@@ -172,10 +172,14 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		}
 		undo.push(guard.Close)
 		netnsPath, resolv, hosts = guard.NetnsPath(), guard.ResolvConf(), guard.Hosts()
-		extra := guard.Env()
+		// The interface variables distributed training reads; a value the
+		// user set wins, and no name appears twice.
+		have := envMap(env)
 		env = append([]string(nil), env...)
-		for k, v := range extra {
-			env = append(env, k+"="+v)
+		for _, k := range sortedKeysOf(guard.Env()) {
+			if _, ok := have[k]; !ok {
+				env = append(env, k+"="+guard.Env()[k])
+			}
 		}
 		log.Debug("network ready", "netns", netnsPath, "addr", guard.JobAddr())
 	}
@@ -357,6 +361,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		if err != nil {
 			rs.Kill(context.Background(), id, "KILL", true)
 			<-exited
+			acct.finish(ctx, id, started, time.Now(), 128+9, true)
 			return nil, err
 		}
 		undo.push(func() error { restore(); return nil })
