@@ -147,10 +147,11 @@ func ensureUsers() string {
 	return ""
 }
 
-// project makes a code directory owned by the job's user, with files.
-func (e *env) project(t *testing.T, files map[string]string) string {
+// tempTree makes a world-readable directory under /tmp holding files,
+// removed at the end of the test.
+func tempTree(t *testing.T, prefix string, files map[string]string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "st-e2e-proj-")
+	dir, err := os.MkdirTemp("/tmp", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +164,13 @@ func (e *env) project(t *testing.T, files map[string]string) string {
 			t.Fatal(err)
 		}
 	}
+	return dir
+}
+
+// project makes a code directory owned by the job's user, with files.
+func (e *env) project(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := tempTree(t, "st-e2e-proj-", files)
 	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, e.uid, e.gid) })
 	return dir
 }

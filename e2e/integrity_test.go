@@ -39,20 +39,7 @@ func sha256File(t *testing.T, p string) string {
 // code directory), removed at the end of the test.
 func inputsDir(t *testing.T, files map[string]string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "st-e2e-inputs-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	return tempTree(t, "st-e2e-inputs-", files)
 }
 
 func jobDirs(t *testing.T) int {
