@@ -113,4 +113,4 @@ func parsePeer(s string) (netip.Prefix, error) {
 }
 
 // netguardKinds are the resource kinds netguard records; its GC removes them.
-var netguardKinds = []string{netguard.KindLease, netguard.KindForwarding, netguard.KindNetns, netguard.KindVeth, netguard.KindTable}
+var netguardKinds = []string{netguard.KindLease, netguard.KindForwarding, netguard.KindRoute, netguard.KindNetns, netguard.KindVeth, netguard.KindTable}
