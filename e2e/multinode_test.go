@@ -28,6 +28,9 @@ ln.bind(("0.0.0.0", pin)); ln.listen(1)
 s = socket.create_connection((nb, pout), timeout=5)
 out("me:%s" % s.getsockname()[0])
 out("said:%s" % s.recv(64).decode()); s.close()
+# torch (torchrun's agent, Gloo without an interface name) resolves the
+# host name: it must be the job's own address, answered locally.
+out("hostname:%s" % socket.gethostbyname(socket.gethostname()))
 ln.settimeout(20)
 c, a = ln.accept()
 out("accepted:%s:%s" % (a[0], c.recv(64).decode())); c.sendall(b"ok"); c.close()
@@ -135,6 +138,9 @@ func TestNetworkPeerOnOtherNode(t *testing.T) {
 	}
 	if a, err := netip.ParseAddr(me); err != nil || !w.Pool.Contains(a) {
 		t.Errorf("the job's own address %q is not in this node's subnet %s", me, w.Pool)
+	}
+	if !strings.Contains(r.stdout, "hostname:"+me+"\n") {
+		t.Errorf("the job's host name does not resolve to its own address %s:\n%s", me, r)
 	}
 	mu.Lock()
 	if len(seen) != 1 || seen[0] != me {
