@@ -60,6 +60,22 @@ type HostNetwork struct {
 	Upstreams      []string `yaml:"upstreams"`       // DNS resolvers; default: /etc/resolv.conf
 	InternalRanges []string `yaml:"internal_ranges"` // private ranges DNS answers may point at
 	AllowMax       []string `yaml:"allow_max"`       // bound on command-line --allow for non-admins
+	// NodeSubnet is this node's job subnet (multi-node training): jobs get
+	// their addresses from it. It lies inside Pool, or replaces it when
+	// Pool is not set.
+	NodeSubnet string `yaml:"node_subnet"`
+	// Nodes are the cluster's nodes (this one included, found by its
+	// subnet = NodeSubnet): their host addresses and job subnets. Jobs'
+	// --peers may name them; netguard routes each other node's subnet via
+	// its address (host-gateway style, no NAT between peers).
+	Nodes []HostNode `yaml:"nodes"`
+}
+
+// HostNode is one node of the cluster, as the network sees it.
+type HostNode struct {
+	Name    string `yaml:"name"`    // the node's name as Slurm knows it
+	Address string `yaml:"address"` // its host address, next hop to its jobs
+	Subnet  string `yaml:"subnet"`  // its job subnet (its network.node_subnet)
 }
 
 // HostAudit says where the audit log lives, and where the signed
@@ -119,6 +135,9 @@ func (h *Host) SetDefaults() {
 	if h.ProfileDir == "" {
 		h.ProfileDir = DefaultProfileDir
 	}
+	if h.Network.Pool == "" && h.Network.NodeSubnet != "" {
+		h.Network.Pool = h.Network.NodeSubnet
+	}
 	if h.Network.Pool == "" {
 		h.Network.Pool = "10.213.0.0/16"
 	}
@@ -153,6 +172,7 @@ func (h *Host) Validate() error {
 	if _, err := netip.ParsePrefix(h.Network.Pool); err != nil {
 		add("network.pool", "must be an address range such as 10.213.0.0/16, got %q", h.Network.Pool)
 	}
+	errs = append(errs, h.Network.validateNodes(h.Source)...)
 	for i, r := range h.Network.InternalRanges {
 		if _, err := netip.ParsePrefix(r); err != nil {
 			add(fmt.Sprintf("network.internal_ranges[%d]", i), "must be an address range such as 10.0.0.0/8, got %q", r)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -365,6 +366,10 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		// The epilog finds (and stops) the job by its Slurm job.
 		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
 		req.Recorded = sj.forged
+		if !req.NetworkOff {
+			// The allocation's other nodes are peers (by name: their job subnets).
+			req.Peers = append(slices.Clone(req.Peers), launcher.SlurmPeers(s.Launcher.Host.Network, prof, sj.job.Node, sj.job.Nodes)...)
+		}
 		if len(sj.forged) > 0 {
 			var names []string
 			for _, v := range sj.forged {

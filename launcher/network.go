@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
@@ -47,8 +46,9 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 		}
 		cfg.Allow = append(cfg.Allow, r)
 	}
+	h := l.Host.Network
 	for i, s := range append(append([]string(nil), p.Network.Peers...), req.Peers...) {
-		pfx, err := parsePeer(s)
+		pfx, err := parsePeer(s, h.Nodes)
 		if err != nil {
 			return nil, fmt.Errorf("peer %d %q: %w", i, s, err)
 		}
@@ -64,13 +64,18 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 	if len(cfg.Peers) > 0 && len(cfg.PeerPorts) == 0 {
 		return nil, fmt.Errorf("peers are set but network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]")
 	}
-	h := l.Host.Network
-	if h.Pool != "" {
-		pool, err := netip.ParsePrefix(h.Pool)
-		if err != nil {
-			return nil, fmt.Errorf("host network.pool: %w", err)
+	if pool := h.Pool; pool != "" || h.NodeSubnet != "" {
+		if h.NodeSubnet != "" {
+			pool = h.NodeSubnet // this node's job subnet: what other nodes route here
 		}
-		cfg.Pool = pool
+		pfx, err := netip.ParsePrefix(pool)
+		if err != nil {
+			return nil, fmt.Errorf("host network.pool/node_subnet: %w", err)
+		}
+		cfg.Pool = pfx
+	}
+	if cfg.NodeRoutes, err = nodeRoutes(h); err != nil {
+		return nil, err
 	}
 	for _, u := range h.Upstreams {
 		// The host config accepts a bare address (port 53), netguard wants ip:port.
@@ -99,18 +104,5 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 	return cfg, nil
 }
 
-// parsePeer accepts an address or a CIDR.
-func parsePeer(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		return netip.ParsePrefix(s)
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("want an IP address or CIDR")
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 // netguardKinds are the resource kinds netguard records; its GC removes them.
-var netguardKinds = []string{netguard.KindLease, netguard.KindForwarding, netguard.KindNetns, netguard.KindVeth, netguard.KindTable}
+var netguardKinds = []string{netguard.KindLease, netguard.KindForwarding, netguard.KindRoute, netguard.KindNetns, netguard.KindVeth, netguard.KindTable}

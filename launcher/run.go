@@ -204,6 +204,12 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		return nil, err
 	}
 	hostname := "st-" + id
+	if guard != nil {
+		// The host name is the job's own address, answered locally: torch
+		// (torchrun's agent, Gloo without an interface name) resolves it
+		// and advertises the result to the other ranks.
+		hosts = append(hosts, guard.JobAddr().String()+"\t"+hostname+"\n"...)
+	}
 	etc, err := sandbox.EtcFiles(filepath.Join(bundle, "etc"), pl.user, hostname, resolv, hosts)
 	if err != nil {
 		return nil, err

@@ -167,6 +167,10 @@ func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 				return err
 			}
 		}
+		if err := ensureNodeRoutes(cfg.StateDir, cfg.NodeRoutes, rec); err != nil {
+			os.Remove(leasePath(cfg.StateDir, slot))
+			return errors.Join(err, lastOut(cfg.StateDir))
+		}
 		return nil
 	})
 	return slot, err
@@ -251,7 +255,8 @@ func restoreForwarding(dir string) error {
 	return errors.Join(errs...)
 }
 
-// releaseLease removes a lease; the last one restores forwarding.
+// releaseLease removes a lease; the last one restores forwarding and
+// removes node routes.
 func releaseLease(dir string, slot int) error {
 	return withLock(dir, func() error {
 		if err := os.Remove(leasePath(dir, slot)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -262,10 +267,23 @@ func releaseLease(dir string, slot int) error {
 			return fmt.Errorf("netguard leases: %w", err)
 		}
 		if len(left) == 0 {
-			return restoreForwarding(dir)
+			return lastOut(dir)
 		}
 		return nil
 	})
+}
+
+// lastOut undoes the host state of the jobs of dir once none is left:
+// forwarding and node routes. It runs under the state lock.
+func lastOut(dir string) error {
+	left, err := os.ReadDir(filepath.Join(dir, "leases"))
+	if err != nil {
+		return fmt.Errorf("netguard leases: %w", err)
+	}
+	if len(left) > 0 {
+		return nil
+	}
+	return errors.Join(restoreForwarding(dir), removeNodeRoutes(dir))
 }
 
 // delTable deletes an inet table; a missing one is clean.

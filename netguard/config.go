@@ -52,6 +52,11 @@ type Config struct {
 	// Pool is where the job's /30 comes from (default 10.213.0.0/16); a
 	// subnet that overlaps a host route or another job's lease is skipped.
 	Pool netip.Prefix
+	// NodeRoutes lead to other nodes' job subnets (multi-node training).
+	// netguard adds the missing ones with a job's lease and removes those
+	// it added when the last job of StateDir ends (see EnsureNodeRoutes).
+	// They carry no permission: only Peers on PeerPorts pass.
+	NodeRoutes []NodeRoute
 	// StateDir holds the address leases and their lock (default
 	// /run/securetrain/netguard). All jobs of a host must share it.
 	StateDir string
@@ -147,6 +152,11 @@ func (c Config) Validate() error {
 	if c.Pool.IsValid() && int(c.NFLogGroup)+poolSlots(c.Pool) > 65535 {
 		bad("nflog group %d: group + pool slots (%d) exceeds 65535", c.NFLogGroup, poolSlots(c.Pool))
 	}
+	pool := c.Pool
+	if !pool.IsValid() {
+		pool = DefaultPool
+	}
+	errs = append(errs, validateNodeRoutes(c.NodeRoutes, pool)...)
 	return errors.Join(errs...)
 }
 

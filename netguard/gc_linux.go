@@ -27,8 +27,8 @@ func GC(ctx context.Context, r jobstate.Resource) error {
 			return fmt.Errorf("netguard gc: lease record %s lacks slot/state_dir", r)
 		}
 		return releaseLease(r.Attrs["state_dir"], slot)
-	case KindForwarding:
-		// Restored by the release of the last lease; nothing of its own.
+	case KindForwarding, KindRoute:
+		// Undone by the release of the last lease; nothing of its own.
 		return nil
 	}
 	return nil

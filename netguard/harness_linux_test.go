@@ -122,6 +122,8 @@ func assertGone(t testing.TB, res []jobstate.Resource) {
 		case KindLease:
 			_, err := os.Stat(leasePath(r.Attrs["state_dir"], atoi(r.Attrs["slot"])))
 			present = err == nil
+		case KindRoute:
+			present = ourRoute(t, netip.MustParsePrefix(r.Name))
 		case KindForwarding:
 			b, _ := os.ReadFile(ipForwardSysctl)
 			_, err := os.Stat(r.Attrs["state_dir"] + "/forwarding-owned")
