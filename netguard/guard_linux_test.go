@@ -370,8 +370,11 @@ func TestEgressBudget(t *testing.T) {
 	if v.Kind != violation.EgressBytes || v.Threshold != float64(cfg.EgressBudget) || v.Measured <= v.Threshold || v.Action != violation.Killed {
 		t.Fatalf("violation = %+v, want egress budget exceeded", v)
 	}
-	if b := g.EgressBytes()[allowedIP.String()]; b < 256<<10 {
-		t.Fatalf("EgressBytes[%s] = %d, want at least the 256 KiB sent", allowedIP, b)
+	// Write returns once the data is in the socket buffer, not when it has
+	// crossed the veth: the counter is checked against what the violation
+	// measured (it only grows), not against the 256 KiB written.
+	if b := g.EgressBytes()[allowedIP.String()]; float64(b) < v.Measured || b <= uint64(cfg.EgressBudget) {
+		t.Fatalf("EgressBytes[%s] = %d, want at least the %.0f bytes the violation measured, over the budget %d", allowedIP, b, v.Measured, cfg.EgressBudget)
 	}
 }
 
