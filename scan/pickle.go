@@ -224,6 +224,33 @@ func isASCIIPrintable(b []byte) bool {
 }
 
 // walk reads one pickle up to and including STOP.
+// memoIndex reads the memo index of GET/PUT (a decimal text line, for the
+// protocol-0 opcodes 'g' and 'p'), BINGET/BINPUT (one byte, 'h' and 'q') and
+// LONG_BINGET/LONG_BINPUT (four bytes, 'j' and 'r').
+func (w *walker) memoIndex(off int64, op byte, name string) (int64, error) {
+	switch op {
+	case 'g', 'p':
+		l, err := w.rd.line()
+		if err != nil {
+			return 0, err
+		}
+		idx, err := strconv.ParseInt(string(l), 10, 64)
+		if err != nil {
+			return 0, w.malformed(off, "%s index %q", name, l)
+		}
+		if idx < 0 {
+			return 0, w.malformed(off, "negative %s index", name)
+		}
+		return idx, nil
+	case 'h', 'q':
+		n, err := w.rd.uint(1)
+		return int64(n), err
+	default:
+		n, err := w.rd.uint(4)
+		return int64(n), err
+	}
+}
+
 func (w *walker) walk() error {
 	w.memo = map[int64]val{}
 	rd := w.rd
@@ -504,29 +531,9 @@ func (w *walker) walk() error {
 			w.stack = w.stack[:len(w.stack)-n]
 			w.push(val{})
 		case 'g', 'h', 'j': // GET, BINGET, LONG_BINGET
-			var idx int64
-			switch op {
-			case 'g':
-				l, err := rd.line()
-				if err != nil {
-					return err
-				}
-				idx, err = strconv.ParseInt(string(l), 10, 64)
-				if err != nil {
-					return w.malformed(off, "GET index %q", l)
-				}
-			case 'h':
-				n, err := rd.uint(1)
-				if err != nil {
-					return err
-				}
-				idx = int64(n)
-			default:
-				n, err := rd.uint(4)
-				if err != nil {
-					return err
-				}
-				idx = int64(n)
+			idx, err := w.memoIndex(off, op, "GET")
+			if err != nil {
+				return err
 			}
 			v, ok := w.memo[idx]
 			if !ok {
@@ -534,32 +541,9 @@ func (w *walker) walk() error {
 			}
 			w.push(v)
 		case 'p', 'q', 'r': // PUT, BINPUT, LONG_BINPUT
-			var idx int64
-			switch op {
-			case 'p':
-				l, err := rd.line()
-				if err != nil {
-					return err
-				}
-				idx, err = strconv.ParseInt(string(l), 10, 64)
-				if err != nil {
-					return w.malformed(off, "PUT index %q", l)
-				}
-				if idx < 0 {
-					return w.malformed(off, "negative PUT index")
-				}
-			case 'q':
-				n, err := rd.uint(1)
-				if err != nil {
-					return err
-				}
-				idx = int64(n)
-			default:
-				n, err := rd.uint(4)
-				if err != nil {
-					return err
-				}
-				idx = int64(n)
+			idx, err := w.memoIndex(off, op, "PUT")
+			if err != nil {
+				return err
 			}
 			v, err := w.top(off, "PUT")
 			if err != nil {
