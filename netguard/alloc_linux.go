@@ -57,14 +57,6 @@ func withLock(dir string, f func() error) error {
 	return f()
 }
 
-// slotSubnet is the /30 of a slot.
-func slotSubnet(pool netip.Prefix, slot int) netip.Prefix {
-	b := pool.Masked().Addr().As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v += uint32(slot) * 4
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 30)
-}
-
 // hostPrefixes returns the host's IPv4 route destinations and addresses (a
 // job subnet must overlap none of them) and all its own addresses.
 func hostPrefixes() (routes []netip.Prefix, own []netip.Prefix, err error) {
@@ -118,38 +110,94 @@ func ipnetPrefix(ip []byte, mask []byte) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, ones).Masked(), true
 }
 
+// lease is one live job's lease file: leases/<slot> holds its job id, its
+// allocation (empty for none) and its address, a line each.
+type lease struct {
+	Slot       int
+	Job        string
+	Allocation string
+	Addr       netip.Addr
+}
+
+func readLeases(dir string) ([]lease, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "leases"))
+	if err != nil {
+		return nil, fmt.Errorf("netguard leases: %w", err)
+	}
+	var out []lease
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "leases", e.Name()))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("netguard lease: %w", err)
+		}
+		l := lease{Slot: n}
+		lines := strings.Split(string(b), "\n")
+		l.Job = strings.TrimSpace(lines[0])
+		if len(lines) > 2 {
+			l.Allocation = strings.TrimSpace(lines[1])
+			l.Addr, _ = netip.ParseAddr(strings.TrimSpace(lines[2]))
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
 // acquireLease picks a free slot, records it, writes its lease file and, for
-// the first job, switches forwarding on. It runs under the state lock.
+// the first job, switches forwarding on. It runs under the state lock. A
+// job of an allocation that has no job on this node yet takes the
+// allocation's slot (AllocationSlot) or fails: other nodes reach the
+// allocation here at that address and at no other.
 func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 	err = withLock(cfg.StateDir, func() error {
 		routes, _, err := hostPrefixes()
 		if err != nil {
 			return err
 		}
-		leases, err := os.ReadDir(filepath.Join(cfg.StateDir, "leases"))
+		leases, err := readLeases(cfg.StateDir)
 		if err != nil {
-			return fmt.Errorf("netguard leases: %w", err)
+			return err
 		}
-		taken := map[int]bool{}
+		taken := map[int]lease{}
+		mates := false
 		for _, l := range leases {
-			if n, err := strconv.Atoi(l.Name()); err == nil {
-				taken[n] = true
-			}
+			taken[l.Slot] = l
+			mates = mates || (cfg.Allocation != "" && l.Allocation == cfg.Allocation)
 		}
-		slot = -1
-	search:
-		for i := 0; i < poolSlots(cfg.Pool); i++ {
-			if taken[i] {
-				continue
+		usable := func(i int) error {
+			if l, ok := taken[i]; ok {
+				return fmt.Errorf("held by job %s", l.Job)
 			}
 			sub := slotSubnet(cfg.Pool, i)
 			for _, r := range routes {
 				if overlaps(r, sub) {
-					continue search
+					return fmt.Errorf("overlaps host route %s", r)
 				}
 			}
-			slot = i
-			break
+			return nil
+		}
+		slot = -1
+		if cfg.Allocation != "" {
+			want := AllocationSlot(cfg.Pool, cfg.Allocation)
+			err := usable(want)
+			switch {
+			case err == nil:
+				slot = want
+			case !mates:
+				return fmt.Errorf("allocation %s: its address %s on this node is %v; other nodes reach the allocation there only (use a larger network.node_subnet, or end that job)",
+					cfg.Allocation, slotJobAddr(cfg.Pool, want), err)
+			}
+		}
+		for i := 0; slot < 0 && i < poolSlots(cfg.Pool); i++ {
+			if usable(i) == nil {
+				slot = i
+			}
 		}
 		if slot < 0 {
 			return fmt.Errorf("netguard pool %s: no free /30 (all leased or overlapping host routes)", cfg.Pool)
@@ -158,7 +206,8 @@ func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 		if err := rec.Record(jobstate.Resource{Kind: KindLease, Name: slotSubnet(cfg.Pool, slot).String(), Attrs: attrs}); err != nil {
 			return fmt.Errorf("record lease: %w", err)
 		}
-		if err := os.WriteFile(leasePath(cfg.StateDir, slot), []byte(cfg.JobID+"\n"), 0o600); err != nil {
+		body := cfg.JobID + "\n" + cfg.Allocation + "\n" + slotJobAddr(cfg.Pool, slot).String() + "\n"
+		if err := os.WriteFile(leasePath(cfg.StateDir, slot), []byte(body), 0o600); err != nil {
 			return fmt.Errorf("netguard lease: %w", err)
 		}
 		if len(leases) == 0 {
@@ -174,6 +223,67 @@ func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 		return nil
 	})
 	return slot, err
+}
+
+// syncAllocations sets every live allocation job's set of mates to the
+// addresses of its allocation's other live jobs, so a job that leaves (or
+// crashed and was collected) grants nothing to whoever gets its address
+// next. It runs under the state lock, after a job's table exists and after
+// a lease is released; a job whose table is not made yet is skipped (its
+// own join fills it).
+func syncAllocations(dir string) error {
+	leases, err := readLeases(dir)
+	if err != nil {
+		return err
+	}
+	groups := map[string][]lease{}
+	for _, l := range leases {
+		if l.Allocation != "" && l.Addr.IsValid() {
+			groups[l.Allocation] = append(groups[l.Allocation], l)
+		}
+	}
+	var errs []error
+	for _, g := range groups {
+		for _, l := range g {
+			var els []nftables.SetElement
+			for _, m := range g {
+				if m.Slot != l.Slot {
+					els = append(els, nftables.SetElement{Key: m.Addr.AsSlice()})
+				}
+			}
+			if err := replaceMates(NamePrefix+l.Job, els); err != nil {
+				errs = append(errs, fmt.Errorf("allocation %s, job %s: %w", l.Allocation, l.Job, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// replaceMates replaces the elements of table's mates set in one batch; a table
+// (or set) not made yet is skipped.
+func replaceMates(table string, els []nftables.SetElement) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
+	s, err := c.GetSetByName(t, setMates)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("nftables set %s of %s: %w", setMates, table, err)
+	}
+	c.FlushSet(s)
+	if len(els) > 0 {
+		if err := c.SetAddElements(s, els); err != nil {
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nftables set %s of %s: %w", setMates, table, err)
+	}
+	return nil
 }
 
 func leasePath(dir string, slot int) string {
@@ -269,7 +379,7 @@ func releaseLease(dir string, slot int) error {
 		if len(left) == 0 {
 			return lastOut(dir)
 		}
-		return nil
+		return syncAllocations(dir)
 	})
 }
 

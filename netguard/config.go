@@ -40,6 +40,15 @@ type Config struct {
 	// directions, without NAT, on PeerPorts only.
 	Peers     []netip.Prefix
 	PeerPorts []PortRange
+	// Allocation names the distributed job this one belongs to (a Slurm
+	// job id). Its jobs on this node reach each other on PeerPorts, and its
+	// first job here takes the allocation's address (AllocationAddr), which
+	// other nodes compute without asking: their jobs name this node and
+	// reach rank 0's rendezvous there. Needs PeerPorts.
+	Allocation string
+	// HostNames are extra /etc/hosts entries of the job (an allocation's
+	// node names mapped to its addresses on those nodes).
+	HostNames map[string]netip.Addr
 	// Upstreams are the resolvers the DNS proxy asks ("ip:port"); default:
 	// the nameservers of /etc/resolv.conf.
 	Upstreams []string
@@ -65,7 +74,11 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-var jobIDRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,48}$`)
+var (
+	jobIDRe      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,48}$`)
+	allocationRe = regexp.MustCompile(`^[A-Za-z0-9_.+-]{1,64}$`)
+	hostNameRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
+)
 
 // withDefaults returns a copy with defaults filled in (one place).
 func (c Config) withDefaults() (Config, error) {
@@ -134,6 +147,22 @@ func (c Config) Validate() error {
 	}
 	if len(c.Peers) > 0 && len(c.PeerPorts) == 0 {
 		bad("peer_ports: required when peers are set (e.g. 29500-29510 for torchrun)")
+	}
+	if c.Allocation != "" {
+		if !allocationRe.MatchString(c.Allocation) {
+			bad("allocation %q: allowed 1-64 characters of A-Z a-z 0-9 _ . + -", c.Allocation)
+		}
+		if len(c.PeerPorts) == 0 {
+			bad("peer_ports: required for an allocation (its jobs reach each other on them)")
+		}
+	}
+	for name, a := range c.HostNames {
+		if !hostNameRe.MatchString(name) {
+			bad("host name %q: allowed a DNS name (letters, digits, '-' and '.')", name)
+		}
+		if !a.Is4() {
+			bad("host name %s: address %s: allowed an IPv4 address", name, a)
+		}
 	}
 	for _, u := range c.Upstreams {
 		if _, err := netip.ParseAddrPort(u); err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -116,6 +117,12 @@ func Setup(ctx context.Context, cfg Config, rec jobstate.Recorder) (_ *Guard, er
 	}
 	if err := step("nftables", g.makeTable(rec)); err != nil {
 		return nil, err
+	}
+	if cfg.Allocation != "" {
+		// Join: the allocation's jobs here and this one learn each other.
+		if err := step("allocation", func() error { return withLock(cfg.StateDir, func() error { return syncAllocations(cfg.StateDir) }) }); err != nil {
+			return nil, err
+		}
 	}
 	if err := step("nflog", g.openLog); err != nil {
 		return nil, err
@@ -558,8 +565,12 @@ func (g *Guard) ResolvConf() []byte {
 
 // Hosts is the sandbox's /etc/hosts.
 func (g *Guard) Hosts() []byte {
-	return []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+	b := []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
 		g.jobAddr.String() + "\tsecuretrain-job\n")
+	for _, name := range slices.Sorted(maps.Keys(g.cfg.HostNames)) {
+		b = append(b, g.cfg.HostNames[name].String()+"\t"+name+"\n"...)
+	}
+	return b
 }
 
 // Env is what distributed training needs to pick the job's interface.

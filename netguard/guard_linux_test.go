@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/miekg/dns"
 	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/jobstate"
@@ -406,4 +407,112 @@ func TestForwardingConfined(t *testing.T) {
 	if string(before) != string(after) {
 		t.Errorf("ip_forward %q before, %q after the last job", before, after)
 	}
+}
+
+// TestAllocationMates: jobs of one allocation on a node reach each other on
+// the peer ports (no NAT); a job of another allocation does not; the first
+// job takes the allocation's address; an allocation whose address is held
+// by another one does not start; a job that leaves grants nothing to the
+// next holder of its address.
+func TestAllocationMates(t *testing.T) {
+	w := newWorld(t)
+	alloc := func(id string) Config {
+		c := w.config(t, Enforce)
+		c.Allocation, c.PeerPorts = id, []PortRange{{29500, 29510}}
+		return c
+	}
+	ca0, ca1, cb := alloc("7"), alloc("7"), alloc("8")
+	ca0.HostNames = map[string]netip.Addr{"node-a": netip.MustParseAddr("10.214.0.30")}
+	ca1.StateDir, cb.StateDir = ca0.StateDir, ca0.StateDir
+	a0 := setup(t, ca0)
+	a1 := setup(t, ca1)
+	b := setup(t, cb)
+	if want, _ := AllocationAddr(testPool, "7"); a0.JobAddr() != want {
+		t.Fatalf("first job of allocation 7 at %s, want the allocation's address %s", a0.JobAddr(), want)
+	}
+	if want, _ := AllocationAddr(testPool, "8"); b.JobAddr() != want {
+		t.Fatalf("first job of allocation 8 at %s, want %s", b.JobAddr(), want)
+	}
+	if !strings.Contains(string(a0.Hosts()), "10.214.0.30\tnode-a\n") {
+		t.Errorf("Hosts() = %q, want the allocation's node names", a0.Hosts())
+	}
+	echo := func(g *Guard) {
+		var ln net.Listener
+		must(t, inNetns(g.NetnsPath(), func() (err error) {
+			ln, err = net.Listen("tcp4", ":29500")
+			return err
+		}))
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
+				c.Close()
+			}
+		}()
+	}
+	echo(a0)
+	echo(a1)
+	to := func(g *Guard) string { return netip.AddrPortFrom(g.JobAddr(), 29500).String() }
+	if got, err := jobDial(a1, "tcp4", to(a0)); err != nil || got != a1.JobAddr().String() {
+		t.Fatalf("mate dial = %q, %v; want to be seen as %s (no NAT)", got, err, a1.JobAddr())
+	}
+	if got, err := jobDial(a0, "tcp4", to(a1)); err != nil || got != a0.JobAddr().String() {
+		t.Fatalf("mate dial back = %q, %v; want %s", got, err, a0.JobAddr())
+	}
+	if _, err := jobDial(b, "tcp4", to(a0)); err == nil {
+		t.Fatal("a job of another allocation reached the allocation")
+	}
+	expectViolation(t, b, violation.Network, "tcp", a0.JobAddr().String(), 29500, violation.Killed)
+
+	// 16391 = 7 + the pool's 16384 slots: the same address, held.
+	clash := alloc("16391")
+	clash.StateDir = ca0.StateDir
+	if g, err := Setup(t.Context(), clash, &jobstate.MemRecorder{}); err == nil {
+		g.Close()
+		t.Fatal("an allocation whose address is held started")
+	} else if !strings.Contains(err.Error(), "allocation 16391: its address "+a0.JobAddr().String()+" on this node is held by job "+ca0.JobID) {
+		t.Fatalf("clash error = %v", err)
+	}
+
+	// a1 leaves; the next job at its address (a peer of a0 by its own
+	// configuration) is not let in by a0.
+	old := a1.JobAddr()
+	if m := mates(t, a0); len(m) != 1 || m[0] != old {
+		t.Fatalf("mates of the first job = %v, want [%s]", m, old)
+	}
+	must(t, a1.Close())
+	if m := mates(t, a0); len(m) != 0 {
+		t.Fatalf("mates of the first job after its mate left = %v, want none", m)
+	}
+	cc := alloc("8")
+	cc.StateDir = ca0.StateDir
+	cc.Peers = []netip.Prefix{netip.PrefixFrom(a0.JobAddr(), 32)}
+	c := setup(t, cc)
+	if c.JobAddr() != old {
+		t.Fatalf("new job at %s, want the address %s the leaver freed", c.JobAddr(), old)
+	}
+	if got, err := jobDial(c, "tcp4", to(a0)); err == nil {
+		t.Fatalf("the next holder of a departed mate's address reached the allocation (%q)", got)
+	}
+}
+
+// mates reads a guard's set of allocation mates from the kernel.
+func mates(t *testing.T, g *Guard) []netip.Addr {
+	t.Helper()
+	c, err := nftables.New()
+	must(t, err)
+	s, err := c.GetSetByName(&nftables.Table{Family: nftables.TableFamilyINet, Name: g.Table()}, setMates)
+	must(t, err)
+	els, err := c.GetSetElements(s)
+	must(t, err)
+	var out []netip.Addr
+	for _, e := range els {
+		a, _ := netip.AddrFromSlice(e.Key)
+		out = append(out, a)
+	}
+	return out
 }

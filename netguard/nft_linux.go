@@ -138,17 +138,31 @@ func (m match) exprs(group uint16, sets map[string]*nftables.Set) ([]expr.Any, e
 	if m.Daddr.IsValid() {
 		addr(m.Daddr, false, expr.CmpOpEq)
 	}
-	if m.DaddrSet != "" {
-		s, ok := sets[m.DaddrSet]
+	lookup := func(name string, src bool) error {
+		s, ok := sets[name]
 		if !ok {
-			return nil, fmt.Errorf("no set %s", m.DaddrSet)
+			return fmt.Errorf("no set %s", name)
 		}
 		off, n := uint32(16), uint32(4)
 		if s.KeyType == nftables.TypeIP6Addr {
 			off, n = 24, 16
 		}
+		if src {
+			off -= n
+		}
 		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 			&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+		return nil
+	}
+	if m.SaddrSet != "" {
+		if err := lookup(m.SaddrSet, true); err != nil {
+			return nil, err
+		}
+	}
+	if m.DaddrSet != "" {
+		if err := lookup(m.DaddrSet, false); err != nil {
+			return nil, err
+		}
 	}
 	if len(m.CTState) > 0 {
 		var bits uint32

@@ -26,7 +26,8 @@ type match struct {
 	Saddr      netip.Prefix // ipv4
 	NotSaddr   netip.Prefix // ipv4: saddr not in
 	Daddr      netip.Prefix
-	DaddrSet   string // named set of ipv4 addresses (@name)
+	SaddrSet   string // named set of ipv4 addresses (@name)
+	DaddrSet   string
 	L4         string // "tcp", "udp", "icmpv6"; buildProgram expands "any-ports" into tcp and udp
 	PortLo     uint16
 	PortHi     uint16
@@ -69,6 +70,8 @@ const (
 	setEgress  = "egress4" // per-destination byte counters
 	setDeny4   = "deny4"
 	setDeny6   = "deny6"
+	setPeers   = "peers4" // static peers (--peers, network.peers, other nodes)
+	setMates   = "mates4" // the allocation's other jobs on this node, kept current by syncAllocations
 	chainAcct  = "accept_out"
 	hostSetFmt = "host%d"
 )
@@ -127,9 +130,21 @@ func buildProgram(c Config, p plan) program {
 		{L4: "any-ports", PortLo: 53, PortHi: 53, Log: logDNS, Verdict: "drop", Comment: "DNS only through the proxy"},
 		{Family: 4, Daddr: netip.MustParsePrefix("224.0.0.0/24"), Verdict: "drop", Comment: "link-local multicast, quietly"},
 	}
-	for _, peer := range c.Peers {
+	// Peers: static ones, and the allocation's jobs on this node (a set
+	// that changes as they come and go), on the peer ports only, both ways,
+	// never NATed (every rank advertises its own address).
+	var peerSets []string
+	if len(c.PeerPorts) > 0 {
+		pr.Sets = append(pr.Sets, setSpec{Name: setPeers, Family: 4, Interval: true, Elems: c.Peers})
+		peerSets = append(peerSets, setPeers)
+		if c.Allocation != "" {
+			pr.Sets = append(pr.Sets, setSpec{Name: setMates, Family: 4})
+			peerSets = append(peerSets, setMates)
+		}
+	}
+	for _, set := range peerSets {
 		for _, pp := range c.PeerPorts {
-			eg = append(eg, match{Family: 4, Daddr: peer, L4: "any-ports", PortLo: pp.Lo, PortHi: pp.Hi, Verdict: acct, Comment: "peer"})
+			eg = append(eg, match{Family: 4, DaddrSet: set, L4: "any-ports", PortLo: pp.Lo, PortHi: pp.Hi, Verdict: acct, Comment: "peer"})
 		}
 	}
 	eg = append(eg, match{Family: 4, DaddrSet: setDeny4, Log: logAlways, Verdict: "drop", Comment: "always denied"})
@@ -160,16 +175,16 @@ func buildProgram(c Config, p plan) program {
 	}
 
 	in := []match{{CTState: []string{"established", "related"}, Verdict: "accept"}}
-	for _, peer := range c.Peers {
+	for _, set := range peerSets {
 		for _, pp := range c.PeerPorts {
-			in = append(in, match{Family: 4, Saddr: peer, L4: "any-ports", PortLo: pp.Lo, PortHi: pp.Hi, Verdict: "accept", Comment: "peer"})
+			in = append(in, match{Family: 4, SaddrSet: set, L4: "any-ports", PortLo: pp.Lo, PortHi: pp.Hi, Verdict: "accept", Comment: "peer"})
 		}
 	}
 	in = append(in, match{Verdict: "drop"})
 
 	var post []match
-	for _, peer := range c.Peers {
-		post = append(post, match{Family: 4, Saddr: job, Daddr: peer, Verdict: "return", Comment: "peers see the job's own address"})
+	for _, set := range peerSets {
+		post = append(post, match{Family: 4, Saddr: job, DaddrSet: set, Verdict: "return", Comment: "peers see the job's own address"})
 	}
 	post = append(post, match{Family: 4, Saddr: job, NotOIf: p.HostIf, Verdict: "masquerade"})
 
@@ -271,7 +286,7 @@ func (m match) render(group uint16) string {
 	if m.NotOIf != "" {
 		add("oifname != %q", m.NotOIf)
 	}
-	if m.Family == 6 && !m.Daddr.IsValid() && m.DaddrSet == "" {
+	if m.Family == 6 && !m.Daddr.IsValid() && m.DaddrSet == "" && m.SaddrSet == "" {
 		add("meta nfproto ipv6")
 	}
 	if m.NotSaddr.IsValid() {
@@ -282,6 +297,9 @@ func (m match) render(group uint16) string {
 	}
 	if m.Daddr.IsValid() {
 		add("%s daddr %s", ipv(m.Family), prefixText(m.Daddr))
+	}
+	if m.SaddrSet != "" {
+		add("%s saddr @%s", ipv(m.Family), m.SaddrSet)
 	}
 	if m.DaddrSet != "" {
 		add("%s daddr @%s", ipv(m.Family), m.DaddrSet)

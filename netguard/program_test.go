@@ -48,9 +48,10 @@ func mustRules(t *testing.T, ss ...string) []Rule {
 
 func TestProgramEnforce(t *testing.T) {
 	cfg := Config{JobID: "job1", Mode: Enforce,
-		Allow:     mustRules(t, "pypi.org:443", "*.s3.amazonaws.com", "tcp:10.20.0.0/16:5000-5010", "udp:203.0.113.7:123"),
-		Peers:     []netip.Prefix{netip.MustParsePrefix("10.213.8.0/24")},
-		PeerPorts: []PortRange{{29500, 29510}}}
+		Allow:      mustRules(t, "pypi.org:443", "*.s3.amazonaws.com", "tcp:10.20.0.0/16:5000-5010", "udp:203.0.113.7:123"),
+		Peers:      []netip.Prefix{netip.MustParsePrefix("10.213.8.0/24")},
+		PeerPorts:  []PortRange{{29500, 29510}},
+		Allocation: "4242"}
 	golden(t, "enforce", buildProgram(cfg, testPlan()).String())
 }
 

@@ -81,13 +81,19 @@ func TestValidate(t *testing.T) {
 		mut  func(*Config)
 		want string
 	}{
-		"allow all":      {func(c *Config) { c.Allow = []Rule{all} }, "unrestricted: true"},
-		"ipv6":           {func(c *Config) { c.Allow = []Rule{v6} }, "IPv6 egress"},
-		"job id":         {func(c *Config) { c.JobID = "a/b" }, "job id"},
-		"mode":           {func(c *Config) { c.Mode = "yolo" }, "allowed enforce, block, audit"},
-		"peers no ports": {func(c *Config) { c.Peers = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")} }, "peer_ports"},
-		"upstream":       {func(c *Config) { c.Upstreams = []string{"8.8.8.8"} }, "ip:port"},
-		"pool":           {func(c *Config) { c.Pool = netip.MustParsePrefix("10.0.0.0/31") }, "pool"},
+		"allow all":           {func(c *Config) { c.Allow = []Rule{all} }, "unrestricted: true"},
+		"ipv6":                {func(c *Config) { c.Allow = []Rule{v6} }, "IPv6 egress"},
+		"job id":              {func(c *Config) { c.JobID = "a/b" }, "job id"},
+		"mode":                {func(c *Config) { c.Mode = "yolo" }, "allowed enforce, block, audit"},
+		"peers no ports":      {func(c *Config) { c.Peers = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")} }, "peer_ports"},
+		"upstream":            {func(c *Config) { c.Upstreams = []string{"8.8.8.8"} }, "ip:port"},
+		"pool":                {func(c *Config) { c.Pool = netip.MustParsePrefix("10.0.0.0/31") }, "pool"},
+		"allocation no ports": {func(c *Config) { c.Allocation = "1234" }, "peer_ports: required for an allocation"},
+		"allocation chars": {func(c *Config) {
+			c.Allocation, c.PeerPorts = "12 34", []PortRange{{29500, 29500}}
+		}, `allocation "12 34": allowed 1-64 characters`},
+		"host name":    {func(c *Config) { c.HostNames = map[string]netip.Addr{"-a": netip.MustParseAddr("10.0.0.2")} }, `host name "-a"`},
+		"host name v6": {func(c *Config) { c.HostNames = map[string]netip.Addr{"a": netip.MustParseAddr("fd00::2")} }, "allowed an IPv4 address"},
 	} {
 		c := base
 		tc.mut(&c)
@@ -145,5 +151,31 @@ func TestParseMode(t *testing.T) {
 	}
 	if _, err := ParseMode("learn"); err == nil || !strings.Contains(err.Error(), "allowed enforce, block, audit") {
 		t.Errorf("ParseMode(learn) = %v", err)
+	}
+}
+
+func TestAllocationAddr(t *testing.T) {
+	pool := netip.MustParsePrefix("10.40.0.0/24") // 64 slots
+	for _, tc := range []struct {
+		alloc string
+		want  string
+	}{
+		{"0", "10.40.0.2"},
+		{"5", "10.40.0.22"},
+		{"69", "10.40.0.22"}, // 69 mod 64 = 5: the same slot
+		{"63", "10.40.0.254"},
+	} {
+		if got, err := AllocationAddr(pool, tc.alloc); err != nil || got.String() != tc.want {
+			t.Errorf("AllocationAddr(%s, %s) = %v, %v; want %s", pool, tc.alloc, got, err, tc.want)
+		}
+	}
+	// A non-numeric id is hashed, the same way on every node.
+	a, _ := AllocationAddr(pool, "exp-42")
+	b, _ := AllocationAddr(pool, "exp-42")
+	if a != b || !pool.Contains(a) {
+		t.Errorf("AllocationAddr(exp-42) = %s then %s, want one address in %s", a, b, pool)
+	}
+	if _, err := AllocationAddr(netip.MustParsePrefix("10.40.0.0/31"), "1"); err == nil {
+		t.Error("AllocationAddr accepted a /31")
 	}
 }
