@@ -61,6 +61,7 @@ type RunArgs struct {
 	Network      string        `json:"network,omitempty"`
 	Allow        []string      `json:"allow,omitempty"`
 	Peers        []string      `json:"peers,omitempty"`
+	Allocation   string        `json:"allocation,omitempty"`
 	Report       string        `json:"report,omitempty"`
 	TTY          bool          `json:"tty,omitempty"`
 	User         string        `json:"user,omitempty"`

@@ -361,13 +361,18 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
 		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: args.Network == "none",
 	}
+	if req.Allocation, err = daemonAllocation(id, sj, args.Allocation); err != nil {
+		return Reply{Error: err.Error()}
+	}
 	var notes []string
 	if sj != nil {
 		// The epilog finds (and stops) the job by its Slurm job.
 		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
 		req.Recorded = sj.forged
-		if !req.NetworkOff {
-			// The allocation's other nodes are peers (by name: their job subnets).
+		if !req.NetworkOff && len(prof.Network.PeerPorts) > 0 {
+			// The Slurm job is the allocation; its other nodes are peers
+			// (at the allocation's address there).
+			req.Allocation = strconv.FormatUint(sj.job.ID, 10)
 			req.Peers = append(slices.Clone(req.Peers), launcher.SlurmPeers(s.Launcher.Host.Network, prof, sj.job.Node, sj.job.Nodes)...)
 		}
 		if len(sj.forged) > 0 {
@@ -609,3 +614,23 @@ func (s *Server) audit(ctx context.Context, job, user string, p audit.Payload) {
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+
+// daemonAllocation is the allocation a caller's --allocation names. Inside
+// a Slurm job only that job (set below from the job itself); elsewhere the
+// name is the caller's own (prefixed with the uid), so no one joins another
+// user's allocation and gets its peer ports.
+func daemonAllocation(id Identity, sj *slurmBinding, asked string) (string, error) {
+	switch {
+	case asked == "":
+		return "", nil
+	case sj != nil:
+		if asked != strconv.FormatUint(sj.job.ID, 10) {
+			return "", fmt.Errorf("--allocation %s: inside Slurm job %d the allocation is that job", asked, sj.job.ID)
+		}
+		return "", nil // set from the job with its peers
+	case id.Root():
+		return asked, nil
+	default:
+		return fmt.Sprintf("u%d-%s", id.UID, asked), nil
+	}
+}

@@ -171,3 +171,28 @@ func TestReportToSlurm(t *testing.T) {
 		t.Errorf("reported %q", f.reported)
 	}
 }
+
+// TestDaemonAllocation: a caller's --allocation is its own (uid-prefixed),
+// root's as given, and inside a Slurm job only that job.
+func TestDaemonAllocation(t *testing.T) {
+	sj := &slurmBinding{job: slurm.JobInfo{ID: 812}}
+	for _, tc := range []struct {
+		name  string
+		id    Identity
+		sj    *slurmBinding
+		asked string
+		want  string
+		err   string
+	}{
+		{"none", Identity{UID: 1000}, nil, "", "", ""},
+		{"user's own", Identity{UID: 1000}, nil, "exp1", "u1000-exp1", ""},
+		{"root's as given", Identity{UID: 0}, nil, "exp1", "exp1", ""},
+		{"the slurm job", Identity{UID: 1000}, sj, "812", "", ""},
+		{"another slurm job", Identity{UID: 1000}, sj, "813", "", "--allocation 813: inside Slurm job 812 the allocation is that job"},
+	} {
+		got, err := daemonAllocation(tc.id, tc.sj, tc.asked)
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && err.Error() != tc.err) {
+			t.Errorf("%s: daemonAllocation = %q, %v; want %q, %q", tc.name, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -14,7 +14,7 @@ import (
 // --peers and --learn, and the host's network settings into netguard's
 // config, and validates it completely. nil means no network at all.
 func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config, error) {
-	if p.Network.Mode != "sandbox" && len(req.Allow) == 0 && len(req.Peers) == 0 && !req.Learn {
+	if p.Network.Mode != "sandbox" && len(req.Allow) == 0 && len(req.Peers) == 0 && !req.Learn && req.Allocation == "" {
 		return nil, nil
 	}
 	mode, err := netguard.ParseMode(p.Network.Policy)
@@ -47,23 +47,7 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 		cfg.Allow = append(cfg.Allow, r)
 	}
 	h := l.Host.Network
-	for i, s := range append(append([]string(nil), p.Network.Peers...), req.Peers...) {
-		pfx, err := parsePeer(s, h.Nodes)
-		if err != nil {
-			return nil, fmt.Errorf("peer %d %q: %w", i, s, err)
-		}
-		cfg.Peers = append(cfg.Peers, pfx)
-	}
-	for i, s := range p.Network.PeerPorts {
-		pr, err := netguard.ParsePortRange(s)
-		if err != nil {
-			return nil, fmt.Errorf("network.peer_ports[%d]: %w", i, err)
-		}
-		cfg.PeerPorts = append(cfg.PeerPorts, pr)
-	}
-	if len(cfg.Peers) > 0 && len(cfg.PeerPorts) == 0 {
-		return nil, fmt.Errorf("peers are set but network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]")
-	}
+	cfg.Pool = netguard.DefaultPool
 	if pool := h.Pool; pool != "" || h.NodeSubnet != "" {
 		if h.NodeSubnet != "" {
 			pool = h.NodeSubnet // this node's job subnet: what other nodes route here
@@ -73,6 +57,34 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 			return nil, fmt.Errorf("host network.pool/node_subnet: %w", err)
 		}
 		cfg.Pool = pfx
+	}
+	for i, s := range p.Network.PeerPorts {
+		pr, err := netguard.ParsePortRange(s)
+		if err != nil {
+			return nil, fmt.Errorf("network.peer_ports[%d]: %w", i, err)
+		}
+		cfg.PeerPorts = append(cfg.PeerPorts, pr)
+	}
+	if req.Allocation != "" {
+		if len(cfg.PeerPorts) == 0 {
+			return nil, fmt.Errorf("--allocation %s: the profile's network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]", req.Allocation)
+		}
+		cfg.Allocation = req.Allocation
+		names, err := allocationHosts(h, cfg.Pool, req.Allocation, l.nodeName())
+		if err != nil {
+			return nil, err
+		}
+		cfg.HostNames = names
+	}
+	for i, s := range append(append([]string(nil), p.Network.Peers...), req.Peers...) {
+		pfx, err := parsePeer(s, h.Nodes, req.Allocation)
+		if err != nil {
+			return nil, fmt.Errorf("peer %d %q: %w", i, s, err)
+		}
+		cfg.Peers = append(cfg.Peers, pfx)
+	}
+	if len(cfg.Peers) > 0 && len(cfg.PeerPorts) == 0 {
+		return nil, fmt.Errorf("peers are set but network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]")
 	}
 	if cfg.NodeRoutes, err = nodeRoutes(h); err != nil {
 		return nil, err

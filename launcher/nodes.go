@@ -3,6 +3,7 @@ package launcher
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/securetrain/securetrain/configs"
@@ -15,13 +16,20 @@ import (
 // job subnet, so the ranks there are reached by their own addresses (no
 // NAT) on the profile's peer_ports.
 
-// parsePeer accepts a node name of the host's network.nodes (its job
-// subnet), an address or a CIDR.
-func parsePeer(s string, nodes []configs.HostNode) (netip.Prefix, error) {
+// parsePeer accepts a node name of the host's network.nodes, an address
+// or a CIDR. A node stands for its whole job subnet, or, for a job of an
+// allocation, for the allocation's address there only: jobs of other
+// allocations on that node are not peers.
+func parsePeer(s string, nodes []configs.HostNode, allocation string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	for _, n := range nodes {
 		if n.Name == s {
-			return netip.ParsePrefix(n.Subnet)
+			sub, err := netip.ParsePrefix(n.Subnet)
+			if err != nil || allocation == "" {
+				return sub, err
+			}
+			a, err := netguard.AllocationAddr(sub, allocation)
+			return netip.PrefixFrom(a, 32), err
 		}
 	}
 	if strings.Contains(s, "/") {
@@ -35,6 +43,34 @@ func parsePeer(s string, nodes []configs.HostNode) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("want a node of the host's network.nodes, an IP address or a CIDR")
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// allocationHosts are the names a job of an allocation resolves locally:
+// every node of network.nodes to the allocation's address on that node, and
+// this node (its network.nodes name and its own host name) to the
+// allocation's address here, so MASTER_ADDR=<first node of the allocation>
+// (or $(hostname) on one node) reaches rank 0's rendezvous.
+func allocationHosts(h configs.HostNetwork, pool netip.Prefix, allocation, self string) (map[string]netip.Addr, error) {
+	out := map[string]netip.Addr{}
+	for i, n := range h.Nodes {
+		sub, err := netip.ParsePrefix(n.Subnet)
+		if err != nil {
+			return nil, fmt.Errorf("host network.nodes[%d] (%s): subnet: %w", i, n.Name, err)
+		}
+		if out[n.Name], err = netguard.AllocationAddr(sub, allocation); err != nil {
+			return nil, fmt.Errorf("host network.nodes[%d] (%s): %w", i, n.Name, err)
+		}
+	}
+	if self != "" {
+		if _, ok := out[self]; !ok {
+			a, err := netguard.AllocationAddr(pool, allocation)
+			if err != nil {
+				return nil, err
+			}
+			out[self] = a
+		}
+	}
+	return out, nil
 }
 
 // nodeRoutes are the routes to the other nodes' job subnets (every node of
@@ -72,4 +108,19 @@ func SlurmPeers(h configs.HostNetwork, p *configs.Profile, thisNode string, allo
 		}
 	}
 	return out
+}
+
+// nodeName is this node's name as its jobs' peers know it: the Slurm node
+// name of the host config, else the short host name ("" when it is not a
+// usable DNS name).
+func (l *Launcher) nodeName() string {
+	n := l.Host.Slurm.NodeName
+	if n == "" {
+		h, _ := os.Hostname()
+		n, _, _ = strings.Cut(h, ".")
+	}
+	if !netguard.ValidHostName(n) {
+		return ""
+	}
+	return n
 }

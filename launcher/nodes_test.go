@@ -42,6 +42,51 @@ func TestNetConfigNodes(t *testing.T) {
 	}
 }
 
+// TestNetConfigAllocation: with an allocation, a node peer is the
+// allocation's address there only, every node name (and this node's) is
+// an /etc/hosts entry for that address, and no peer_ports is refused.
+func TestNetConfigAllocation(t *testing.T) {
+	h := &configs.Host{StateDir: t.TempDir(), Network: twoNodes}
+	h.Slurm.NodeName = "gpu1"
+	l := &Launcher{Host: h, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p := &configs.Profile{}
+	p.Network.Mode = "sandbox"
+	p.Network.PeerPorts = []string{"29500-29510"}
+	cfg, err := l.netConfig(p, Request{Peers: []string{"gpu2"}, Allocation: "70"})
+	if err != nil {
+		t.Fatalf("netConfig: %v", err)
+	}
+	// 70 mod 64 slots of a /24 = slot 6: .24/30, job address .26.
+	if want := []netip.Prefix{netip.MustParsePrefix("10.213.2.26/32")}; !slices.Equal(cfg.Peers, want) {
+		t.Errorf("Peers = %v; want %v (the allocation's address on gpu2, not its subnet)", cfg.Peers, want)
+	}
+	want := map[string]netip.Addr{"gpu1": netip.MustParseAddr("10.213.1.26"), "gpu2": netip.MustParseAddr("10.213.2.26")}
+	if len(cfg.HostNames) != len(want) || cfg.HostNames["gpu1"] != want["gpu1"] || cfg.HostNames["gpu2"] != want["gpu2"] {
+		t.Errorf("HostNames = %v; want %v", cfg.HostNames, want)
+	}
+	if cfg.Allocation != "70" {
+		t.Errorf("Allocation = %q", cfg.Allocation)
+	}
+	p.Network.PeerPorts = nil
+	if _, err := l.netConfig(p, Request{Allocation: "70"}); err == nil || !strings.Contains(err.Error(), "--allocation 70: the profile's network.peer_ports is empty") {
+		t.Errorf("allocation without peer_ports: %v", err)
+	}
+	p.Network.PeerPorts = []string{"29500"}
+	if _, err := l.netConfig(p, Request{Allocation: "a b"}); err == nil || !strings.Contains(err.Error(), `allocation "a b"`) {
+		t.Errorf("bad allocation id: %v", err)
+	}
+	// One node, no network.nodes: this host's name maps to the allocation's
+	// address in the pool.
+	l.Host.Network = configs.HostNetwork{Upstreams: []string{"127.0.0.53"}}
+	cfg, err = l.netConfig(p, Request{Allocation: "3"})
+	if err != nil {
+		t.Fatalf("netConfig one node: %v", err)
+	}
+	if a, _ := netguard.AllocationAddr(netguard.DefaultPool, "3"); cfg.HostNames["gpu1"] != a || len(cfg.HostNames) != 1 {
+		t.Errorf("one node: HostNames = %v; want gpu1 -> %s", cfg.HostNames, a)
+	}
+}
+
 func TestSlurmPeers(t *testing.T) {
 	p := &configs.Profile{}
 	p.Network.Mode = "sandbox"

@@ -219,8 +219,8 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 			return nil, err
 		}
 		pl.net = nc
-	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn {
-		return nil, errors.New("--network none cannot be combined with --allow, --peers or --learn")
+	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn || req.Allocation != "" {
+		return nil, errors.New("--network none cannot be combined with --allow, --peers, --allocation or --learn")
 	}
 	if err := l.prepareSecrets(pl); err != nil {
 		return nil, err

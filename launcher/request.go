@@ -57,6 +57,11 @@ type Request struct {
 	Peers      []string
 	Learn      bool
 	NetworkOff bool
+	// Allocation is the distributed job this run belongs to (--allocation;
+	// the daemon sets the caller's Slurm job id). Its jobs on this node reach
+	// each other on the profile's peer_ports, node names resolve to its
+	// address on each node, and other nodes are peers at that address only.
+	Allocation string
 	// Extra is recorded in the job's state (JobState.Extra), e.g.
 	// ExtraSlurmJob, so hooks such as the Slurm epilog can find the job.
 	Extra map[string]string

@@ -80,6 +80,9 @@ var (
 	hostNameRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
 )
 
+// ValidHostName reports whether name can be an /etc/hosts name of a job.
+func ValidHostName(name string) bool { return hostNameRe.MatchString(name) }
+
 // withDefaults returns a copy with defaults filled in (one place).
 func (c Config) withDefaults() (Config, error) {
 	if c.Mode == "" {

@@ -38,7 +38,8 @@ limit, 125 refused before it started.`,
 		&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, none, a count N, or a list such as 0,1 (overrides limits.gpus)"},
 		&cli.StringFlag{Name: "network", Usage: "none turns networking off for this run"},
 		&cli.StringSliceFlag{Name: "allow", Usage: "allow `DEST` for this run: HOST, HOST:PORT, *.SUFFIX, CIDR, CIDR:PORT-PORT, optional tcp:/udp: prefix (repeatable)"},
-		&cli.StringSliceFlag{Name: "peers", Usage: "distributed-training peer `ADDR|CIDR` reachable on network.peer_ports (repeatable)"},
+		&cli.StringSliceFlag{Name: "peers", Usage: "distributed-training peer `NODE|ADDR|CIDR` reachable on network.peer_ports (repeatable)"},
+		&cli.StringFlag{Name: "allocation", Usage: "distributed job `ID` (e.g. $SLURM_JOB_ID): its jobs on this node are peers, node names resolve to its address on each node (the daemon sets it from the caller's Slurm job)"},
 		&cli.BoolFlag{Name: "learn", Usage: "audit mode: allow everything, record every destination, print a suggested allowlist"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no usage summary on stderr at the end"},
 		&cli.StringFlag{Name: "report", Usage: "also write the result record (JSON) to `FILE`"},
@@ -95,6 +96,7 @@ func runAction(c *cli.Context) error {
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
 		ReportPath: c.String("report"), Extra: slurmRunExtra(c),
 		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
+		Allocation: c.String("allocation"),
 	}
 	switch c.String("network") {
 	case "":

@@ -62,7 +62,8 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 		Env: c.StringSlice("env"), CallerEnv: os.Environ(),
 		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
 		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
-		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Report: c.String("report"), TTY: tty,
+		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Allocation: c.String("allocation"),
+		Report: c.String("report"), TTY: tty,
 		User: c.String("user"), Learn: c.Bool("learn"), Rootfs: c.String("rootfs"), Unrestricted: c.Bool("unrestricted"),
 	}
 	sigs := make(chan os.Signal, 4)
