@@ -23,7 +23,8 @@ type Node struct {
 }
 
 // AddNode builds a Node: link is a /30 (host end .1, node end .2), jobAddr
-// the node's job address, back the subnet the node routes to the host. It
+// the node's job address (none: a securetrain of the node's own makes its
+// jobs), back the subnet the node routes to the host. It
 // is removed at t's cleanup (the kernel drops routes through its veth with
 // it).
 func AddNode(t testing.TB, tag string, link netip.Prefix, jobAddr netip.Addr, back netip.Prefix) *Node {
@@ -54,7 +55,9 @@ func AddNode(t testing.TB, tag string, link netip.Prefix, jobAddr netip.Addr, ba
 	lo, err := nh.LinkByName("lo")
 	must(t, err)
 	must(t, nh.LinkSetUp(lo))
-	must(t, nh.AddrAdd(lo, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(jobAddr, 32))}))
+	if jobAddr.IsValid() {
+		must(t, nh.AddrAdd(lo, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(jobAddr, 32))}))
+	}
 	eth, err := nh.LinkByName("eth0")
 	must(t, err)
 	must(t, nh.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(netip.PrefixFrom(n.Address, 30))}))

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/securetrain/securetrain/internal/nettest"
+	"github.com/securetrain/securetrain/netguard"
+)
+
+// allocScript is one rank of a torch.distributed (gloo, world size 2) job
+// that finds rank 0 by MASTER_ADDR, a node name: the rank whose own address
+// that name resolves to is rank 0, so both start at once in any order.
+const allocScript = `import datetime, os, socket
+import torch, torch.distributed as dist
+me = socket.gethostbyname(socket.gethostname())
+master = socket.gethostbyname(os.environ["MASTER_ADDR"])
+rank = 0 if me == master else 1
+print("rank:%d me:%s master:%s" % (rank, me, master), flush=True)
+dist.init_process_group("gloo", init_method="tcp://%s:29500" % os.environ["MASTER_ADDR"],
+    rank=rank, world_size=2, timeout=datetime.timedelta(seconds=90))
+t = torch.ones(4) * (rank + 1)
+dist.all_reduce(t)
+print("allreduce", t.tolist(), flush=True)
+dist.destroy_process_group()
+`
+
+// distProfile: a sandbox network with torchrun's rendezvous port and the
+// ephemeral ports Gloo's pairs use as peer ports, and nothing else.
+const distProfile = "version: 1\nname: dist\nnetwork:\n  mode: sandbox\n  peer_ports: [\"29500\", \"1024-65535\"]\n"
+
+// async runs a prepared securetrain command; the result arrives on the
+// channel when it has exited (or the context ended it).
+func async(t *testing.T, c *exec.Cmd) <-chan result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan result, 1)
+	go func() {
+		err := c.Wait()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			code = -1
+			errb.WriteString("\n(test) " + err.Error())
+		}
+		ch <- result{out.String(), errb.String(), code}
+	}()
+	return ch
+}
+
+func jobArgs(flags []string, command ...string) []string {
+	args := append([]string{"run", "--user", jobUser}, flags...)
+	return append(append(args, "--"), command...)
+}
+
+// wantAllReduce checks that both ranks finished the all_reduce, rank 0 at
+// rdzv, and returns their outputs' rank lines.
+func wantAllReduce(t *testing.T, rdzv netip.Addr, ranks ...result) {
+	t.Helper()
+	var seen []string
+	for i, r := range ranks {
+		if r.code != 0 || !strings.Contains(r.stdout, "allreduce [3.0, 3.0, 3.0, 3.0]") {
+			t.Fatalf("rank job %d did not train with its peer:\n%s", i, r)
+		}
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if strings.HasPrefix(l, "rank:") {
+				seen = append(seen, l)
+			}
+		}
+	}
+	want0 := fmt.Sprintf("rank:0 me:%s master:%s", rdzv, rdzv)
+	if len(seen) != 2 || (seen[0] != want0 && seen[1] != want0) {
+		t.Errorf("rank lines %q; want one %q (rank 0 at the allocation's address)", seen, want0)
+	}
+}
+
+// TestNetworkAllocationOnOneNode: two jobs of one allocation, started at
+// the same time on this node, find rank 0 by the host's name and train
+// together (gloo, world size 2); a job of another allocation with the same
+// peer ports is killed for reaching rank 0's rendezvous.
+func TestNetworkAllocationOnOneNode(t *testing.T) {
+	n := setupNet(t)
+	host, _ := os.Hostname()
+	host, _, _ = strings.Cut(host, ".")
+	if !netguard.ValidHostName(host) {
+		t.Fatalf("host name %q is not a DNS name", host)
+	}
+	rdzv, err := netguard.AllocationAddr(n.w.Pool, "41")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{"dist.py": allocScript, "p.yaml": distProfile}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	var ranks []<-chan result
+	for range 2 {
+		dir := n.project(t, files)
+		ranks = append(ranks, async(t, n.cmd(ctx, dir, nil, jobArgs(
+			[]string{"--profile", "p.yaml", "--allocation", "41", "--env", "MASTER_ADDR=" + host},
+			"/usr/bin/python3", "-I", "dist.py")...)))
+	}
+	// Another allocation: it waits for rank 0's store to listen, then dials it.
+	dir := n.project(t, files)
+	rp := filepath.Join(dir, "report.json")
+	other := async(t, n.cmd(ctx, dir, nil, jobArgs(
+		[]string{"--profile", "p.yaml", "--allocation", "42", "--report", rp},
+		"/usr/bin/python3", "-I", "net.py", "sleep", "8", "try", rdzv.String(), "29500")...))
+	r0, r1, ro := <-ranks[0], <-ranks[1], <-other
+	wantAllReduce(t, rdzv, r0, r1)
+	wantKilled(t, ro, readReport(t, rp, ro), "tcp", rdzv.String(), 29500)
+}
+
+// TestNetworkAllocationAcrossNodes: node B is a network namespace with a
+// securetrain of its own (its own host config, state and job subnet),
+// behind its own link, its subnet routed via its address. One job per node,
+// of one allocation, started at the same time: both resolve MASTER_ADDR
+// (node A's name) to the allocation's address on node A and train together
+// over the routed subnets (gloo, world size 2), each seeing the other's own
+// address. A job of another allocation on node A, with node B as a peer,
+// is killed for reaching the allocation's rank on node B; nothing is left
+// on either node.
+func TestNetworkAllocationAcrossNodes(t *testing.T) {
+	e := setup(t)
+	w := nettest.New(t, nettest.Options{Octet: worldOctet, JobIfPrefix: netguard.VethPrefix})
+	b4 := w.Pool.Addr().As4()
+	b4[2]++
+	subB := netip.PrefixFrom(netip.AddrFrom4(b4), 24)
+	nb := nettest.AddNode(t, w.Tag, netip.MustParsePrefix(fmt.Sprintf("10.%d.78.0/30", worldOctet)), netip.Addr{}, w.Pool)
+	nameA, nameB := "nodea-"+w.Tag, "nodeb-"+w.Tag
+	nodes := fmt.Sprintf("  nodes:\n  - {name: %s, address: %s, subnet: %s}\n  - {name: %s, address: %s, subnet: %s}\n",
+		nameA, nb.HostSide, w.Pool, nameB, nb.Address, subB)
+	netSection := func(subnet netip.Prefix) string {
+		return fmt.Sprintf("network:\n  node_subnet: %s\n  upstreams: [%q]\n  internal_ranges: [%q]\n", subnet, w.Resolver, w.Servers) + nodes
+	}
+	base, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgDir := t.TempDir()
+	cfgA := filepath.Join(cfgDir, "node-a.yaml")
+	if err := os.WriteFile(cfgA, []byte(string(base)+netSection(w.Pool)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Node B: its own state, data and audit log (a second host).
+	stateB, dataB := stateDir+"-nodeb-"+w.Tag, dataDir+"-nodeb-"+w.Tag
+	bodyB := strings.NewReplacer("state_dir: "+stateDir+"\n", "state_dir: "+stateB+"\n",
+		"data_dir: "+dataDir+"\n", "data_dir: "+dataB+"\n",
+		e.auditLog, filepath.Join(cfgDir, "audit-nodeb.jsonl")).Replace(string(base))
+	if bodyB == string(base) {
+		t.Fatal("node B's host config is node A's")
+	}
+	cfgB := filepath.Join(cfgDir, "node-b.yaml")
+	if err := os.WriteFile(cfgB, []byte(bodyB+netSection(subB)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	onB := func(ctx context.Context, dir string, args ...string) *exec.Cmd {
+		c := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + nb.Netns, "--", e.bin, "--config", cfgB}, args...)...)
+		c.Dir = dir
+		c.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"}
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		c.WaitDelay = 5 * time.Second
+		return c
+	}
+	t.Cleanup(func() {
+		// Registered after AddNode: runs before node B's namespace goes.
+		if out, err := onB(context.Background(), "/", "gc").CombinedOutput(); err != nil {
+			t.Errorf("node B gc: %v: %s", err, out)
+		}
+		if left := leftovers(e.runsc, stateB, dataB, false); len(left) > 0 {
+			t.Errorf("left on node B:\n  %s", strings.Join(left, "\n  "))
+		}
+		os.RemoveAll(stateB)
+		os.RemoveAll(dataB)
+	})
+	ne := *e
+	ne.config = cfgA
+	n := &netEnv{env: &ne, w: w}
+
+	rdzv, _ := netguard.AllocationAddr(w.Pool, "43")
+	rankB, _ := netguard.AllocationAddr(subB, "43")
+	files := map[string]string{"dist.py": allocScript, "p.yaml": distProfile}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	rank := func(peer string) []string {
+		return jobArgs([]string{"--profile", "p.yaml", "--allocation", "43", "--peers", peer, "--env", "MASTER_ADDR=" + nameA},
+			"/usr/bin/python3", "-I", "dist.py")
+	}
+	onA := async(t, n.cmd(ctx, n.project(t, files), nil, rank(nameB)...))
+	onNodeB := async(t, onB(ctx, n.project(t, files), rank(nameA)...))
+	dir := n.project(t, files)
+	rp := filepath.Join(dir, "report.json")
+	other := async(t, n.cmd(ctx, dir, nil, jobArgs(
+		[]string{"--profile", "p.yaml", "--allocation", "44", "--peers", nameB, "--report", rp},
+		"/usr/bin/python3", "-I", "net.py", "sleep", "8", "try", rankB.String(), "29500")...))
+	ra, rb, ro := <-onA, <-onNodeB, <-other
+	wantAllReduce(t, rdzv, ra, rb)
+	if !strings.Contains(rb.stdout, "rank:1 me:"+rankB.String()+" ") {
+		t.Errorf("node B's rank is not at the allocation's address %s there:\n%s", rankB, rb)
+	}
+	wantKilled(t, ro, readReport(t, rp, ro), "tcp", rankB.String(), 29500)
+}
