@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,10 +13,15 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/internal/slurmtest"
+	"github.com/securetrain/securetrain/netguard"
 )
 
 // slurmDaemonUser is the unprivileged user who submits the jobs.
 const slurmDaemonUser = "st-slurm-e2e"
+
+// slurmPool is the Slurm daemon's job pool (apart from the other e2e
+// tests' 10.217.0.0/24 and netguard's own tests').
+const slurmPool = "10.218.0.0/24"
 
 // slurmDaemon starts a one-node cluster whose Prolog and Epilog are the
 // built securetrain, and the daemon with slurm.enabled and require_job, in
@@ -49,12 +55,23 @@ slurm:
 policy:
   rules:
     - users: [%s]
-      profiles: [default]
+      profiles: [default, dist]
       max_cpus: 4
       max_memory: 4G
       max_wall_time: 1h
-`, e.runsc, slurmStateRoot, slurmDataRoot, filepath.Join(cfgDir, "profiles"), d.audit, d.socket, cl.Conf, cl.Node, slurmDaemonUser)
+network:
+  pool: %s
+  upstreams: ["127.0.0.1"]
+`, e.runsc, slurmStateRoot, slurmDataRoot, filepath.Join(cfgDir, "profiles"), d.audit, d.socket, cl.Conf, cl.Node, slurmDaemonUser, slurmPool)
 	if err := os.WriteFile(e.config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// dist: a sandbox network whose only destinations are the allocation's
+	// peers (no allowlist).
+	if err := os.MkdirAll(filepath.Join(cfgDir, "profiles"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfgDir, "profiles", "dist.yaml"), []byte(distProfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d.start(t, true)
@@ -209,6 +226,27 @@ func TestSlurmDaemon(t *testing.T) {
 		if !found {
 			t.Errorf("no wall-time violation in the audit log for job %v", ev["job"])
 		}
+	})
+
+	// One Slurm job, two tasks, each a securetrain run through the daemon:
+	// the Slurm job is their allocation, so the two sandboxes reach each
+	// other on the profile's peer ports, rank 0 at the allocation's address
+	// that the node's Slurm name resolves to, and they train together.
+	t.Run("allocation", func(t *testing.T) {
+		if err := os.WriteFile(filepath.Join(dir, "dist.py"), []byte(allocScript), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(filepath.Join(dir, "dist.py"), u.UID, u.GID)
+		out := filepath.Join(dir, "alloc.out")
+		id := cl.Sbatch(t, u, dir, fmt.Sprintf(`srun -n 2 -c 1 sh -c 'exec %s run --profile dist --env MASTER_ADDR=$SLURMD_NODENAME -- /usr/bin/python3 -I dist.py'`, st),
+			"-n", "2", "-c", "1", "--mem", "1800M", "-o", out)
+		got := waitJob(t, cl, id, out)
+		t.Logf("allocation job %d:\n%s", id, got)
+		rdzv, _ := netguard.AllocationAddr(netip.MustParsePrefix(slurmPool), strconv.FormatUint(id, 10))
+		if strings.Count(got, "allreduce [3.0, 3.0, 3.0, 3.0]") != 2 || !strings.Contains(got, fmt.Sprintf("rank:0 me:%s master:%s", rdzv, rdzv)) || !strings.Contains(got, "rank:1 ") {
+			t.Errorf("the two tasks of Slurm job %d did not train together with rank 0 at %s:\n%s", id, rdzv, got)
+		}
+		assertSlurmClean(t, e)
 	})
 
 	t.Run("outside a job", func(t *testing.T) {
