@@ -98,6 +98,8 @@ type JobInfo struct {
 	Created time.Time `json:"created"`
 	Profile string    `json:"profile"`
 	Command []string  `json:"command"`
+	// Extra: the job's address and allocation (net_addr, allocation).
+	Extra map[string]string `json:"extra,omitempty"`
 }
 
 // maxMessage bounds one message (a request with the caller's environment).

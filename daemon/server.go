@@ -533,8 +533,17 @@ func (s *Server) ps(id Identity, all bool) Reply {
 		if !visible(id, j.UID) || (!j.Live && !all) {
 			continue
 		}
+		var extra map[string]string
+		for _, k := range []string{"net_addr", "allocation"} {
+			if v := j.Extra[k]; v != "" {
+				if extra == nil {
+					extra = map[string]string{}
+				}
+				extra[k] = v
+			}
+		}
 		out = append(out, JobInfo{ID: j.ID, User: j.User, UID: j.UID, Status: j.Status, Live: j.Live,
-			Created: j.Created, Profile: j.Profile, Command: j.Command})
+			Created: j.Created, Profile: j.Profile, Command: j.Command, Extra: extra})
 	}
 	return Reply{Jobs: out}
 }

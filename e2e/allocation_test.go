@@ -121,6 +121,16 @@ func TestNetworkAllocationOnOneNode(t *testing.T) {
 	other := async(t, n.cmd(ctx, dir, nil, jobArgs(
 		[]string{"--profile", "p.yaml", "--allocation", "42", "--report", rp},
 		"/usr/bin/python3", "-I", "net.py", "sleep", "8", "try", rdzv.String(), "29500")...))
+	// ps shows where each job is and its allocation while they run.
+	var ps string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if ps = n.run(t, dir, nil, "ps").stdout; strings.Contains(ps, rdzv.String()+"@41") {
+			break
+		}
+	}
+	if !strings.Contains(ps, rdzv.String()+"@41") || !strings.Contains(ps, "@42") {
+		t.Errorf("ps does not show rank 0 at %s@41 and the other allocation's job:\n%s", rdzv, ps)
+	}
 	r0, r1, ro := <-ranks[0], <-ranks[1], <-other
 	wantAllReduce(t, rdzv, r0, r1)
 	wantKilled(t, ro, readReport(t, rp, ro), "tcp", rdzv.String(), 29500)

@@ -360,6 +360,14 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 			s.Extra = map[string]string{}
 		}
 		s.Extra["runsc_pid"] = fmt.Sprint(cmd.Process.Pid)
+		if guard != nil {
+			// Where the job is on the network, for ps/debugging of
+			// distributed jobs (which rank holds the allocation's address).
+			s.Extra["net_addr"] = guard.JobAddr().String()
+			if pl.net.Allocation != "" {
+				s.Extra["allocation"] = pl.net.Allocation
+			}
+		}
 	})
 	log.Info("job started", "pid", cmd.Process.Pid, "user", pl.user.Name, "profile", prof.Name)
 	if req.TTY {

@@ -31,7 +31,7 @@ var PsCommand = &cli.Command{
 		}
 		uid := os.Getuid()
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tCPU\tMEM\tGPU\tPROFILE\tCOMMAND")
+		fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tCPU\tMEM\tGPU\tNET\tPROFILE\tCOMMAND")
 		for _, j := range jobs {
 			if uid != 0 && j.UID != uid {
 				continue
@@ -55,11 +55,24 @@ var PsCommand = &cli.Command{
 					gpu = fmt.Sprintf("%d:%s", len(u.GPUs), humanBytes(used))
 				}
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-				time.Since(j.Created).Round(time.Second), cpu, mem, gpu, profileName(j.Profile), strings.NewReplacer("\n", "\\n", "\t", " ").Replace(strings.Join(j.Command, " ")))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
+				time.Since(j.Created).Round(time.Second), cpu, mem, gpu, netColumn(j.Extra), profileName(j.Profile), strings.NewReplacer("\n", "\\n", "\t", " ").Replace(strings.Join(j.Command, " ")))
 		}
 		return w.Flush()
 	},
+}
+
+// netColumn is a job's address and, for a job of an allocation, "@ID":
+// "10.213.0.22@1234"; "-" without a network.
+func netColumn(extra map[string]string) string {
+	a := extra["net_addr"]
+	if a == "" {
+		return "-"
+	}
+	if al := extra["allocation"]; al != "" {
+		a += "@" + al
+	}
+	return a
 }
 
 func profileName(src string) string {

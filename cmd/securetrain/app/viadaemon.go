@@ -102,14 +102,14 @@ func psViaDaemon(c *cli.Context) error {
 		return fmt.Errorf("ps: %w", err)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tPROFILE\tCOMMAND")
+	fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tNET\tPROFILE\tCOMMAND")
 	for _, j := range jobs {
 		status := j.Status
 		if !j.Live {
 			status = "dead (gc)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-			time.Since(j.Created).Round(time.Second), profileName(j.Profile), strings.Join(j.Command, " "))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
+			time.Since(j.Created).Round(time.Second), netColumn(j.Extra), profileName(j.Profile), strings.Join(j.Command, " "))
 	}
 	return w.Flush()
 }
