@@ -636,7 +636,7 @@ func daemonAllocation(id Identity, sj *slurmBinding, asked string) (string, erro
 		if asked != strconv.FormatUint(sj.job.ID, 10) {
 			return "", fmt.Errorf("--allocation %s: inside Slurm job %d the allocation is that job", asked, sj.job.ID)
 		}
-		return "", nil // set from the job with its peers
+		return asked, nil
 	case id.Root():
 		return asked, nil
 	default:

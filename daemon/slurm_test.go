@@ -187,7 +187,7 @@ func TestDaemonAllocation(t *testing.T) {
 		{"none", Identity{UID: 1000}, nil, "", "", ""},
 		{"user's own", Identity{UID: 1000}, nil, "exp1", "u1000-exp1", ""},
 		{"root's as given", Identity{UID: 0}, nil, "exp1", "exp1", ""},
-		{"the slurm job", Identity{UID: 1000}, sj, "812", "", ""},
+		{"the slurm job", Identity{UID: 1000}, sj, "812", "812", ""},
 		{"another slurm job", Identity{UID: 1000}, sj, "813", "", "--allocation 813: inside Slurm job 812 the allocation is that job"},
 	} {
 		got, err := daemonAllocation(tc.id, tc.sj, tc.asked)

@@ -77,7 +77,9 @@ type Config struct {
 var (
 	jobIDRe      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,48}$`)
 	allocationRe = regexp.MustCompile(`^[A-Za-z0-9_.+-]{1,64}$`)
-	hostNameRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
+	// Host names as /etc/hosts takes them: DNS labels, plus '_' (Slurm node
+	// names may have one; glibc resolves them from the file).
+	hostNameRe = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}[A-Za-z0-9_])?$`)
 )
 
 // ValidHostName reports whether name can be an /etc/hosts name of a job.
@@ -161,7 +163,7 @@ func (c Config) Validate() error {
 	}
 	for name, a := range c.HostNames {
 		if !hostNameRe.MatchString(name) {
-			bad("host name %q: allowed a DNS name (letters, digits, '-' and '.')", name)
+			bad("host name %q: allowed letters, digits, '_', '-' and '.', not starting or ending with '-' or '.'", name)
 		}
 		if !a.Is4() {
 			bad("host name %s: address %s: allowed an IPv4 address", name, a)
