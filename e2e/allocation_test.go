@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -50,12 +49,8 @@ func async(t *testing.T, c *exec.Cmd) <-chan result {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		err := c.Wait()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
+		code, err := exitCode(c.Wait())
+		if err != nil {
 			code = -1
 			errb.WriteString("\n(test) " + err.Error())
 		}

@@ -204,15 +204,21 @@ func (e *env) run(t *testing.T, dir string, extra []string, args ...string) resu
 	c := e.cmd(ctx, dir, extra, args...)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
+	code, err := exitCode(c.Run())
+	if err != nil {
 		t.Fatalf("securetrain %v: %v", args, err)
 	}
 	return result{out.String(), errb.String(), code}
+}
+
+// exitCode is the exit status of a command that ran (err nil), or err when
+// it could not run at all.
+func exitCode(err error) (int, error) {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
 }
 
 // job runs COMMAND under `securetrain run --user st-e2e` with flags.

@@ -321,23 +321,7 @@ func TestPeers(t *testing.T) {
 		}
 	}
 	// Rank 2 listens inside its namespace and reports who connected.
-	var ln net.Listener
-	must(t, inNetns(g2.NetnsPath(), func() error {
-		var err error
-		ln, err = net.Listen("tcp4", ":29500")
-		return err
-	}))
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
-			c.Close()
-		}
-	}()
+	echoCaller(t, g2, 29500)
 	to := netip.AddrPortFrom(g2.JobAddr(), 29500).String()
 	got, err := jobDial(g1, "tcp4", to)
 	if err != nil || got != g1.JobAddr().String() {
@@ -436,26 +420,8 @@ func TestAllocationMates(t *testing.T) {
 	if !strings.Contains(string(a0.Hosts()), "10.214.0.30\tnode-a\n") {
 		t.Errorf("Hosts() = %q, want the allocation's node names", a0.Hosts())
 	}
-	echo := func(g *Guard) {
-		var ln net.Listener
-		must(t, inNetns(g.NetnsPath(), func() (err error) {
-			ln, err = net.Listen("tcp4", ":29500")
-			return err
-		}))
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
-				c.Close()
-			}
-		}()
-	}
-	echo(a0)
-	echo(a1)
+	echoCaller(t, a0, 29500)
+	echoCaller(t, a1, 29500)
 	to := func(g *Guard) string { return netip.AddrPortFrom(g.JobAddr(), 29500).String() }
 	if got, err := jobDial(a1, "tcp4", to(a0)); err != nil || got != a1.JobAddr().String() {
 		t.Fatalf("mate dial = %q, %v; want to be seen as %s (no NAT)", got, err, a1.JobAddr())
@@ -515,4 +481,26 @@ func mates(t *testing.T, g *Guard) []netip.Addr {
 		out = append(out, a)
 	}
 	return out
+}
+
+// echoCaller listens on port inside g's namespace until the test ends and
+// answers each connection with the address it came from.
+func echoCaller(t *testing.T, g *Guard, port int) {
+	t.Helper()
+	var ln net.Listener
+	must(t, inNetns(g.NetnsPath(), func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	}))
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
+			c.Close()
+		}
+	}()
 }
