@@ -131,25 +131,29 @@ func TestNetworkAllocationOnOneNode(t *testing.T) {
 	wantKilled(t, ro, readReport(t, rp, ro), "tcp", rdzv.String(), 29500)
 }
 
-// TestNetworkAllocationAcrossNodes: node B is a network namespace with a
-// securetrain of its own (its own host config, state and job subnet),
-// behind its own link, its subnet routed via its address. One job per node,
-// of one allocation, started at the same time: both resolve MASTER_ADDR
-// (node A's name) to the allocation's address on node A and train together
-// over the routed subnets (gloo, world size 2), each seeing the other's own
-// address. A job of another allocation on node A, with node B as a peer,
-// is killed for reaching the allocation's rank on node B; nothing is left
-// on either node.
-func TestNetworkAllocationAcrossNodes(t *testing.T) {
+// twoNodes is node A (this host, w.Pool) and node B: a network namespace
+// with a securetrain of its own (its own host config, state, data and
+// audit log, job subnet subB), behind its own link, each node's job subnet
+// routed via the other's address, both listed in both host configs.
+type twoNodes struct {
+	a            *netEnv // runs securetrain on node A
+	nameA, nameB string
+	subB         netip.Prefix
+	cfgB         string
+	netnsB       string
+}
+
+func newTwoNodes(t *testing.T) *twoNodes {
+	t.Helper()
 	e := setup(t)
 	w := nettest.New(t, nettest.Options{Octet: worldOctet, JobIfPrefix: netguard.VethPrefix})
 	b4 := w.Pool.Addr().As4()
 	b4[2]++
-	subB := netip.PrefixFrom(netip.AddrFrom4(b4), 24)
+	tn := &twoNodes{nameA: "nodea-" + w.Tag, nameB: "nodeb-" + w.Tag, subB: netip.PrefixFrom(netip.AddrFrom4(b4), 24)}
 	nb := nettest.AddNode(t, w.Tag, netip.MustParsePrefix(fmt.Sprintf("10.%d.78.0/30", worldOctet)), netip.Addr{}, w.Pool)
-	nameA, nameB := "nodea-"+w.Tag, "nodeb-"+w.Tag
+	tn.netnsB = nb.Netns
 	nodes := fmt.Sprintf("  nodes:\n  - {name: %s, address: %s, subnet: %s}\n  - {name: %s, address: %s, subnet: %s}\n",
-		nameA, nb.HostSide, w.Pool, nameB, nb.Address, subB)
+		tn.nameA, nb.HostSide, w.Pool, tn.nameB, nb.Address, tn.subB)
 	netSection := func(subnet netip.Prefix) string {
 		return fmt.Sprintf("network:\n  node_subnet: %s\n  upstreams: [%q]\n  internal_ranges: [%q]\n", subnet, w.Resolver, w.Servers) + nodes
 	}
@@ -162,7 +166,6 @@ func TestNetworkAllocationAcrossNodes(t *testing.T) {
 	if err := os.WriteFile(cfgA, []byte(string(base)+netSection(w.Pool)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Node B: its own state, data and audit log (a second host).
 	stateB, dataB := stateDir+"-nodeb-"+w.Tag, dataDir+"-nodeb-"+w.Tag
 	bodyB := strings.NewReplacer("state_dir: "+stateDir+"\n", "state_dir: "+stateB+"\n",
 		"data_dir: "+dataDir+"\n", "data_dir: "+dataB+"\n",
@@ -170,21 +173,13 @@ func TestNetworkAllocationAcrossNodes(t *testing.T) {
 	if bodyB == string(base) {
 		t.Fatal("node B's host config is node A's")
 	}
-	cfgB := filepath.Join(cfgDir, "node-b.yaml")
-	if err := os.WriteFile(cfgB, []byte(bodyB+netSection(subB)), 0o644); err != nil {
+	tn.cfgB = filepath.Join(cfgDir, "node-b.yaml")
+	if err := os.WriteFile(tn.cfgB, []byte(bodyB+netSection(tn.subB)), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	onB := func(ctx context.Context, dir string, args ...string) *exec.Cmd {
-		c := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + nb.Netns, "--", e.bin, "--config", cfgB}, args...)...)
-		c.Dir = dir
-		c.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"}
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		c.WaitDelay = 5 * time.Second
-		return c
 	}
 	t.Cleanup(func() {
 		// Registered after AddNode: runs before node B's namespace goes.
-		if out, err := onB(context.Background(), "/", "gc").CombinedOutput(); err != nil {
+		if out, err := tn.onB(context.Background(), "/", "gc").CombinedOutput(); err != nil {
 			t.Errorf("node B gc: %v: %s", err, out)
 		}
 		if left := leftovers(e.runsc, stateB, dataB, false); len(left) > 0 {
@@ -195,23 +190,45 @@ func TestNetworkAllocationAcrossNodes(t *testing.T) {
 	})
 	ne := *e
 	ne.config = cfgA
-	n := &netEnv{env: &ne, w: w}
+	tn.a = &netEnv{env: &ne, w: w}
+	return tn
+}
 
-	rdzv, _ := netguard.AllocationAddr(w.Pool, "43")
-	rankB, _ := netguard.AllocationAddr(subB, "43")
+// onB prepares securetrain on node B (in its network namespace, with its
+// host config), run from dir.
+func (tn *twoNodes) onB(ctx context.Context, dir string, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + tn.netnsB, "--", tn.a.bin, "--config", tn.cfgB}, args...)...)
+	c.Dir = dir
+	c.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C.UTF-8"}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.WaitDelay = 5 * time.Second
+	return c
+}
+
+// TestNetworkAllocationAcrossNodes: one job per node, of one allocation,
+// started at the same time: both resolve MASTER_ADDR (node A's name) to the
+// allocation's address on node A and train together over the routed
+// subnets (gloo, world size 2), each seeing the other's own address. A job
+// of another allocation on node A, with node B as a peer, is killed for
+// reaching the allocation's rank on node B; nothing is left on either node.
+func TestNetworkAllocationAcrossNodes(t *testing.T) {
+	tn := newTwoNodes(t)
+	n := tn.a
+	rdzv, _ := netguard.AllocationAddr(n.w.Pool, "43")
+	rankB, _ := netguard.AllocationAddr(tn.subB, "43")
 	files := map[string]string{"dist.py": allocScript, "p.yaml": distProfile}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	rank := func(peer string) []string {
-		return jobArgs([]string{"--profile", "p.yaml", "--allocation", "43", "--peers", peer, "--env", "MASTER_ADDR=" + nameA},
+		return jobArgs([]string{"--profile", "p.yaml", "--allocation", "43", "--peers", peer, "--env", "MASTER_ADDR=" + tn.nameA},
 			"/usr/bin/python3", "-I", "dist.py")
 	}
-	onA := async(t, n.cmd(ctx, n.project(t, files), nil, rank(nameB)...))
-	onNodeB := async(t, onB(ctx, n.project(t, files), rank(nameA)...))
+	onA := async(t, n.cmd(ctx, n.project(t, files), nil, rank(tn.nameB)...))
+	onNodeB := async(t, tn.onB(ctx, n.project(t, files), rank(tn.nameA)...))
 	dir := n.project(t, files)
 	rp := filepath.Join(dir, "report.json")
 	other := async(t, n.cmd(ctx, dir, nil, jobArgs(
-		[]string{"--profile", "p.yaml", "--allocation", "44", "--peers", nameB, "--report", rp},
+		[]string{"--profile", "p.yaml", "--allocation", "44", "--peers", tn.nameB, "--report", rp},
 		"/usr/bin/python3", "-I", "net.py", "sleep", "8", "try", rankB.String(), "29500")...))
 	ra, rb, ro := <-onA, <-onNodeB, <-other
 	wantAllReduce(t, rdzv, ra, rb)
@@ -219,4 +236,47 @@ func TestNetworkAllocationAcrossNodes(t *testing.T) {
 		t.Errorf("node B's rank is not at the allocation's address %s there:\n%s", rankB, rb)
 	}
 	wantKilled(t, ro, readReport(t, rp, ro), "tcp", rankB.String(), 29500)
+}
+
+// torchrunWorker is a worker torchrun starts: rank, world size and
+// MASTER_ADDR come from torchrun's agents.
+const torchrunWorker = `import datetime, os, socket
+import torch, torch.distributed as dist
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=90))
+t = torch.ones(4) * (dist.get_rank() + 1)
+dist.all_reduce(t)
+print("rank:%d world:%d host:%s master:%s allreduce %s" % (dist.get_rank(), dist.get_world_size(),
+    socket.gethostname(), os.environ["MASTER_ADDR"], t.tolist()), flush=True)
+dist.destroy_process_group()
+`
+
+// TestNetworkTorchrunAcrossNodes: torchrun with the c10d rendezvous on node
+// A's name, one agent per node, started at the same time: node A's agent
+// recognises itself as the rendezvous host (its sandbox's host name is the
+// node's name), rank 0's agent advertises its host name as MASTER_ADDR, the
+// other node resolves it to the allocation's address there, and the
+// workers train together.
+func TestNetworkTorchrunAcrossNodes(t *testing.T) {
+	tn := newTwoNodes(t)
+	n := tn.a
+	files := map[string]string{"worker.py": torchrunWorker, "p.yaml": distProfile}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	agent := func(peer string) []string {
+		return jobArgs([]string{"--profile", "p.yaml", "--allocation", "45", "--peers", peer},
+			"/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+			"--rdzv_backend", "c10d", "--rdzv_endpoint", tn.nameA+":29400", "--rdzv_id", "45", "--max_restarts", "0",
+			// Debian's torch 1.13 on Python 3.11 cannot parse the default
+			// "0" (IntFlag no longer iterates NONE): stdout via its log.
+			"--redirects", "1", "--tee", "1", "worker.py")
+	}
+	onA := async(t, n.cmd(ctx, n.project(t, files), nil, agent(tn.nameB)...))
+	onNodeB := async(t, tn.onB(ctx, n.project(t, files), agent(tn.nameA)...))
+	ra, rb := <-onA, <-onNodeB
+	for i, r := range []result{ra, rb} {
+		host := []string{tn.nameA, tn.nameB}[i]
+		if r.code != 0 || !strings.Contains(r.stdout, "world:2 host:"+host+" ") || !strings.Contains(r.stdout, "allreduce [3.0, 3.0, 3.0, 3.0]") {
+			t.Errorf("torchrun on %s did not train with the other node:\n%s", host, r)
+		}
+	}
 }

@@ -110,14 +110,24 @@ func SlurmPeers(h configs.HostNetwork, p *configs.Profile, thisNode string, allo
 	return out
 }
 
-// nodeName is this node's name as its jobs' peers know it: the Slurm node
-// name of the host config, else the short host name ("" when it is not a
-// usable DNS name).
+// nodeName is this node's name as its jobs' peers know it: the entry of
+// network.nodes that holds network.node_subnet, else the Slurm node name of
+// the host config, else the short host name ("" when it is not a usable
+// host name).
 func (l *Launcher) nodeName() string {
-	n := l.Host.Slurm.NodeName
+	h := l.Host.Network
+	n := ""
+	for _, nd := range h.Nodes {
+		if h.NodeSubnet != "" && nd.Subnet == h.NodeSubnet {
+			n = nd.Name
+		}
+	}
 	if n == "" {
-		h, _ := os.Hostname()
-		n, _, _ = strings.Cut(h, ".")
+		n = l.Host.Slurm.NodeName
+	}
+	if n == "" {
+		host, _ := os.Hostname()
+		n, _, _ = strings.Cut(host, ".")
 	}
 	if !netguard.ValidHostName(n) {
 		return ""

@@ -171,7 +171,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 			return nil, fmt.Errorf("network: %w", err)
 		}
 		undo.push(guard.Close)
-		netnsPath, resolv, hosts = guard.NetnsPath(), guard.ResolvConf(), guard.Hosts()
+		netnsPath, resolv = guard.NetnsPath(), guard.ResolvConf()
 		// The interface variables distributed training reads; a value the
 		// user set wins, and no name appears twice.
 		have := envMap(env)
@@ -207,8 +207,14 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	if guard != nil {
 		// The host name is the job's own address, answered locally: torch
 		// (torchrun's agent, Gloo without an interface name) resolves it
-		// and advertises the result to the other ranks.
-		hosts = append(hosts, guard.JobAddr().String()+"\t"+hostname+"\n"...)
+		// and advertises the result to the other ranks. The job holding its
+		// allocation's address on this node is this node's name, which the
+		// other nodes' jobs resolve to that address: torchrun's rendezvous
+		// host recognises itself by it, and rank 0's agent advertises it.
+		if self := l.nodeName(); self != "" && pl.net.Allocation != "" && pl.net.HostNames[self] == guard.JobAddr() {
+			hostname = self
+		}
+		hosts = guard.Hosts(hostname)
 	}
 	etc, err := sandbox.EtcFiles(filepath.Join(bundle, "etc"), pl.user, hostname, resolv, hosts)
 	if err != nil {

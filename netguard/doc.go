@@ -10,7 +10,7 @@
 //	cfg := netguard.Config{JobID: id, Mode: netguard.Enforce, Allow: rules, ...}
 //	g, err := netguard.Setup(ctx, cfg, recorder) // records before creating; undoes on error
 //	// sandbox: linux.namespaces network path = g.NetnsPath(); runsc --network=sandbox;
-//	// /etc/resolv.conf = g.ResolvConf(), /etc/hosts = g.Hosts(); env += g.Env()
+//	// /etc/resolv.conf = g.ResolvConf(), /etc/hosts = g.Hosts(hostname); env += g.Env()
 //	// supervise: select on g.Violations() (enforce: kill on the first)
 //	bytes := g.EgressBytes()                     // for the job's result
 //	g.Close()                                    // after the sandbox is dead; idempotent

@@ -563,12 +563,20 @@ func (g *Guard) ResolvConf() []byte {
 	return []byte("nameserver " + g.hostAddr.String() + "\noptions ndots:1 timeout:2 attempts:2\n")
 }
 
-// Hosts is the sandbox's /etc/hosts.
-func (g *Guard) Hosts() []byte {
+// Hosts is the job's /etc/hosts: localhost, the job's own address under
+// hostname (first, so a reverse lookup of the address, as torchrun's
+// getfqdn does, gives hostname back; "securetrain-job" when empty), then
+// Config.HostNames.
+func (g *Guard) Hosts(hostname string) []byte {
+	if hostname == "" {
+		hostname = "securetrain-job"
+	}
 	b := []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
-		g.jobAddr.String() + "\tsecuretrain-job\n")
+		g.jobAddr.String() + "\t" + hostname + "\n")
 	for _, name := range slices.Sorted(maps.Keys(g.cfg.HostNames)) {
-		b = append(b, g.cfg.HostNames[name].String()+"\t"+name+"\n"...)
+		if name != hostname {
+			b = append(b, g.cfg.HostNames[name].String()+"\t"+name+"\n"...)
+		}
 	}
 	return b
 }

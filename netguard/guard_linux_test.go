@@ -417,8 +417,8 @@ func TestAllocationMates(t *testing.T) {
 	if want, _ := AllocationAddr(testPool, "8"); b.JobAddr() != want {
 		t.Fatalf("first job of allocation 8 at %s, want %s", b.JobAddr(), want)
 	}
-	if !strings.Contains(string(a0.Hosts()), "10.214.0.30\tnode-a\n") {
-		t.Errorf("Hosts() = %q, want the allocation's node names", a0.Hosts())
+	if h := string(a0.Hosts("job-7")); !strings.HasSuffix(h, a0.JobAddr().String()+"\tjob-7\n10.214.0.30\tnode-a\n") {
+		t.Errorf("Hosts() = %q, want the job's own address under its host name, then the allocation's node names", h)
 	}
 	echoCaller(t, a0, 29500)
 	echoCaller(t, a1, 29500)

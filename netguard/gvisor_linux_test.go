@@ -78,7 +78,7 @@ func TestGVisorSandboxTrafficCrossesHostVeth(t *testing.T) {
 func runSandbox(t testing.TB, runsc string, g *Guard, tag string, args []string, env ...string) *exec.Cmd {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), g.ResolvConf(), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "hosts"), g.Hosts(), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "hosts"), g.Hosts(""), 0o644))
 	bind := func(dst, src string) map[string]any {
 		return map[string]any{"destination": dst, "type": "bind", "source": src, "options": []string{"rbind", "ro"}}
 	}

@@ -34,7 +34,7 @@ func (g *Guard) EgressBytes() map[string]uint64         { return nil }
 func (g *Guard) NetnsPath() string                      { return "" }
 func (g *Guard) JobAddr() netip.Addr                    { return netip.Addr{} }
 func (g *Guard) ResolvConf() []byte                     { return nil }
-func (g *Guard) Hosts() []byte                          { return nil }
+func (g *Guard) Hosts(string) []byte                    { return nil }
 func (g *Guard) Env() map[string]string                 { return nil }
 func (g *Guard) Close() error                           { return nil }
 func (g *Guard) ProxyAddr() netip.Addr                  { return netip.Addr{} }
