@@ -69,6 +69,11 @@ type HostNetwork struct {
 	// --peers may name them; netguard routes each other node's subnet via
 	// its address (host-gateway style, no NAT between peers).
 	Nodes []HostNode `yaml:"nodes"`
+	// AllocationBlock is how many addresses a distributed job (allocation)
+	// reserves on each node, one per local task (SLURM_LOCALID): a power of
+	// two from 1 (default: one sandbox per node, torchrun style) to 64
+	// (e.g. 8 for one Slurm task per GPU).
+	AllocationBlock int `yaml:"allocation_block"`
 }
 
 // HostNode is one node of the cluster, as the network sees it.

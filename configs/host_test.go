@@ -79,6 +79,8 @@ func TestLoadHostErrors(t *testing.T) {
 		{"slurm unknown field", "version: 1\nslurm:\n  enabled: true\n  partition: gpu\n", "h.yaml:4: slurm.partition: unknown field; allowed: conf, enabled, node_name, require_job"},
 		{"slurm require_job without enabled", "version: 1\nslurm:\n  require_job: true\n", "h.yaml:2: slurm: require_job, conf and node_name need enabled: true"},
 		{"slurm relative conf", "version: 1\nslurm:\n  enabled: true\n  conf: slurm.conf\n", `h.yaml:4: slurm.conf: must be an absolute path to slurm.conf, got "slurm.conf"`},
+		{"allocation block not a power of two", "version: 1\nnetwork:\n  allocation_block: 3\n", "h.yaml:3: network.allocation_block: must be a power of two from 1 to 64, and at most the job subnet's 16384 /30 slots, got 3"},
+		{"allocation block over the subnet", "version: 1\nnetwork:\n  node_subnet: 10.213.1.0/28\n  allocation_block: 8\n", "h.yaml:4: network.allocation_block: must be a power of two from 1 to 64, and at most the job subnet's 4 /30 slots, got 8"},
 		{"slurm node list", "version: 1\nslurm: {enabled: true, node_name: \"n1,n2\"}\n", `h.yaml:2: slurm.node_name: must be one Slurm node name (no spaces, '/', ',', '=' or leading '-'), got "n1,n2"`},
 		{"slurm enabled not bool", "version: 1\nslurm: {enabled: yes please}\n", "h.yaml:2: slurm.enabled: want true or false, got \"yes please\""},
 		{"checkpoints unsigned", "version: 1\naudit:\n  checkpoints: /mnt/remote/cp.jsonl\n", "h.yaml:3: audit.checkpoints: checkpoints are signed: set integrity.signing_key or integrity.transit_key"},

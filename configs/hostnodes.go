@@ -27,6 +27,17 @@ func (n HostNetwork) validateNodes(file string) []error {
 			}
 		}
 	}
+	if b := n.AllocationBlock; b != 0 {
+		slots := 0
+		for _, s := range []string{n.NodeSubnet, n.Pool, "10.213.0.0/16"} {
+			if p, err := netip.ParsePrefix(s); err == nil && slots == 0 && p.Addr().Is4() && p.Bits() <= 30 {
+				slots = 1 << (30 - p.Bits())
+			}
+		}
+		if b < 1 || b > 64 || b&(b-1) != 0 || (slots > 0 && b > slots) {
+			add("network.allocation_block", "must be a power of two from 1 to 64, and at most the job subnet's %d /30 slots, got %d", slots, b)
+		}
+	}
 	if len(n.Nodes) > 0 && n.NodeSubnet == "" {
 		add("network.nodes", "need network.node_subnet (this node's job subnet, listed once in nodes)")
 	}

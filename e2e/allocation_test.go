@@ -96,7 +96,7 @@ func TestNetworkAllocationOnOneNode(t *testing.T) {
 	if !netguard.ValidHostName(host) {
 		t.Fatalf("host name %q is not a DNS name", host)
 	}
-	rdzv, err := netguard.AllocationAddr(n.w.Pool, "41")
+	rdzv, err := netguard.AllocationAddr(n.w.Pool, "41", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,8 @@ type twoNodes struct {
 	netnsB       string
 }
 
-func newTwoNodes(t *testing.T) *twoNodes {
+// extra is more of the network section, the same on both nodes.
+func newTwoNodes(t *testing.T, extra string) *twoNodes {
 	t.Helper()
 	e := setup(t)
 	w := nettest.New(t, nettest.Options{Octet: worldOctet, JobIfPrefix: netguard.VethPrefix})
@@ -155,7 +156,7 @@ func newTwoNodes(t *testing.T) *twoNodes {
 	nodes := fmt.Sprintf("  nodes:\n  - {name: %s, address: %s, subnet: %s}\n  - {name: %s, address: %s, subnet: %s}\n",
 		tn.nameA, nb.HostSide, w.Pool, tn.nameB, nb.Address, tn.subB)
 	netSection := func(subnet netip.Prefix) string {
-		return fmt.Sprintf("network:\n  node_subnet: %s\n  upstreams: [%q]\n  internal_ranges: [%q]\n", subnet, w.Resolver, w.Servers) + nodes
+		return fmt.Sprintf("network:\n  node_subnet: %s\n  upstreams: [%q]\n  internal_ranges: [%q]\n", subnet, w.Resolver, w.Servers) + nodes + extra
 	}
 	base, err := os.ReadFile(e.config)
 	if err != nil {
@@ -212,10 +213,10 @@ func (tn *twoNodes) onB(ctx context.Context, dir string, args ...string) *exec.C
 // of another allocation on node A, with node B as a peer, is killed for
 // reaching the allocation's rank on node B; nothing is left on either node.
 func TestNetworkAllocationAcrossNodes(t *testing.T) {
-	tn := newTwoNodes(t)
+	tn := newTwoNodes(t, "")
 	n := tn.a
-	rdzv, _ := netguard.AllocationAddr(n.w.Pool, "43")
-	rankB, _ := netguard.AllocationAddr(tn.subB, "43")
+	rdzv, _ := netguard.AllocationAddr(n.w.Pool, "43", 1)
+	rankB, _ := netguard.AllocationAddr(tn.subB, "43", 1)
 	files := map[string]string{"dist.py": allocScript, "p.yaml": distProfile}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -257,7 +258,7 @@ dist.destroy_process_group()
 // other node resolves it to the allocation's address there, and the
 // workers train together.
 func TestNetworkTorchrunAcrossNodes(t *testing.T) {
-	tn := newTwoNodes(t)
+	tn := newTwoNodes(t, "")
 	n := tn.a
 	files := map[string]string{"worker.py": torchrunWorker, "p.yaml": distProfile}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
@@ -277,6 +278,67 @@ func TestNetworkTorchrunAcrossNodes(t *testing.T) {
 		host := []string{tn.nameA, tn.nameB}[i]
 		if r.code != 0 || !strings.Contains(r.stdout, "world:2 host:"+host+" ") || !strings.Contains(r.stdout, "allreduce [3.0, 3.0, 3.0, 3.0]") {
 			t.Errorf("torchrun on %s did not train with the other node:\n%s", host, r)
+		}
+	}
+}
+
+// rankScript is one rank of a world of 4 (gloo) with RANK from the caller.
+const rankScript = `import datetime, os, socket
+import torch, torch.distributed as dist
+r = int(os.environ["RANK"])
+dist.init_process_group("gloo", init_method="tcp://%s:29500" % os.environ["MASTER_ADDR"],
+    rank=r, world_size=4, timeout=datetime.timedelta(seconds=90))
+t = torch.ones(4) * (r + 1)
+dist.all_reduce(t)
+print("rank:%d me:%s allreduce %s" % (r, socket.gethostbyname(socket.gethostname()), t.tolist()), flush=True)
+dist.destroy_process_group()
+`
+
+// TestNetworkAllocationTasksAcrossNodes: one Slurm task per rank (srun
+// style, no torchrun): two nodes, two tasks each, one sandbox each, with
+// network.allocation_block 2. Task i (SLURM_LOCALID) takes the block's i-th
+// address on its node, every task reaches every other on either node, and
+// the four train together (gloo, world size 4).
+func TestNetworkAllocationTasksAcrossNodes(t *testing.T) {
+	tn := newTwoNodes(t, "  allocation_block: 2\n")
+	n := tn.a
+	blockA, err := netguard.AllocationAddrs(n.w.Pool, "46", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blockB, _ := netguard.AllocationAddrs(tn.subB, "46", 2)
+	files := map[string]string{"rank.py": rankScript, "p.yaml": distProfile}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	args := func(rank int, peer string) []string {
+		return jobArgs([]string{"--profile", "p.yaml", "--allocation", "46", "--peers", peer,
+			"--env", "MASTER_ADDR=" + tn.nameA, "--env", fmt.Sprintf("RANK=%d", rank)},
+			"/usr/bin/python3", "-I", "rank.py")
+	}
+	var jobs []<-chan result
+	for local := range 2 {
+		localID := []string{fmt.Sprintf("SLURM_LOCALID=%d", local)}
+		jobs = append(jobs, async(t, n.cmd(ctx, n.project(t, files), localID, args(local, tn.nameB)...)))
+		c := tn.onB(ctx, n.project(t, files), args(2+local, tn.nameA)...)
+		c.Env = append(c.Env, localID...)
+		jobs = append(jobs, async(t, c))
+	}
+	want := map[int]netip.Addr{0: blockA[0], 1: blockA[1], 2: blockB[0], 3: blockB[1]}
+	for _, ch := range jobs {
+		r := <-ch
+		var rank int
+		var me string
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if _, err := fmt.Sscanf(l, "rank:%d me:%s", &rank, &me); err == nil {
+				break
+			}
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, "allreduce [10.0, 10.0, 10.0, 10.0]") {
+			t.Errorf("a rank did not train with the other three:\n%s", r)
+			continue
+		}
+		if me != want[rank].String() {
+			t.Errorf("rank %d at %s, want its task's address %s", rank, me, want[rank])
 		}
 	}
 }

@@ -242,7 +242,7 @@ func TestSlurmDaemon(t *testing.T) {
 			"-n", "2", "-c", "1", "--mem", "1800M", "-o", out)
 		got := waitJob(t, cl, id, out)
 		t.Logf("allocation job %d:\n%s", id, got)
-		rdzv, _ := netguard.AllocationAddr(netip.MustParsePrefix(slurmPool), strconv.FormatUint(id, 10))
+		rdzv, _ := netguard.AllocationAddr(netip.MustParsePrefix(slurmPool), strconv.FormatUint(id, 10), 1)
 		if strings.Count(got, "allreduce [3.0, 3.0, 3.0, 3.0]") != 2 || !strings.Contains(got, fmt.Sprintf("rank:0 me:%s master:%s", rdzv, rdzv)) || !strings.Contains(got, "rank:1 ") {
 			t.Errorf("the two tasks of Slurm job %d did not train together with rank 0 at %s:\n%s", id, rdzv, got)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
@@ -69,7 +70,14 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 		if len(cfg.PeerPorts) == 0 {
 			return nil, fmt.Errorf("--allocation %s: the profile's network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]", req.Allocation)
 		}
-		cfg.Allocation = req.Allocation
+		cfg.Allocation, cfg.AllocationBlock, cfg.AllocationIndex = req.Allocation, h.AllocationBlock, req.AllocationIndex
+		if cfg.AllocationIndex == 0 {
+			// The caller's local task (srun sets it; whatever a caller
+			// claims picks only among its own allocation's addresses).
+			if n, err := strconv.Atoi(envMap(req.CallerEnv)["SLURM_LOCALID"]); err == nil && n >= 0 {
+				cfg.AllocationIndex = n
+			}
+		}
 		names, err := allocationHosts(h, cfg.Pool, req.Allocation, l.nodeName())
 		if err != nil {
 			return nil, err
@@ -77,11 +85,11 @@ func (l *Launcher) netConfig(p *configs.Profile, req Request) (*netguard.Config,
 		cfg.HostNames = names
 	}
 	for i, s := range append(append([]string(nil), p.Network.Peers...), req.Peers...) {
-		pfx, err := parsePeer(s, h.Nodes, req.Allocation)
+		pfx, err := parsePeer(s, h.Nodes, req.Allocation, h.AllocationBlock)
 		if err != nil {
 			return nil, fmt.Errorf("peer %d %q: %w", i, s, err)
 		}
-		cfg.Peers = append(cfg.Peers, pfx)
+		cfg.Peers = append(cfg.Peers, pfx...)
 	}
 	if len(cfg.Peers) > 0 && len(cfg.PeerPorts) == 0 {
 		return nil, fmt.Errorf("peers are set but network.peer_ports is empty: list the rendezvous and Gloo/NCCL ports, e.g. [29500, 1024-65535]")

@@ -18,38 +18,43 @@ import (
 
 // parsePeer accepts a node name of the host's network.nodes, an address
 // or a CIDR. A node stands for its whole job subnet, or, for a job of an
-// allocation, for the allocation's address there only: jobs of other
-// allocations on that node are not peers.
-func parsePeer(s string, nodes []configs.HostNode, allocation string) (netip.Prefix, error) {
+// allocation, for the allocation's addresses there only (its block): jobs
+// of other allocations on that node are not peers.
+func parsePeer(s string, nodes []configs.HostNode, allocation string, block int) ([]netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	for _, n := range nodes {
 		if n.Name == s {
 			sub, err := netip.ParsePrefix(n.Subnet)
 			if err != nil || allocation == "" {
-				return sub, err
+				return []netip.Prefix{sub}, err
 			}
-			a, err := netguard.AllocationAddr(sub, allocation)
-			return netip.PrefixFrom(a, 32), err
+			as, err := netguard.AllocationAddrs(sub, allocation, block)
+			var out []netip.Prefix
+			for _, a := range as {
+				out = append(out, netip.PrefixFrom(a, 32))
+			}
+			return out, err
 		}
 	}
 	if strings.Contains(s, "/") {
-		return netip.ParsePrefix(s)
+		p, err := netip.ParsePrefix(s)
+		return []netip.Prefix{p}, err
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		if len(nodes) == 0 {
-			return netip.Prefix{}, fmt.Errorf("want an IP address or CIDR")
+			return nil, fmt.Errorf("want an IP address or CIDR")
 		}
-		return netip.Prefix{}, fmt.Errorf("want a node of the host's network.nodes, an IP address or a CIDR")
+		return nil, fmt.Errorf("want a node of the host's network.nodes, an IP address or a CIDR")
 	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}, nil
 }
 
 // allocationHosts are the names a job of an allocation resolves locally:
-// every node of network.nodes to the allocation's address on that node, and
-// this node (its network.nodes name and its own host name) to the
-// allocation's address here, so MASTER_ADDR=<first node of the allocation>
-// (or $(hostname) on one node) reaches rank 0's rendezvous.
+// every node of network.nodes to the allocation's task-0 address on that
+// node, and this node (its network.nodes name and its own host name) to
+// the allocation's task-0 address here, so MASTER_ADDR=<first node of the
+// allocation> (or $(hostname) on one node) reaches rank 0's rendezvous.
 func allocationHosts(h configs.HostNetwork, pool netip.Prefix, allocation, self string) (map[string]netip.Addr, error) {
 	out := map[string]netip.Addr{}
 	for i, n := range h.Nodes {
@@ -57,13 +62,13 @@ func allocationHosts(h configs.HostNetwork, pool netip.Prefix, allocation, self 
 		if err != nil {
 			return nil, fmt.Errorf("host network.nodes[%d] (%s): subnet: %w", i, n.Name, err)
 		}
-		if out[n.Name], err = netguard.AllocationAddr(sub, allocation); err != nil {
+		if out[n.Name], err = netguard.AllocationAddr(sub, allocation, h.AllocationBlock); err != nil {
 			return nil, fmt.Errorf("host network.nodes[%d] (%s): %w", i, n.Name, err)
 		}
 	}
 	if self != "" {
 		if _, ok := out[self]; !ok {
-			a, err := netguard.AllocationAddr(pool, allocation)
+			a, err := netguard.AllocationAddr(pool, allocation, h.AllocationBlock)
 			if err != nil {
 				return nil, err
 			}

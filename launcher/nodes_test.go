@@ -67,6 +67,19 @@ func TestNetConfigAllocation(t *testing.T) {
 	if cfg.Allocation != "70" {
 		t.Errorf("Allocation = %q", cfg.Allocation)
 	}
+	// Blocks of 4 (16 per /24): a node peer is the allocation's 4 addresses
+	// there (70 mod 16 = block 6: slots 24-27), the task is SLURM_LOCALID.
+	l.Host.Network.AllocationBlock = 4
+	cfg, err = l.netConfig(p, Request{Peers: []string{"gpu2"}, Allocation: "70", CallerEnv: []string{"SLURM_LOCALID=3"}})
+	if err != nil {
+		t.Fatalf("netConfig block 4: %v", err)
+	}
+	wantPeers := []netip.Prefix{netip.MustParsePrefix("10.213.2.98/32"), netip.MustParsePrefix("10.213.2.102/32"),
+		netip.MustParsePrefix("10.213.2.106/32"), netip.MustParsePrefix("10.213.2.110/32")}
+	if !slices.Equal(cfg.Peers, wantPeers) || cfg.AllocationBlock != 4 || cfg.AllocationIndex != 3 || cfg.HostNames["gpu2"] != netip.MustParseAddr("10.213.2.98") {
+		t.Errorf("block 4: Peers %v block %d index %d HostNames %v; want %v, 4, 3, gpu2 -> 10.213.2.98", cfg.Peers, cfg.AllocationBlock, cfg.AllocationIndex, cfg.HostNames, wantPeers)
+	}
+	l.Host.Network.AllocationBlock = 0
 	p.Network.PeerPorts = nil
 	if _, err := l.netConfig(p, Request{Allocation: "70"}); err == nil || !strings.Contains(err.Error(), "--allocation 70: the profile's network.peer_ports is empty") {
 		t.Errorf("allocation without peer_ports: %v", err)
@@ -82,7 +95,7 @@ func TestNetConfigAllocation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("netConfig one node: %v", err)
 	}
-	if a, _ := netguard.AllocationAddr(netguard.DefaultPool, "3"); cfg.HostNames["gpu1"] != a || len(cfg.HostNames) != 1 {
+	if a, _ := netguard.AllocationAddr(netguard.DefaultPool, "3", 1); cfg.HostNames["gpu1"] != a || len(cfg.HostNames) != 1 {
 		t.Errorf("one node: HostNames = %v; want gpu1 -> %s", cfg.HostNames, a)
 	}
 }

@@ -62,6 +62,10 @@ type Request struct {
 	// each other on the profile's peer_ports, node names resolve to its
 	// address on each node, and other nodes are peers at that address only.
 	Allocation string
+	// AllocationIndex is this run's local task within its allocation on
+	// this node (SLURM_LOCALID): it takes that address of the allocation's
+	// block (host network.allocation_block).
+	AllocationIndex int
 	// Extra is recorded in the job's state (JobState.Extra), e.g.
 	// ExtraSlurmJob, so hooks such as the Slurm epilog can find the job.
 	Extra map[string]string

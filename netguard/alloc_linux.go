@@ -151,9 +151,11 @@ func readLeases(dir string) ([]lease, error) {
 
 // acquireLease picks a free slot, records it, writes its lease file and, for
 // the first job, switches forwarding on. It runs under the state lock. A
-// job of an allocation that has no job on this node yet takes the
-// allocation's slot (AllocationSlot) or fails: other nodes reach the
-// allocation here at that address and at no other.
+// job of an allocation takes its task's slot of the allocation's block
+// (AllocationSlot + AllocationIndex) or fails if another allocation's or
+// a plain job holds it: other nodes reach the allocation's task there and
+// nowhere else. A second job for the same task, or a task outside the
+// block, takes any free slot.
 func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 	err = withLock(cfg.StateDir, func() error {
 		routes, _, err := hostPrefixes()
@@ -165,10 +167,8 @@ func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 			return err
 		}
 		taken := map[int]lease{}
-		mates := false
 		for _, l := range leases {
 			taken[l.Slot] = l
-			mates = mates || (cfg.Allocation != "" && l.Allocation == cfg.Allocation)
 		}
 		usable := func(i int) error {
 			if l, ok := taken[i]; ok {
@@ -183,15 +183,18 @@ func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 			return nil
 		}
 		slot = -1
-		if cfg.Allocation != "" {
-			want := AllocationSlot(cfg.Pool, cfg.Allocation)
+		if block := max(cfg.AllocationBlock, 1); cfg.Allocation != "" && cfg.AllocationIndex < block {
+			if block > poolSlots(cfg.Pool) {
+				return fmt.Errorf("allocation block %d: larger than the %d slots of %s", block, poolSlots(cfg.Pool), cfg.Pool)
+			}
+			want := AllocationSlot(cfg.Pool, cfg.Allocation, block) + cfg.AllocationIndex
 			err := usable(want)
 			switch {
 			case err == nil:
 				slot = want
-			case !mates:
-				return fmt.Errorf("allocation %s: its address %s on this node is %v; other nodes reach the allocation there only (use a larger network.node_subnet, or end that job)",
-					cfg.Allocation, slotJobAddr(cfg.Pool, want), err)
+			case !sameAllocation(taken[want], cfg.Allocation):
+				return fmt.Errorf("allocation %s: its address %s (task %d) on this node is %v; other nodes reach the allocation there only (use a larger network.node_subnet, or end that job)",
+					cfg.Allocation, slotJobAddr(cfg.Pool, want), cfg.AllocationIndex, err)
 			}
 		}
 		for i := 0; slot < 0 && i < poolSlots(cfg.Pool); i++ {
@@ -284,6 +287,12 @@ func replaceMates(table string, els []nftables.SetElement) error {
 		return fmt.Errorf("nftables set %s of %s: %w", setMates, table, err)
 	}
 	return nil
+}
+
+// sameAllocation reports whether a lease (possibly the zero one of a free
+// slot) belongs to a job of allocation.
+func sameAllocation(l lease, allocation string) bool {
+	return l.Job != "" && l.Allocation == allocation
 }
 
 func leasePath(dir string, slot int) string {

@@ -46,6 +46,14 @@ type Config struct {
 	// other nodes compute without asking: their jobs name this node and
 	// reach rank 0's rendezvous there. Needs PeerPorts.
 	Allocation string
+	// AllocationBlock is how many slots the allocation reserves on each
+	// node (a power of two up to MaxAllocationBlock; 0 means 1), and
+	// AllocationIndex which of them this job takes (its local task id). A
+	// job whose index is outside the block, or whose slot a job of its own
+	// allocation holds, takes any free slot: it reaches its allocation's
+	// jobs on this node, but other nodes do not reach it.
+	AllocationBlock int
+	AllocationIndex int
 	// HostNames are extra /etc/hosts entries of the job (an allocation's
 	// node names mapped to its addresses on those nodes).
 	HostNames map[string]netip.Addr
@@ -159,6 +167,12 @@ func (c Config) Validate() error {
 		}
 		if len(c.PeerPorts) == 0 {
 			bad("peer_ports: required for an allocation (its jobs reach each other on them)")
+		}
+		if b := c.AllocationBlock; b < 0 || b&(b-1) != 0 || b > MaxAllocationBlock {
+			bad("allocation block %d: allowed a power of two from 1 to %d", b, MaxAllocationBlock)
+		}
+		if c.AllocationIndex < 0 {
+			bad("allocation index %d: must not be negative", c.AllocationIndex)
 		}
 	}
 	for name, a := range c.HostNames {

@@ -119,6 +119,10 @@ func Setup(ctx context.Context, cfg Config, rec jobstate.Recorder) (_ *Guard, er
 		return nil, err
 	}
 	if cfg.Allocation != "" {
+		if cfg.AllocationIndex >= max(cfg.AllocationBlock, 1) && len(cfg.Peers) > 0 {
+			g.log.Warn("netguard: the job's task index lies outside its allocation's block: its allocation's jobs on this node reach it, other nodes do not (raise network.allocation_block)",
+				"allocation", cfg.Allocation, "index", cfg.AllocationIndex, "block", max(cfg.AllocationBlock, 1))
+		}
 		// Join: the allocation's jobs here and this one learn each other.
 		if err := step("allocation", func() error { return withLock(cfg.StateDir, func() error { return syncAllocations(cfg.StateDir) }) }); err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -411,10 +412,10 @@ func TestAllocationMates(t *testing.T) {
 	a0 := setup(t, ca0)
 	a1 := setup(t, ca1)
 	b := setup(t, cb)
-	if want, _ := AllocationAddr(testPool, "7"); a0.JobAddr() != want {
+	if want, _ := AllocationAddr(testPool, "7", 1); a0.JobAddr() != want {
 		t.Fatalf("first job of allocation 7 at %s, want the allocation's address %s", a0.JobAddr(), want)
 	}
-	if want, _ := AllocationAddr(testPool, "8"); b.JobAddr() != want {
+	if want, _ := AllocationAddr(testPool, "8", 1); b.JobAddr() != want {
 		t.Fatalf("first job of allocation 8 at %s, want %s", b.JobAddr(), want)
 	}
 	if h := string(a0.Hosts("job-7")); !strings.HasSuffix(h, a0.JobAddr().String()+"\tjob-7\n10.214.0.30\tnode-a\n") {
@@ -440,7 +441,7 @@ func TestAllocationMates(t *testing.T) {
 	if g, err := Setup(t.Context(), clash, &jobstate.MemRecorder{}); err == nil {
 		g.Close()
 		t.Fatal("an allocation whose address is held started")
-	} else if !strings.Contains(err.Error(), "allocation 16391: its address "+a0.JobAddr().String()+" on this node is held by job "+ca0.JobID) {
+	} else if !strings.Contains(err.Error(), "allocation 16391: its address "+a0.JobAddr().String()+" (task 0) on this node is held by job "+ca0.JobID) {
 		t.Fatalf("clash error = %v", err)
 	}
 
@@ -503,4 +504,29 @@ func echoCaller(t *testing.T, g *Guard, port int) {
 			c.Close()
 		}
 	}()
+}
+
+// TestAllocationBlock: with a block of 4, task 2 takes the block's third
+// address; a task outside the block takes some other free slot.
+func TestAllocationBlock(t *testing.T) {
+	w := newWorld(t)
+	task := func(i int) Config {
+		c := w.config(t, Enforce)
+		c.Allocation, c.PeerPorts, c.AllocationBlock, c.AllocationIndex = "9", []PortRange{{29500, 29510}}, 4, i
+		return c
+	}
+	c2, c5 := task(2), task(5)
+	c5.StateDir = c2.StateDir
+	g2, g5 := setup(t, c2), setup(t, c5)
+	block, err := AllocationAddrs(testPool, "9", 4)
+	must(t, err)
+	if g2.JobAddr() != block[2] {
+		t.Errorf("task 2 at %s, want %s of block %v", g2.JobAddr(), block[2], block)
+	}
+	if slices.Contains(block, g5.JobAddr()) {
+		t.Errorf("task 5 (outside a block of 4) at %s, inside the block %v", g5.JobAddr(), block)
+	}
+	if m := mates(t, g2); len(m) != 1 || m[0] != g5.JobAddr() {
+		t.Errorf("mates of task 2 = %v, want [%s]", m, g5.JobAddr())
+	}
 }

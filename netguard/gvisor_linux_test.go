@@ -204,7 +204,7 @@ func TestGVisorGlooPeers(t *testing.T) {
 	runsc := testenv.Runsc(t)
 	py := testenv.Python(t)
 	w := newWorld(t)
-	rdzv, err := AllocationAddr(testPool, "31")
+	rdzv, err := AllocationAddr(testPool, "31", 1)
 	must(t, err)
 	alloc := func(id string) Config {
 		c := w.config(t, Enforce)

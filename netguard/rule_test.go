@@ -89,6 +89,9 @@ func TestValidate(t *testing.T) {
 		"upstream":            {func(c *Config) { c.Upstreams = []string{"8.8.8.8"} }, "ip:port"},
 		"pool":                {func(c *Config) { c.Pool = netip.MustParsePrefix("10.0.0.0/31") }, "pool"},
 		"allocation no ports": {func(c *Config) { c.Allocation = "1234" }, "peer_ports: required for an allocation"},
+		"allocation block": {func(c *Config) {
+			c.Allocation, c.PeerPorts, c.AllocationBlock = "1", []PortRange{{29500, 29500}}, 6
+		}, "allocation block 6: allowed a power of two from 1 to 64"},
 		"allocation chars": {func(c *Config) {
 			c.Allocation, c.PeerPorts = "12 34", []PortRange{{29500, 29500}}
 		}, `allocation "12 34": allowed 1-64 characters`},
@@ -165,17 +168,30 @@ func TestAllocationAddr(t *testing.T) {
 		{"69", "10.40.0.22"}, // 69 mod 64 = 5: the same slot
 		{"63", "10.40.0.254"},
 	} {
-		if got, err := AllocationAddr(pool, tc.alloc); err != nil || got.String() != tc.want {
+		if got, err := AllocationAddr(pool, tc.alloc, 1); err != nil || got.String() != tc.want {
 			t.Errorf("AllocationAddr(%s, %s) = %v, %v; want %s", pool, tc.alloc, got, err, tc.want)
 		}
 	}
 	// A non-numeric id is hashed, the same way on every node.
-	a, _ := AllocationAddr(pool, "exp-42")
-	b, _ := AllocationAddr(pool, "exp-42")
+	a, _ := AllocationAddr(pool, "exp-42", 1)
+	b, _ := AllocationAddr(pool, "exp-42", 1)
 	if a != b || !pool.Contains(a) {
 		t.Errorf("AllocationAddr(exp-42) = %s then %s, want one address in %s", a, b, pool)
 	}
-	if _, err := AllocationAddr(netip.MustParsePrefix("10.40.0.0/31"), "1"); err == nil {
+	if _, err := AllocationAddr(netip.MustParsePrefix("10.40.0.0/31"), "1", 1); err == nil {
 		t.Error("AllocationAddr accepted a /31")
+	}
+	// Blocks of 8: 8 of them in 64 slots; 13 mod 8 = block 5, slots 40-47.
+	as, err := AllocationAddrs(pool, "13", 8)
+	if err != nil || len(as) != 8 || as[0].String() != "10.40.0.162" || as[7].String() != "10.40.0.190" {
+		t.Errorf("AllocationAddrs(%s, 13, 8) = %v, %v; want 10.40.0.162 ... 10.40.0.190", pool, as, err)
+	}
+	for _, b := range []int{3, 128} {
+		if _, err := AllocationAddrs(netip.MustParsePrefix("10.40.0.0/16"), "1", b); err == nil {
+			t.Errorf("AllocationAddrs accepted block %d", b)
+		}
+	}
+	if _, err := AllocationAddrs(netip.MustParsePrefix("10.40.0.0/28"), "1", 8); err == nil {
+		t.Error("AllocationAddrs accepted a block larger than the subnet")
 	}
 }
