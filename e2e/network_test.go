@@ -59,6 +59,11 @@ while i < len(a):
             out("noping:%s:%s" % (h, e))
     elif c == "stamp":
         out("stamp:%d" % time.time_ns())
+    elif c == "probe":  # stamp, then at once the connect's first packet (socket made before)
+        h, p = a[i], int(a[i+1]); i += 2
+        s = socket.socket(); s.setblocking(False)
+        out("stamp:%d" % time.time_ns())
+        s.connect_ex((h, p))
     elif c == "wait":
         out("waiting"); sys.stdin.readline()
     elif c == "sleep":
