@@ -244,11 +244,11 @@ func TestLoadProfileByName(t *testing.T) {
 	}
 
 	_, err = LoadProfile("nope", admin)
-	if err == nil || err.Error() != `profile "nope": no such profile; available: big, default, gpu (or give a file path)` || !errors.Is(err, ErrNoProfile) {
+	if err == nil || err.Error() != `profile "nope": no such profile; available: big, default, distributed, gpu (or give a file path)` || !errors.Is(err, ErrNoProfile) {
 		t.Errorf("unknown name = %v", err)
 	}
 	_, err = LoadProfile("nope", "")
-	if err == nil || err.Error() != `profile "nope": no such profile; available: default, gpu (or give a file path)` {
+	if err == nil || err.Error() != `profile "nope": no such profile; available: default, distributed, gpu (or give a file path)` {
 		t.Errorf("unknown name, no admin dir = %v", err)
 	}
 	_, err = LoadProfile("bad name", admin)
@@ -289,7 +289,7 @@ func TestListProfiles(t *testing.T) {
 			t.Errorf("shipped %+v", r)
 		}
 	}
-	if got := strings.Join(names, " "); got != "default=builtin:default gpu=builtin:gpu" {
+	if got := strings.Join(names, " "); got != "default=builtin:default distributed=builtin:distributed gpu=builtin:gpu" {
 		t.Errorf("ListProfiles() = %s", got)
 	}
 
@@ -304,7 +304,7 @@ func TestListProfiles(t *testing.T) {
 	for _, r := range refs {
 		got[r.Name] = r
 	}
-	if len(refs) != 3 || !got["default"].Admin || got["default"].Description != "site default" ||
+	if len(refs) != 4 || !got["default"].Admin || got["default"].Description != "site default" ||
 		got["gpu"].Admin || !got["broken"].Admin || !strings.HasPrefix(got["broken"].Description, "INVALID: ") {
 		t.Errorf("ListProfiles(admin) = %+v", refs)
 	}
@@ -341,10 +341,10 @@ func TestListProfilesAdminDirIsReadNotGlobbed(t *testing.T) {
 	for _, r := range refs {
 		names = append(names, r.Name)
 	}
-	if got := strings.Join(names, " "); got != "default gpu mine" {
-		t.Errorf("ListProfiles(%s) = %s, want default gpu mine", admin, got)
+	if got := strings.Join(names, " "); got != "default distributed gpu mine" {
+		t.Errorf("ListProfiles(%s) = %s, want default distributed gpu mine", admin, got)
 	}
-	if refs, err := ListProfiles(filepath.Join(root, "missing")); err != nil || len(refs) != 2 {
+	if refs, err := ListProfiles(filepath.Join(root, "missing")); err != nil || len(refs) != 3 {
 		t.Errorf("ListProfiles(missing dir) = %v, %v; want the shipped profiles and no error", refs, err)
 	}
 }

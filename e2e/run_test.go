@@ -37,7 +37,7 @@ func TestRefusalsAreOneLineAndLeaveNothing(t *testing.T) {
 		want  string
 	}{
 		{[]string{"--profile", "bad.yaml"}, "securetrain: run: bad.yaml:3: limits.cpus: want a number, got \"lots\"\n"},
-		{[]string{"--profile", "nosuch"}, "securetrain: run: profile \"nosuch\": no such profile; available: default, gpu (or give a file path)\n"},
+		{[]string{"--profile", "nosuch"}, "securetrain: run: profile \"nosuch\": no such profile; available: default, distributed, gpu (or give a file path)\n"},
 		{[]string{"--memory", "lots"}, "securetrain: run: --memory: want a size such as 512MiB or 8GiB, got \"lots\"\n"},
 		{[]string{"--data", "/nonexistent-dataset"}, "securetrain: run: --data /nonexistent-dataset: no such file or directory\n"},
 		{[]string{"--gpus", "1"}, "securetrain: run: --gpus 1: no NVIDIA GPU on this host (no /dev/nvidiaN); use --gpus none or a CPU profile\n"},
