@@ -25,6 +25,15 @@ import torch, torch.distributed as dist
 me = socket.gethostbyname(socket.gethostname())
 master = socket.gethostbyname(os.environ["MASTER_ADDR"])
 rank = 0 if me == master else 1
+# What libraries do with names: an IPv6 lookup of the node name (not in
+# /etc/hosts: glibc asks DNS) and reverse lookups, known and unknown. None
+# may cost the job its life.
+for f in (lambda: socket.getaddrinfo(os.environ["MASTER_ADDR"], 29500, socket.AF_INET6),
+          lambda: socket.gethostbyaddr(master), lambda: socket.gethostbyaddr("192.0.2.77")):
+    try:
+        f()
+    except OSError:
+        pass
 print("rank:%d me:%s master:%s" % (rank, me, master), flush=True)
 dist.init_process_group("gloo", init_method="tcp://%s:29500" % os.environ["MASTER_ADDR"],
     rank=rank, world_size=2, timeout=datetime.timedelta(seconds=90))

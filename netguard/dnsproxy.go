@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +43,54 @@ type dnsProxy struct {
 
 	mu      sync.Mutex
 	servers []*dns.Server
+	// local are the job's own /etc/hosts names (its host name, its
+	// allocation's nodes). glibc asks DNS for what the file lacks (their
+	// IPv6 addresses, an AF_INET6 lookup as torch makes), so the proxy
+	// answers them itself: never forwarded, never a violation.
+	local map[string]netip.Addr
+}
+
+// setLocal sets the names answered locally (lower case).
+func (p *dnsProxy) setLocal(names map[string]netip.Addr) {
+	m := make(map[string]netip.Addr, len(names))
+	for n, a := range names {
+		m[strings.ToLower(n)] = a
+	}
+	p.mu.Lock()
+	p.local = m
+	p.mu.Unlock()
+}
+
+// localAnswer answers a lookup of one of the job's own names, or a reverse
+// lookup (PTR) of an IPv4 or IPv6 address: those are answered from the
+// local names (NXDOMAIN for any other address) and never forwarded, so a
+// logger's getnameinfo neither kills the job nor carries data out.
+func (p *dnsProxy) localAnswer(q dns.Question, name string, resp *dns.Msg) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.local[name]; ok {
+		if q.Qtype == dns.TypeA {
+			resp.Answer = append(resp.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
+				A:   a.AsSlice()})
+		}
+		return true // other types: NOERROR, no data
+	}
+	if !strings.HasSuffix(name, ".in-addr.arpa") && !strings.HasSuffix(name, ".ip6.arpa") {
+		return false
+	}
+	if q.Qtype == dns.TypePTR {
+		for _, n := range slices.Sorted(maps.Keys(p.local)) {
+			if rev, err := dns.ReverseAddr(p.local[n].String()); err == nil && strings.TrimSuffix(rev, ".") == name {
+				resp.Answer = append(resp.Answer, &dns.PTR{
+					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: 0},
+					Ptr: dns.Fqdn(n)})
+				return true
+			}
+		}
+	}
+	resp.Rcode = dns.RcodeNameError
+	return true
 }
 
 // matchRules returns the indexes of the host entries covering name.
@@ -88,6 +138,9 @@ func (p *dnsProxy) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	q := req.Question[0]
 	name := strings.TrimSuffix(strings.ToLower(q.Name), ".")
+	if p.localAnswer(q, name, resp) {
+		return
+	}
 	idx := matchRules(p.rules, name)
 	if len(idx) == 0 && p.mode != Audit {
 		p.log.Warn("dns lookup refused", "name", name)

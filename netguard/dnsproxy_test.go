@@ -187,3 +187,47 @@ func TestDNSProxyAudit(t *testing.T) {
 		t.Errorf("audit added %v refused %v", cs.Adds(), cs.Refused())
 	}
 }
+
+// TestDNSProxyLocalNames: the job's own names are answered by the proxy
+// (A from the table, other types empty), reverse lookups are answered
+// locally (a known address by its name, any other NXDOMAIN); none of it is
+// forwarded or reported as refused.
+func TestDNSProxyLocalNames(t *testing.T) {
+	up := startUpstream(t, map[string][]string{"pypi.org.": {"203.0.113.10"}})
+	p, srv, cs := startProxy(t, Enforce, up.addr, nil, "pypi.org")
+	p.setLocal(map[string]netip.Addr{"Node-A": netip.MustParseAddr("10.214.0.30"), "st-job": netip.MustParseAddr("10.214.0.2")})
+	if r := ask(t, srv, "node-a", dns.TypeA); r.Rcode != dns.RcodeSuccess || strings.Join(answers(r), ",") != "10.214.0.30" {
+		t.Errorf("node-a A: %v", r)
+	}
+	if r := ask(t, srv, "st-job", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Errorf("st-job AAAA: want NOERROR and no data, got %v", r)
+	}
+	r := ask(t, srv, "30.0.214.10.in-addr.arpa", dns.TypePTR)
+	if ptr, ok := firstPTR(r); r.Rcode != dns.RcodeSuccess || !ok || ptr != "node-a." {
+		t.Errorf("PTR of node-a's address: %v", r)
+	}
+	for _, name := range []string{"77.2.0.192.in-addr.arpa", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"} {
+		if r := ask(t, srv, name, dns.TypePTR); r.Rcode != dns.RcodeNameError {
+			t.Errorf("PTR %s: want NXDOMAIN, got %v", name, r)
+		}
+	}
+	up.mu.Lock()
+	asked := slices.Clone(up.asked)
+	up.mu.Unlock()
+	if len(asked) != 0 || len(cs.Refused()) != 0 {
+		t.Errorf("upstream asked %v, refused %v; want neither", asked, cs.Refused())
+	}
+	// Other names are still the allowlist's business.
+	if r := ask(t, srv, "node-b", dns.TypeA); r.Rcode != dns.RcodeRefused {
+		t.Errorf("node-b: %v", r)
+	}
+}
+
+func firstPTR(r *dns.Msg) (string, bool) {
+	for _, rr := range r.Answer {
+		if p, ok := rr.(*dns.PTR); ok {
+			return p.Ptr, true
+		}
+	}
+	return "", false
+}

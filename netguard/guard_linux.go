@@ -570,10 +570,19 @@ func (g *Guard) ResolvConf() []byte {
 // Hosts is the job's /etc/hosts: localhost, the job's own address under
 // hostname (first, so a reverse lookup of the address, as torchrun's
 // getfqdn does, gives hostname back; "securetrain-job" when empty), then
-// Config.HostNames.
+// Config.HostNames. The DNS proxy answers these names itself from then on
+// (their missing IPv6 addresses, reverse lookups).
 func (g *Guard) Hosts(hostname string) []byte {
 	if hostname == "" {
 		hostname = "securetrain-job"
+	}
+	local := maps.Clone(g.cfg.HostNames)
+	if local == nil {
+		local = map[string]netip.Addr{}
+	}
+	local[hostname] = g.jobAddr
+	if g.proxy != nil {
+		g.proxy.setLocal(local)
 	}
 	b := []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
 		g.jobAddr.String() + "\t" + hostname + "\n")
