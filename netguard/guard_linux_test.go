@@ -530,3 +530,36 @@ func TestAllocationBlock(t *testing.T) {
 		t.Errorf("mates of task 2 = %v, want [%s]", m, g5.JobAddr())
 	}
 }
+
+// TestGCOfAllocationMate: a job of an allocation whose launcher died is
+// collected by gc; its mate's set forgets its address then, not only on a
+// clean Close.
+func TestGCOfAllocationMate(t *testing.T) {
+	w := newWorld(t)
+	alloc := func() Config {
+		c := w.config(t, Enforce)
+		c.Allocation, c.PeerPorts = "11", []PortRange{{29500, 29510}}
+		return c
+	}
+	c0, c1 := alloc(), alloc()
+	c1.StateDir = c0.StateDir
+	g0 := setup(t, c0)
+	rec := &jobstate.MemRecorder{}
+	g1, err := Setup(t.Context(), c1, rec)
+	must(t, err)
+	if m := mates(t, g0); len(m) != 1 || m[0] != g1.JobAddr() {
+		t.Fatalf("mates = %v, want [%s]", m, g1.JobAddr())
+	}
+	res := rec.Snapshot()
+	for i := len(res) - 1; i >= 0; i-- {
+		if err := GC(t.Context(), res[i]); err != nil {
+			t.Errorf("GC %s: %v", res[i], err)
+		}
+	}
+	if m := mates(t, g0); len(m) != 0 {
+		t.Errorf("mates after gc of the crashed mate = %v, want none", m)
+	}
+	if err := g1.Close(); err != nil {
+		t.Errorf("Close after GC: %v", err)
+	}
+}
