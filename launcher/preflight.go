@@ -5,10 +5,11 @@ import (
 	"debug/buildinfo"
 	"debug/elf"
 	"fmt"
+	"net/netip"
 	"os"
-	"os/exec"
-	"strings"
+	"path/filepath"
 
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
 )
 
@@ -46,8 +47,25 @@ func (l *Launcher) Preflight(ctx context.Context) []Check {
 	}
 	cg := cgroupVersion()
 	add("cgroups", true, cg != "", "%s", cg)
-	add("nf_tables", false, moduleLoaded("nf_tables"), "needed for network: sandbox (egress allowlist)")
-	add("veth", false, moduleLoaded("veth"), "needed for network: sandbox")
+	// Networking (network: sandbox): tried for real, not guessed from
+	// module lists; the host firewall and forwarding as netguard finds them.
+	ngState := "" // netguard's default
+	if l.Host != nil && l.Host.StateDir != "" {
+		ngState = filepath.Join(l.Host.StateDir, "netguard")
+	}
+	for _, r := range netguard.Check(ngState) {
+		add(r.Name, false, r.OK, "%s", r.Detail)
+	}
+	if l.Host != nil && l.Host.Network.NodeSubnet != "" {
+		n := l.Host.Network
+		self := l.nodeName()
+		blocks := 0
+		if p, err := netip.ParsePrefix(n.NodeSubnet); err == nil && p.Bits() <= 30 {
+			blocks = (1 << (30 - p.Bits())) / max(n.AllocationBlock, 1)
+		}
+		add("network node", false, self != "", "this node is %q in network.nodes, job subnet %s: %d allocation blocks of %d address(es) (allocations whose ids are equal modulo %d cannot share this node)",
+			self, n.NodeSubnet, blocks, max(n.AllocationBlock, 1), blocks)
+	}
 	// GPUs: optional; when present the driver must be one runsc supports.
 	h := sandbox.GPUHost{}
 	if idx, _ := h.Indices(); len(idx) > 0 {
@@ -106,17 +124,4 @@ func cgroupVersion() string {
 		return "v1"
 	}
 	return ""
-}
-
-func moduleLoaded(name string) bool {
-	if _, err := os.Stat("/sys/module/" + name); err == nil {
-		return true
-	}
-	b, _ := os.ReadFile("/proc/modules")
-	if strings.Contains(string(b), name+" ") {
-		return true
-	}
-	// Built into the kernel: modinfo knows it.
-	out, err := exec.Command("modinfo", "-F", "filename", name).Output()
-	return err == nil && strings.Contains(string(out), "builtin")
 }

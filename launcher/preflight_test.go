@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/internal/testenv"
 )
 
@@ -66,4 +67,22 @@ func TestPreflightMissingRunsc(t *testing.T) {
 		}
 	}
 	t.Error("no runsc check")
+}
+
+// TestPreflightNetworkNode: with a node subnet, check names this node and
+// what its subnet holds in allocation blocks.
+func TestPreflightNetworkNode(t *testing.T) {
+	h := &configs.Host{StateDir: t.TempDir(), Network: twoNodes}
+	h.Network.AllocationBlock = 8
+	l := &Launcher{Runsc: "/nonexistent/runsc", Host: h}
+	for _, c := range l.Preflight(context.Background()) {
+		if c.Name == "network node" {
+			want := `this node is "gpu1" in network.nodes, job subnet 10.213.1.0/24: 8 allocation blocks of 8 address(es) (allocations whose ids are equal modulo 8 cannot share this node)`
+			if !c.OK || c.Required || c.Detail != want {
+				t.Errorf("check %+v, want detail %q", c, want)
+			}
+			return
+		}
+	}
+	t.Error("no network node check")
 }

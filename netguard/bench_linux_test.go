@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/securetrain/securetrain/jobstate"
 )
 
@@ -62,7 +63,7 @@ func BenchmarkViolationLatency(b *testing.B) {
 
 func TestCheck(t *testing.T) {
 	newWorld(t) // root, and a clean state to compare with
-	res := Check()
+	res := Check(t.TempDir())
 	byName := map[string]CheckResult{}
 	for _, r := range res {
 		byName[r.Name] = r
@@ -77,5 +78,29 @@ func TestCheck(t *testing.T) {
 		if strings.HasPrefix(n, "securetrain-check-") {
 			t.Errorf("check left netns %s", n)
 		}
+	}
+
+	// A host firewall whose forward chain drops by default is named, with
+	// what to accept there.
+	c, err := nftables.New()
+	must(t, err)
+	drop := nftables.ChainPolicyDrop
+	tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "sttest-fw"})
+	c.AddChain(&nftables.Chain{Name: "fwd", Table: tb, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward,
+		Priority: nftables.ChainPriorityFilter, Policy: &drop})
+	must(t, c.Flush())
+	res = Check(t.TempDir())
+	must(t, delTable("sttest-fw"))
+	found := false
+	for _, r := range res {
+		if r.Name == "host firewall" {
+			found = true
+			if r.OK || !strings.Contains(r.Detail, "policy drop in inet sttest-fw/fwd") || !strings.Contains(r.Detail, `"stg*"`) {
+				t.Errorf("check with a forward drop policy = %+v", r)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no host firewall line in %+v", res)
 	}
 }

@@ -11,9 +11,14 @@ import (
 )
 
 // Check reports whether this host can run netguard: nf_tables over netlink,
-// network namespaces and veth pairs (tried in a throwaway namespace), and
-// host firewall chains whose drop policy would break job traffic.
-func Check() []CheckResult {
+// network namespaces and veth pairs (tried in a throwaway namespace), host
+// firewall chains whose drop policy would break job traffic, and IPv4
+// forwarding the host had on before netguard (stateDir: Config.StateDir;
+// empty means the default).
+func Check(stateDir string) []CheckResult {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
 	var out []CheckResult
 	c, err := nftables.New()
 	if err == nil {
@@ -60,7 +65,7 @@ func Check() []CheckResult {
 		}
 	}
 	if b, err := os.ReadFile(ipForwardSysctl); err == nil && strings.TrimSpace(string(b)) == "1" {
-		if _, err := os.Stat(DefaultStateDir + "/forwarding-owned"); err != nil {
+		if _, err := os.Stat(stateDir + "/forwarding-owned"); err != nil {
 			out = append(out, CheckResult{Name: "ip forwarding", OK: true,
 				Detail: "net.ipv4.ip_forward is already 1: the host routes for its own interfaces; netguard leaves that to the host firewall"})
 		}

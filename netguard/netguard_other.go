@@ -24,7 +24,7 @@ func Setup(context.Context, Config, jobstate.Recorder) (*Guard, error) { return 
 func GC(context.Context, jobstate.Resource) error { return ErrUnsupported }
 
 // Check reports that netguard cannot run here.
-func Check() []CheckResult {
+func Check(string) []CheckResult {
 	return []CheckResult{{Name: "netguard", OK: false, Detail: ErrUnsupported.Error()}}
 }
 
