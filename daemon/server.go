@@ -104,6 +104,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Notify.Ready("accepting jobs on " + h.Daemon.Socket); err != nil {
 		s.Log.Warn("sd_notify", "err", err)
 	}
+	// With WatchdogSec, systemd restarts a daemon that stops answering:
+	// each ping follows a request answered through its own socket.
+	go s.Notify.RunWatchdog(ctx, func() bool { return s.answers(h.Daemon.Socket) == nil })
 	s.Log.Info("listening", "socket", h.Daemon.Socket)
 	go func() { <-ctx.Done(); ln.Close() }()
 	for {
@@ -642,4 +645,20 @@ func daemonAllocation(id Identity, sj *slurmBinding, asked string) (string, erro
 	default:
 		return fmt.Sprintf("u%d-%s", id.UID, asked), nil
 	}
+}
+
+// answers checks the daemon end to end, as a client would reach it: a ps
+// request through the socket, answered within a few seconds (the accept
+// loop, a handler, the job store).
+func (s *Server) answers(socket string) error {
+	cl, err := Dial(socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if err := cl.c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
+	_, err = cl.Ps(false)
+	return err
 }

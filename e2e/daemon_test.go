@@ -635,3 +635,58 @@ func TestDaemonSignalsAndHangup(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDaemonWatchdog: under a service manager's watchdog (WATCHDOG_USEC),
+// the daemon pings at half the interval while it answers through its
+// socket, and stops pinging once it cannot be reached there (its socket
+// removed), so systemd would restart it.
+func TestDaemonWatchdog(t *testing.T) {
+	e := daemonSetup(t)
+	d := daemonConfig(t, e)
+	ns := filepath.Join(t.TempDir(), "notify.sock")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c := exec.Command(d.bin, "--config", d.config, "daemon")
+	c.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "NOTIFY_SOCKET=" + ns, "WATCHDOG_USEC=1000000"}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	d.log = &syncBuffer{}
+	c.Stdout, c.Stderr = d.log, d.log
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = c
+	t.Cleanup(func() { d.stop(t) })
+	// pings counts WATCHDOG=1 datagrams until the deadline or the enough-th.
+	pings := func(until time.Time, enough int) (n int, ready bool) {
+		buf := make([]byte, 4096)
+		for n < enough {
+			pc.SetReadDeadline(until)
+			m, err := pc.Read(buf)
+			if err != nil {
+				break
+			}
+			msg := string(buf[:m])
+			ready = ready || strings.Contains(msg, "READY=1")
+			if strings.Contains(msg, "WATCHDOG=1") {
+				n++
+			}
+		}
+		return n, ready
+	}
+	if n, ready := pings(time.Now().Add(20*time.Second), 5); !ready || n < 5 {
+		t.Fatalf("READY=1 %v and %d watchdog pings in 20 s; want ready and pings every 0.5 s\n%s", ready, n, d.log)
+	}
+	if err := os.Remove(d.socket); err != nil {
+		t.Fatal(err)
+	}
+	pings(time.Now().Add(1500*time.Millisecond), 1<<30) // one may be on its way
+	if n, _ := pings(time.Now().Add(3*time.Second), 1<<30); n != 0 {
+		t.Errorf("%d watchdog pings from a daemon nobody can reach; want none", n)
+	}
+	if !strings.Contains(d.log.String(), "not pinging the watchdog") {
+		t.Errorf("the daemon did not say why it stopped pinging:\n%s", d.log)
+	}
+}

@@ -51,6 +51,7 @@ func TestUnitShape(t *testing.T) {
 		"RuntimeDirectoryPreserve": "yes",
 		"LogsDirectory":            "securetrain",
 		"NoNewPrivileges":          "yes",
+		"WatchdogSec":              "60s",
 	}
 	for k, v := range want {
 		if got := d[k]; len(got) != 1 || got[0] != v {
