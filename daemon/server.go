@@ -628,9 +628,9 @@ func (s *Server) audit(ctx context.Context, job, user string, p audit.Payload) {
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
 
 // daemonAllocation is the allocation a caller's --allocation names. Inside
-// a Slurm job only that job (set below from the job itself); elsewhere the
-// name is the caller's own (prefixed with the uid), so no one joins another
-// user's allocation and gets its peer ports.
+// a Slurm job it may name only that job (which a profile with peer_ports
+// gets anyway); elsewhere the name is the caller's own (prefixed with the
+// uid), so no one joins another user's allocation and gets its peer ports.
 func daemonAllocation(id Identity, sj *slurmBinding, asked string) (string, error) {
 	switch {
 	case asked == "":
