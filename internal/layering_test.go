@@ -54,7 +54,7 @@ var layers = map[string]layer{
 	"configs":   leaf,
 	"jobstate":  leaf,
 	"violation": leaf,
-	"internal":  leaf, // test helpers (internal/testenv, internal/nettest): import nothing of the module
+	"internal":  leaf, // test helpers (internal/testenv, internal/nettest) and internal/hostnet: import nothing of the module
 
 	"sandbox":    subsystem,
 	"netguard":   subsystem,

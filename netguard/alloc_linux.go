@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -363,7 +364,7 @@ func restoreForwarding(dir string) error {
 	if err := os.WriteFile(ipForwardSysctl, []byte("0"), 0o644); err != nil {
 		errs = append(errs, fmt.Errorf("disable %s: %w", ipForwardSysctl, err))
 	}
-	if err := delTable(fwdTable); err != nil {
+	if err := hostnet.DeleteTable(fwdTable); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
@@ -403,17 +404,4 @@ func lastOut(dir string) error {
 		return nil
 	}
 	return errors.Join(restoreForwarding(dir), removeNodeRoutes(dir))
-}
-
-// delTable deletes an inet table; a missing one is clean.
-func delTable(name string) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
-	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete nftables table %s: %w", name, err)
-	}
-	return nil
 }

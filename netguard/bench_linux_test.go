@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/securetrain/securetrain/jobstate"
 )
 
@@ -90,7 +91,7 @@ func TestCheck(t *testing.T) {
 		Priority: nftables.ChainPriorityFilter, Policy: &drop})
 	must(t, c.Flush())
 	res = Check(t.TempDir())
-	must(t, delTable("sttest-fw"))
+	must(t, hostnet.DeleteTable("sttest-fw"))
 	found := false
 	for _, r := range res {
 		if r.Name == "host firewall" {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -27,7 +28,7 @@ func Check(stateDir string) []CheckResult {
 	out = append(out, result("nf_tables", err, "nf_tables answers over netlink", "load the nf_tables module (modprobe nf_tables) and run as root"))
 
 	name := fmt.Sprintf("securetrain-check-%d", os.Getpid())
-	err = newNamedNetns(name)
+	err = hostnet.NewNamedNetns(name)
 	out = append(out, result("netns", err, "network namespaces can be created", "run as root with /var/run/netns writable"))
 	if err == nil {
 		ns, nerr := netns.GetFromName(name)
@@ -40,7 +41,7 @@ func Check(stateDir string) []CheckResult {
 			ns.Close()
 		}
 		out = append(out, result("veth", nerr, "veth pairs can be created", "load the veth module (modprobe veth)"))
-		_ = delNetns(name)
+		_ = hostnet.DeleteNetns(name)
 	}
 
 	if c != nil {

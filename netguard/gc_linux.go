@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/securetrain/securetrain/jobstate"
 )
 
@@ -16,11 +17,11 @@ func GC(ctx context.Context, r jobstate.Resource) error {
 	}
 	switch r.Kind {
 	case KindNetns:
-		return delNetns(r.Name)
+		return hostnet.DeleteNetns(r.Name)
 	case KindVeth:
-		return delLink(r.Name)
+		return hostnet.DeleteLink(r.Name)
 	case KindTable:
-		return delTable(r.Name)
+		return hostnet.DeleteTable(r.Name)
 	case KindLease:
 		slot, err := strconv.Atoi(r.Attrs["slot"])
 		if err != nil || r.Attrs["state_dir"] == "" {

@@ -10,22 +10,21 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/violation"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where named network namespaces are mounted (as by ip netns).
-const netnsDir = "/var/run/netns"
+const netnsDir = hostnet.NetnsDir
 
 // JobIfName is the job's interface inside its namespace (what gVisor sees).
 const JobIfName = "eth0"
@@ -166,54 +165,12 @@ func (g *Guard) makeNetns(rec jobstate.Recorder) func() error {
 		if err := rec.Record(jobstate.Resource{Kind: KindNetns, Name: g.nsName}); err != nil {
 			return fmt.Errorf("record: %w", err)
 		}
-		if err := newNamedNetns(g.nsName); err != nil {
+		if err := hostnet.NewNamedNetns(g.nsName); err != nil {
 			return err
 		}
-		g.push(func() error { return delNetns(g.nsName) })
+		g.push(func() error { return hostnet.DeleteNetns(g.nsName) })
 		return nil
 	}
-}
-
-// newNamedNetns creates /var/run/netns/name without leaving the calling
-// goroutine's thread in it.
-func newNamedNetns(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err == nil {
-			ns.Close()
-		}
-		if serr := netns.Set(orig); serr != nil {
-			// The thread is in the wrong namespace: leave it locked so the
-			// runtime discards it when this goroutine ends.
-			errc <- errors.Join(err, serr)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
-
-// delNetns unmounts and removes /var/run/netns/name; a missing or already
-// unmounted one is clean.
-func delNetns(name string) error {
-	p := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount netns %s: %w", p, err)
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove netns %s: %w", p, err)
-	}
-	return nil
 }
 
 func (g *Guard) makeVeth(rec jobstate.Recorder) func() error {
@@ -231,7 +188,7 @@ func (g *Guard) makeVeth(rec jobstate.Recorder) func() error {
 		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("add veth %s: %w", g.hostIf, err)
 		}
-		g.push(func() error { return delLink(g.hostIf) })
+		g.push(func() error { return hostnet.DeleteLink(g.hostIf) })
 		// Host end: no IPv6 (jobs are IPv4 only), the proxy's address.
 		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+g.hostIf+"/disable_ipv6", []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -280,21 +237,6 @@ func ipnet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func delLink(name string) error {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return fmt.Errorf("find link %s: %w", name, err)
-	}
-	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete link %s: %w", name, err)
-	}
-	return nil
-}
-
 // denyLists are the always-denied prefixes: fixed ones, the host's own
 // addresses (the proxy is let through by an earlier rule), and the pool.
 func (g *Guard) denyLists() (v4, v6 []netip.Prefix, err error) {
@@ -331,7 +273,7 @@ func (g *Guard) makeTable(rec jobstate.Recorder) func() error {
 		}
 		g.nft = c
 		g.push(func() error { return c.CloseLasting() })
-		g.push(func() error { return delTable(g.table) })
+		g.push(func() error { return hostnet.DeleteTable(g.table) })
 		g.tbl, g.sets, err = pr.install(c)
 		return err
 	}

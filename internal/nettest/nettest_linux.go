@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/miekg/dns"
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -130,14 +130,14 @@ func (w *World) ServerNetns(server string) string {
 func (w *World) addServer(t testing.TB, role string, ip, ip6 netip.Addr, greeting string) {
 	t.Helper()
 	ns, hostIf := "stt-"+w.Tag+"-"+role, "stt"+role+w.Tag
-	if err := newNamedNetns(ns); err != nil {
+	if err := hostnet.NewNamedNetns(ns); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := delLink(hostIf); err != nil {
+		if err := hostnet.DeleteLink(hostIf); err != nil {
 			t.Error(err)
 		}
-		if err := delNetns(ns); err != nil {
+		if err := hostnet.DeleteNetns(ns); err != nil {
 			t.Error(err)
 		}
 	})
@@ -275,7 +275,7 @@ func (w *World) backstop(t testing.TB, prefix string) {
 		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})})
 	must(t, c.Flush())
 	t.Cleanup(func() {
-		if err := DelTable(name); err != nil {
+		if err := hostnet.DeleteTable(name); err != nil {
 			t.Error(err)
 		}
 	})
@@ -320,72 +320,6 @@ func RandTag() string {
 	b := make([]byte, 3)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// DelTable deletes an inet nftables table; a missing one is clean.
-func DelTable(name string) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
-	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete nftables table %s: %w", name, err)
-	}
-	return nil
-}
-
-// newNamedNetns creates /var/run/netns/name without leaving the calling
-// goroutine's thread in it.
-func newNamedNetns(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err == nil {
-			ns.Close()
-		}
-		if serr := netns.Set(orig); serr != nil {
-			errc <- errors.Join(err, serr) // thread stays locked and is discarded
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
-
-func delNetns(name string) error {
-	p := filepath.Join("/var/run/netns", name)
-	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount netns %s: %w", p, err)
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove netns %s: %w", p, err)
-	}
-	return nil
-}
-
-func delLink(name string) error {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return fmt.Errorf("find link %s: %w", name, err)
-	}
-	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete link %s: %w", name, err)
-	}
-	return nil
 }
 
 func ipnet(p netip.Prefix) *net.IPNet {

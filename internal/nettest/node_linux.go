@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/securetrain/securetrain/internal/hostnet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -30,12 +31,12 @@ type Node struct {
 func AddNode(t testing.TB, tag string, link netip.Prefix, jobAddr netip.Addr, back netip.Prefix) *Node {
 	t.Helper()
 	ns, hostIf := "stt-"+tag+"-n", "sttn"+tag
-	must(t, newNamedNetns(ns))
+	must(t, hostnet.NewNamedNetns(ns))
 	t.Cleanup(func() {
-		if err := delLink(hostIf); err != nil {
+		if err := hostnet.DeleteLink(hostIf); err != nil {
 			t.Error(err)
 		}
-		if err := delNetns(ns); err != nil {
+		if err := hostnet.DeleteNetns(ns); err != nil {
 			t.Error(err)
 		}
 	})
