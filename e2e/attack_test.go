@@ -1,0 +1,24 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+)
+
+// The attack suite: every Test func named TestAttack* plays one attacker
+// against the built binary (an unprivileged user on the host, a host
+// process, a trojaned package inside the job, an unprivileged daemon
+// caller, a forged Slurm environment, a poisoned model or input) and
+// asserts how much got through. Each case is listed, grouped by attacker,
+// in docs/attacks.md. Benign controls (TestAttackControl*) run real
+// training beside the attacks and must never be killed.
+
+// attackFigure records the figure an attack case measures (bytes that got
+// through, milliseconds alive after a violation, bytes written to the host
+// disk, ...) in the test log, in one greppable line per case:
+//
+//	ATTACK <test name>: <figure>
+func attackFigure(t testing.TB, format string, args ...any) {
+	t.Helper()
+	t.Logf("ATTACK %s: %s", t.Name(), fmt.Sprintf(format, args...))
+}
