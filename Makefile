@@ -8,7 +8,7 @@ TOOLS_DIR ?= /var/cache/securetrain/tools
 RUNSC = $(shell scripts/build-runsc.sh)
 export SECURETRAIN_TOOLS := $(TOOLS_DIR)
 
-.PHONY: all build runsc vault setup setup-runtime test test-unit demo bench install clean
+.PHONY: all build runsc vault setup setup-runtime test test-unit demo bench gpu-acceptance install clean
 
 all: build
 
@@ -44,6 +44,12 @@ demo: setup-runtime build runsc
 
 bench: setup-runtime build runsc
 	SECURETRAIN_BIN=$(CURDIR)/$(BIN) SECURETRAIN_RUNSC=$(CURDIR)/bin/runsc scripts/bench.sh
+
+# The GPU acceptance run (a host with an NVIDIA GPU; results in $(OUT)).
+# DRY=1 runs the parts that need no GPU.
+OUT ?= gpu-acceptance-results
+gpu-acceptance: build runsc
+	SECURETRAIN=$(CURDIR)/$(BIN) RUNSC=$(CURDIR)/bin/runsc scripts/gpu-acceptance.sh $(if $(DRY),--dry-run) $(OUT)
 
 install: build runsc
 	install -m 0755 $(BIN) /usr/local/bin/securetrain
