@@ -104,14 +104,15 @@ st() { "$bin" --config "$work/host.yaml" "$@"; }
 say "securetrain gpu acceptance run, $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ $dry = 1 ] && echo ' (dry run)')"
 say "host: $(uname -srm)"
 say "securetrain: $("$bin" --version 2>&1 | head -n1)"
-say "runsc: $("$runsc" --version 2>&1 | head -n1)"
+. "$here/scripts/versions.env"
+say "runsc: $runsc (pinned gvisor.dev/gvisor $GVISOR_VERSION)"
 
 # 1. Kernel, driver, GPUs, and whether the pinned runsc supports the driver.
 supported=$("$runsc" nvproxy list-supported-drivers 2>/dev/null)
 if [ -z "$supported" ]; then
   check runsc-driver-list fail "runsc nvproxy list-supported-drivers printed nothing"
 else
-  check runsc-driver-list pass "$(echo "$supported" | wc -l) driver versions, newest $(echo "$supported" | sort -V | tail -n1)"
+  check runsc-driver-list pass "$(echo "$supported" | wc -l) driver versions, newest $(echo "$supported" | sort -V | tail -n1); 580.159.04 (the lent H100/H200 machines') $(echo "$supported" | grep -qxF 580.159.04 && echo listed || echo NOT listed)"
 fi
 driver=
 if [ -e /dev/nvidia0 ] && command -v nvidia-smi >/dev/null; then
@@ -139,7 +140,7 @@ if [ -z "$driver" ]; then
     check refuse-gpus-without-gpu fail "exit $rc, want a one-line refusal naming the missing GPU: $msg"
   fi
   ck=$(st check 2>&1)
-  if echo "$ck" | grep -i gpu | grep -qv ' ok '; then
+  if echo "$ck" | grep -E '^GPU ' | grep -qiE 'none|no nvidia|no gpu'; then
     check check-reports-no-gpu pass "$(echo "$ck" | grep -i gpu | head -n1 | tr -s ' ')"
   else
     check check-reports-no-gpu fail "securetrain check did not report the missing GPU: $(echo "$ck" | grep -i gpu | head -n1)"
