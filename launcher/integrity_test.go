@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/pin"
@@ -288,4 +290,72 @@ func TestInputPathResolvedAsTheUser(t *testing.T) {
 			t.Errorf("%s: want permission denied whether or not it exists, got %v", in, err)
 		}
 	}
+}
+
+// TestInputsMountedAsVerified: the sandbox mounts the staged input, the
+// directory that was opened after verification. A rename exchange of the
+// input's path after staging changes nothing the job sees (and the checks
+// pass: they look at what is mounted); one before staging is refused
+// before the job starts, naming the input's own path.
+func TestInputsMountedAsVerified(t *testing.T) {
+	f := newInputsFixture(t)
+	ctx := context.Background()
+	f.file(t, "train/a.txt", "verified\n", 0o644)
+	f.file(t, "evil/a.txt", "evil\n", 0o644)
+	data, evil := filepath.Join(f.root, "train"), filepath.Join(f.root, "evil")
+	m := f.manifest(t, data)
+	exchange := func() {
+		t.Helper()
+		if err := unix.Renameat2(unix.AT_FDCWD, data, unix.AT_FDCWD, evil, unix.RENAME_EXCHANGE); err != nil {
+			t.Fatal(err)
+		}
+	}
+	verify := func() *plan {
+		t.Helper()
+		pl := f.pl(configs.Input{Name: "train", Path: data, Manifest: m})
+		if err := f.l.prepareInputs(ctx, pl); err != nil {
+			t.Fatal(err)
+		}
+		return pl
+	}
+	stage := func(pl *plan, id string) *cleanup {
+		t.Helper()
+		h, err := f.l.Store().Create(JobState{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		undo := &cleanup{}
+		undo.push(h.Remove)
+		t.Cleanup(func() { undo.run() })
+		if err := f.l.stage(id, pl, h, undo); err != nil {
+			t.Fatal(err)
+		}
+		return undo
+	}
+
+	pl := verify()
+	undo := stage(pl, "stagedinput1")
+	exchange() // after staging: the job must not see it
+	if err := f.l.recheckMountedInputs(ctx, pl); err != nil {
+		t.Fatalf("the staged input is the verified one: %v", err)
+	}
+	src := pl.req.stagedSources(pl.integrity.mounts)[0].Source
+	if b, err := os.ReadFile(filepath.Join(src, "a.txt")); err != nil || string(b) != "verified\n" {
+		t.Fatalf("the mount source shows %q (%v), not the verified content", b, err)
+	}
+	res := &Result{ID: "stagedinput1", Outcome: OutcomeExited}
+	if err := f.l.finishInputs(ctx, pl, res); err != nil || len(res.Violations) != 0 {
+		t.Fatalf("what the job saw did not change: %v %+v", err, res.Violations)
+	}
+	undo.run()
+	exchange()
+
+	pl = verify()
+	exchange() // between verification and staging
+	stage(pl, "stagedinput2")
+	err := f.l.recheckMountedInputs(ctx, pl)
+	if want := filepath.Join(data, "a.txt") + " (replaced)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("an input swapped before staging must be refused naming %s: %v", want, err)
+	}
+	exchange()
 }
