@@ -706,6 +706,7 @@ type CodeSnapshot struct {
 	Bytes int64  // total size of the copied files
 	files map[string]codeFile
 	opt   map[string]bool
+	max   int64
 }
 
 // SnapshotCode copies the code directory read from from (the directory the
@@ -734,7 +735,7 @@ func SnapshotCode(ctx context.Context, dir, from, to string, opt SnapshotOptions
 	if err != nil {
 		return nil, err
 	}
-	return &CodeSnapshot{State: cs, Copy: to, Bytes: w.bytes, files: files, opt: ex}, nil
+	return &CodeSnapshot{State: cs, Copy: to, Bytes: w.bytes, files: files, opt: ex, max: opt.MaxBytes}, nil
 }
 
 // Recheck reads the host's code directory dir again (with the snapshot's
@@ -747,7 +748,9 @@ func (s *CodeSnapshot) Recheck(ctx context.Context, dir string) ([]string, error
 	if _, common, isGit := findGitDir(s.State.Dir); isGit && objectFormat(common) == "sha256" {
 		newHash = sha256.New
 	}
-	now, err := (&treeWalk{from: dir, exclude: s.opt}).read(ctx, newHash)
+	// Bounded like the snapshot: a tree grown past it mid-run is reported,
+	// not read to its end.
+	now, err := (&treeWalk{from: dir, exclude: s.opt, maxBytes: s.max}).read(ctx, newHash)
 	if err != nil {
 		return nil, err
 	}
