@@ -124,7 +124,13 @@ type HostIntegrity struct {
 	SigningKey   string `yaml:"signing_key"`   // ed25519 private key file
 	TransitKey   string `yaml:"transit_key"`   // or a Vault transit key name
 	TransitMount string `yaml:"transit_mount"` // default transit
+	// CodeSnapshotMax bounds the copy of the code directory an attested
+	// job runs (its files' total size; default 1GiB).
+	CodeSnapshotMax ByteSize `yaml:"code_snapshot_max"`
 }
+
+// DefaultCodeSnapshotMax is integrity.code_snapshot_max's default.
+const DefaultCodeSnapshotMax = 1 << 30
 
 // SetDefaults fills the host configuration's defaults.
 func (h *Host) SetDefaults() {
@@ -154,6 +160,9 @@ func (h *Host) SetDefaults() {
 	}
 	if h.Integrity.TransitMount == "" {
 		h.Integrity.TransitMount = "transit"
+	}
+	if h.Integrity.CodeSnapshotMax == 0 {
+		h.Integrity.CodeSnapshotMax = DefaultCodeSnapshotMax
 	}
 }
 

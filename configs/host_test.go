@@ -17,7 +17,7 @@ func TestLoadHostMissingDefaultFileMeansDefaults(t *testing.T) {
 	want := Host{
 		Version: 1, StateDir: "/run/securetrain", DataDir: "/var/lib/securetrain", ProfileDir: DefaultProfileDir,
 		Network: HostNetwork{Pool: "10.213.0.0/16"}, Audit: HostAudit{Path: "/var/log/securetrain/audit.jsonl"},
-		Daemon: HostDaemon{Socket: "/run/securetrain/securetrain.sock"}, Integrity: HostIntegrity{TransitMount: "transit"},
+		Daemon: HostDaemon{Socket: "/run/securetrain/securetrain.sock"}, Integrity: HostIntegrity{TransitMount: "transit", CodeSnapshotMax: DefaultCodeSnapshotMax},
 		Source: f,
 	}
 	if h.Version != want.Version || h.StateDir != want.StateDir || h.DataDir != want.DataDir || h.ProfileDir != want.ProfileDir ||

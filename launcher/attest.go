@@ -135,7 +135,7 @@ func (l *Launcher) sitePackages(pl *plan) []string {
 
 // attest builds, signs and writes the provenance of a finished job and
 // returns the envelope's path.
-func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck error) (string, error) {
+func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck error, codeChanges []string) (string, error) {
 	host, _ := os.Hostname()
 	version := map[string]string{"gvisor": PinnedGVisor}
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -155,6 +155,9 @@ func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck er
 		ExitCode:      res.ExitCode,
 		StartedOn:     time.Now(),
 		FinishedOn:    time.Now(),
+	}
+	if c := pl.integrity.code; c != nil {
+		run.Code, run.CodeChanges = &c.State, codeChanges
 	}
 	for _, in := range pl.integrity.inputs {
 		run.Inputs = append(run.Inputs, provenance.Input{Name: in.Name, Path: in.Path, Dir: in.Dir, SHA256: in.SHA256})

@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/pin"
+	"github.com/securetrain/securetrain/provenance"
 	"github.com/securetrain/securetrain/sandbox"
 	"github.com/securetrain/securetrain/scan"
 	"github.com/securetrain/securetrain/signing"
@@ -26,10 +30,12 @@ import (
 type integrityPlan struct {
 	mounts   []sandbox.Mount
 	inputs   []verifiedInput
-	snapshot *pin.Snapshot  // stat state of every input as verified
-	stats    pin.Stats      // what verification cost
-	signer   signing.Signer // nil: no provenance for this job
-	sitePkgs []string       // Python package directories visible to the job
+	snapshot *pin.Snapshot            // stat state of every input as verified
+	staged   *pin.Snapshot            // the same, rooted at the inputs' staging mounts (what the job sees)
+	code     *provenance.CodeSnapshot // the code the job runs, taken before it starts (attested jobs)
+	stats    pin.Stats                // what verification cost
+	signer   signing.Signer           // nil: no provenance for this job
+	sitePkgs []string                 // Python package directories visible to the job
 }
 
 // verifiedInput is one pinned input after verification.
@@ -236,18 +242,60 @@ func checkModel(ctx context.Context, vi verifiedInput, p pin.Pin, accept []strin
 	return nil
 }
 
-// recheckMountedInputs runs after the inputs are bound into the bundle and
-// before the job starts: the sandbox opens the inputs' host paths, so a file
-// swapped between verification and now is refused here; one swapped later
-// is caught by the end-of-run recheck.
+// recheckMountedInputs runs after the inputs are staged (stage bound what
+// it opened onto root-owned points, and the sandbox mounts those) and
+// before the job starts. The staging points are checked, not the paths: an
+// input swapped (renamed over, rename-exchanged) between verification and
+// staging is refused here, one swapped after it is not what the job sees,
+// and a file changed in place is caught here or by the end-of-run recheck.
 func (l *Launcher) recheckMountedInputs(ctx context.Context, pl *plan) error {
-	if pl.integrity.snapshot == nil {
+	snap := pl.integrity.mounted(pl.req.staged)
+	if snap == nil {
 		return nil
 	}
-	if err := pin.Recheck(ctx, pl.integrity.snapshot); err != nil {
-		return fmt.Errorf("inputs changed after verification: %s", oneLine(err))
+	if err := pin.Recheck(ctx, snap); err != nil {
+		return fmt.Errorf("inputs changed after verification: %s", oneLine(unstage(err, pl.req.staged)))
 	}
 	return nil
+}
+
+// mounted is the snapshot of the verified inputs rooted where the sandbox
+// mounts them from: their staging points where stage made them.
+func (ip *integrityPlan) mounted(staged map[string]string) *pin.Snapshot {
+	if ip.snapshot == nil {
+		return nil
+	}
+	if ip.staged == nil {
+		s := &pin.Snapshot{}
+		for _, p := range ip.snapshot.Pins {
+			if point, ok := staged[p.Root]; ok {
+				p.Root = point
+			}
+			s.Pins = append(s.Pins, p)
+		}
+		ip.staged = s
+	}
+	return ip.staged
+}
+
+// unstage names the inputs' own paths, not their staging points, in a
+// recheck's changes.
+func unstage(err error, staged map[string]string) error {
+	var ce *pin.ChangedError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	out := &pin.ChangedError{}
+	for _, c := range ce.Changes {
+		for src, point := range staged {
+			if c.Path == point || strings.HasPrefix(c.Path, point+"/") {
+				c.Path = src + strings.TrimPrefix(c.Path, point)
+				break
+			}
+		}
+		out.Changes = append(out.Changes, c)
+	}
+	return out
 }
 
 // profileDir is the directory a profile file was loaded from; relative
@@ -299,8 +347,10 @@ func oneLine(err error) string {
 func (l *Launcher) finishInputs(ctx context.Context, pl *plan, res *Result) error {
 	ctx = context.WithoutCancel(ctx)
 	var recheck error
-	if pl.integrity.snapshot != nil {
-		recheck = pin.Recheck(ctx, pl.integrity.snapshot)
+	if snap := pl.integrity.mounted(pl.req.staged); snap != nil {
+		// What the job saw: the staged inputs (a path swapped and swapped
+		// back meanwhile is not what it read).
+		recheck = unstage(pin.Recheck(ctx, snap), pl.req.staged)
 		var ce *pin.ChangedError
 		if errors.As(recheck, &ce) {
 			v := ce.Violation(res.ID)
@@ -320,13 +370,102 @@ func (l *Launcher) finishInputs(ctx context.Context, pl *plan, res *Result) erro
 			l.Log.Warn("input recheck", "job", res.ID, "err", recheck)
 		}
 	}
+	var codeChanges []string
+	if pl.integrity.code != nil {
+		ch, err := pl.integrity.code.Recheck(ctx, pl.codeDir)
+		if err != nil {
+			ch = []string{"recheck failed: " + err.Error()}
+		}
+		if len(ch) > 0 {
+			codeChanges = ch
+			l.Log.Warn("the code directory changed on the host during the run; the job ran the snapshot taken at its start",
+				"job", res.ID, "changes", strings.Join(ch, ", "))
+		}
+	}
 	if pl.integrity.signer == nil {
 		return nil
 	}
-	p, err := l.attest(ctx, pl, res, recheck)
+	p, err := l.attest(ctx, pl, res, recheck, codeChanges)
 	if err != nil {
 		return fmt.Errorf("provenance: %w", err)
 	}
 	res.Attestation = p
+	return nil
+}
+
+// snapshotCode copies the code directory of an attested job, before it
+// starts, into a directory of the job's data that only root can reach, and
+// points the code mount at the copy: the job runs exactly the content the
+// attestation digests, whatever happens to the host's tree during the run
+// (a live bind mount shows the job a change made on the host mid-run).
+// The copy is read from the directory stage opened. Left out: .git (the
+// commit and dirty state are read from it on the host), the credential
+// names the live mount masks, and whatever another mount covers (the
+// outputs directory, an environment inside the code directory), for which
+// an empty mount point stands. It is bounded by integrity.code_snapshot_max.
+func (l *Launcher) snapshotCode(ctx context.Context, pl *plan, h *Handle, undo *cleanup, jobData string, extra []sandbox.Mount) error {
+	if pl.integrity.signer == nil {
+		return nil
+	}
+	t0 := time.Now()
+	from := pl.codeDir
+	if point, ok := pl.req.staged[pl.codeDir]; ok {
+		from = point
+	}
+	var exclude []string
+	for _, name := range append(append([]string(nil), CredentialNames...), pl.prof.Sandbox.Mask...) {
+		exclude = append(exclude, filepath.Clean(name))
+	}
+	points := map[string]bool{} // mount points under the code directory: rel -> directory
+	targets := append(append(append([]sandbox.Mount(nil), pl.mounts...), pl.integrity.mounts...), extra...)
+	targets = append(targets, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
+	for _, m := range targets {
+		rel, ok := strings.CutPrefix(m.Target, pl.codeDir+"/")
+		if !ok {
+			continue
+		}
+		exclude = append(exclude, rel)
+		dir := m.Kind != sandbox.Bind
+		if !dir {
+			fi, err := os.Stat(m.Source)
+			dir = err != nil || fi.IsDir()
+		}
+		points[rel] = dir
+	}
+	base := filepath.Join(jobData, "snapshot")
+	if err := l.record(h, undo, jobstate.Resource{Kind: KindDir, Name: base}); err != nil {
+		return err
+	}
+	if err := os.Mkdir(base, 0o700); err != nil {
+		return err
+	}
+	copyDir := filepath.Join(base, "code")
+	snap, err := provenance.SnapshotCode(ctx, pl.codeDir, from, copyDir,
+		provenance.SnapshotOptions{Exclude: exclude, MaxBytes: int64(l.Host.Integrity.CodeSnapshotMax)})
+	if err != nil {
+		return fmt.Errorf("code snapshot: %w", err)
+	}
+	for rel, dir := range points {
+		p := filepath.Join(copyDir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("code snapshot: mount point %s: %w", rel, err)
+		}
+		if dir {
+			err = os.Mkdir(p, 0o755)
+		} else {
+			err = os.WriteFile(p, nil, 0o444)
+		}
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("code snapshot: mount point %s: %w", rel, err)
+		}
+	}
+	if pl.req.staged == nil {
+		pl.req.staged = map[string]string{}
+	}
+	pl.req.staged[pl.codeDir] = copyDir
+	pl.masks = nil // the credentials were never copied
+	pl.integrity.code = snap
+	l.Log.Debug("code snapshot", "files", snap.State.Files, "bytes", snap.Bytes, "took", time.Since(t0),
+		"tree_sha256", snap.State.TreeSHA256)
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/pin"
@@ -287,5 +289,145 @@ func TestInputPathResolvedAsTheUser(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("%s: want permission denied whether or not it exists, got %v", in, err)
 		}
+	}
+}
+
+// TestInputsMountedAsVerified: the sandbox mounts the staged input, the
+// directory that was opened after verification. A rename exchange of the
+// input's path after staging changes nothing the job sees (and the checks
+// pass: they look at what is mounted); one before staging is refused
+// before the job starts, naming the input's own path.
+func TestInputsMountedAsVerified(t *testing.T) {
+	f := newInputsFixture(t)
+	ctx := context.Background()
+	f.file(t, "train/a.txt", "verified\n", 0o644)
+	f.file(t, "evil/a.txt", "evil\n", 0o644)
+	data, evil := filepath.Join(f.root, "train"), filepath.Join(f.root, "evil")
+	m := f.manifest(t, data)
+	exchange := func() {
+		t.Helper()
+		if err := unix.Renameat2(unix.AT_FDCWD, data, unix.AT_FDCWD, evil, unix.RENAME_EXCHANGE); err != nil {
+			t.Fatal(err)
+		}
+	}
+	verify := func() *plan {
+		t.Helper()
+		pl := f.pl(configs.Input{Name: "train", Path: data, Manifest: m})
+		if err := f.l.prepareInputs(ctx, pl); err != nil {
+			t.Fatal(err)
+		}
+		return pl
+	}
+	stage := func(pl *plan, id string) *cleanup {
+		t.Helper()
+		h, err := f.l.Store().Create(JobState{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		undo := &cleanup{}
+		undo.push(h.Remove)
+		t.Cleanup(func() { undo.run() })
+		if err := f.l.stage(id, pl, h, undo); err != nil {
+			t.Fatal(err)
+		}
+		return undo
+	}
+
+	pl := verify()
+	undo := stage(pl, "stagedinput1")
+	exchange() // after staging: the job must not see it
+	if err := f.l.recheckMountedInputs(ctx, pl); err != nil {
+		t.Fatalf("the staged input is the verified one: %v", err)
+	}
+	src := pl.req.stagedSources(pl.integrity.mounts)[0].Source
+	if b, err := os.ReadFile(filepath.Join(src, "a.txt")); err != nil || string(b) != "verified\n" {
+		t.Fatalf("the mount source shows %q (%v), not the verified content", b, err)
+	}
+	res := &Result{ID: "stagedinput1", Outcome: OutcomeExited}
+	if err := f.l.finishInputs(ctx, pl, res); err != nil || len(res.Violations) != 0 {
+		t.Fatalf("what the job saw did not change: %v %+v", err, res.Violations)
+	}
+	undo.run()
+	exchange()
+
+	pl = verify()
+	exchange() // between verification and staging
+	stage(pl, "stagedinput2")
+	err := f.l.recheckMountedInputs(ctx, pl)
+	if want := filepath.Join(data, "a.txt") + " (replaced)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("an input swapped before staging must be refused naming %s: %v", want, err)
+	}
+	exchange()
+}
+
+// TestSnapshotCodeMountsTheCopy: an attested job's code mount comes from a
+// root-only copy without .git, credentials or what other mounts cover (an
+// empty mount point stands there), and the digest is the copy's.
+func TestSnapshotCodeMountsTheCopy(t *testing.T) {
+	f := newInputsFixture(t)
+	ctx := context.Background()
+	key := filepath.Join(f.root, "k")
+	if _, err := signing.GenerateKeyFiles(key, key+".pub"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := signing.LoadPrivateKeyFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.l.Host.Integrity.CodeSnapshotMax = 1 << 20
+	f.file(t, "code/train.py", "print('v1')\n", 0o644)
+	f.file(t, "code/.aws/credentials", "secret", 0o600)
+	f.file(t, "code/.git/HEAD", "ref: refs/heads/main\n", 0o644)
+	f.file(t, "code/outputs/old.pt", "ckpt", 0o644)
+	f.file(t, "code/.venv/pyvenv.cfg", "home = /usr/bin\n", 0o644)
+	pl := f.pl()
+	code := pl.codeDir
+	pl.mounts = []sandbox.Mount{{Kind: sandbox.Bind, Source: filepath.Join(code, ".venv"), Target: filepath.Join(code, ".venv"), ReadOnly: true}}
+	pl.masks = []string{filepath.Join(code, ".aws")}
+	pl.integrity.signer = s
+	h, err := f.l.Store().Create(JobState{ID: "snapshottest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	undo := &cleanup{}
+	undo.push(h.Remove)
+	defer undo.run()
+	if err := f.l.stage("snapshottest", pl, h, undo); err != nil {
+		t.Fatal(err)
+	}
+	jobData := filepath.Join(f.l.Host.DataDir, "jobs", "snapshottest")
+	os.MkdirAll(jobData, 0o711)
+	if err := f.l.snapshotCode(ctx, pl, h, undo, jobData, nil); err != nil {
+		t.Fatal(err)
+	}
+	src := pl.req.stagedSources([]sandbox.Mount{{Kind: sandbox.Bind, Source: code, Target: code, ReadOnly: true}})[0].Source
+	if src != filepath.Join(jobData, "snapshot", "code") || pl.masks != nil {
+		t.Fatalf("code mount source %s, masks %v", src, pl.masks)
+	}
+	if fi, err := os.Stat(filepath.Dir(src)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the copy's parent must be root-only: %v %v", fi, err)
+	}
+	for rel, want := range map[string]bool{"train.py": true, ".aws": false, ".git": false, "outputs/old.pt": false, ".venv/pyvenv.cfg": false} {
+		if _, err := os.Lstat(filepath.Join(src, rel)); (err == nil) != want {
+			t.Errorf("%s in the copy: %v, want %v", rel, err == nil, want)
+		}
+	}
+	for _, point := range []string{"outputs", ".venv"} {
+		if fi, err := os.Stat(filepath.Join(src, point)); err != nil || !fi.IsDir() {
+			t.Errorf("mount point %s missing in the copy: %v", point, err)
+		}
+	}
+	if st := pl.integrity.code.State; st.Files != 1 || st.Dir != code {
+		t.Fatalf("the digest must cover train.py only: %+v", st)
+	}
+	f.file(t, "code/train.py", "print('v2')\n", 0o644)
+	if b, _ := os.ReadFile(filepath.Join(src, "train.py")); string(b) != "print('v1')\n" {
+		t.Fatalf("the copy followed the host: %q", b)
+	}
+	if err := undo.run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(src)); !os.IsNotExist(err) {
+		t.Fatalf("the copy must go with the job: %v", err)
 	}
 }

@@ -155,9 +155,11 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 	}
 	py := detectPython(python, req.Command, code, caller)
 	for _, pref := range py.Prefixes {
-		if pref == code || strings.HasPrefix(pref, code+"/") {
-			continue // inside the code directory: already mounted
+		if pref == code {
+			continue // the code directory: already mounted
 		}
+		// One inside the code directory is mounted on its own too: the
+		// code snapshot of an attested job leaves it out.
 		pl.mounts = append(pl.mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pref, Target: pref, ReadOnly: true})
 	}
 	path := strings.Join(append(py.Bins, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"), ":")

@@ -39,28 +39,39 @@ type PathError struct {
 func (e *PathError) Error() string        { return e.What + " " + e.Path + ": " + e.Why }
 func (e *PathError) Is(target error) bool { return target == ErrNotPermitted }
 
-// confine is the privilege boundary for a request made by a user who is not
-// root (Request.Confine, set by the daemon). Every path the request names
-// that becomes a mount - the code directory, the outputs directory, --data,
-// interpreter environments - is resolved and opened on a thread whose
-// file-system identity is the job's user (so the kernel checks search
-// permission on every component with the user's credentials), without
-// following any symlink in the resolved path (openat2 RESOLVE_NO_SYMLINKS),
-// then checked for the access the mount gives (read, or write for outputs).
-// What was opened is then bind-mounted, through its file descriptor, onto a
-// root-owned staging point, and the sandbox mounts the staging point: what
-// runsc mounts is the very directory that was checked, not the name again
-// (runsc refuses a /proc/PID/fd/N bind source: its gofer mounts from its own
-// mount namespace). The --report file's directory must be writable by the
-// user; the report itself is written as the user.
-func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error {
+// stage puts what the job mounts from paths a user named beyond the reach
+// of renames: every such path - the code directory, --data, interpreter
+// environments, pinned inputs, and for a daemon request the outputs
+// directory - is resolved and opened without following any symlink in the
+// resolved path (openat2 RESOLVE_NO_SYMLINKS), and what was opened is
+// bind-mounted, through its file descriptor, onto a root-owned staging
+// point; the sandbox mounts the staging point. What runsc mounts is then
+// the very directory (or file) that was opened, not the name again: a
+// rename exchange of the path after this changes nothing the job sees, and
+// pinned inputs are rechecked on their staging points (integrity.go), so a
+// swap before it is refused. (runsc refuses a /proc/PID/fd/N bind source:
+// its gofer mounts from its own mount namespace.)
+//
+// For a request made by a user who is not root (Request.Confine, set by the
+// daemon) this is also the privilege boundary: the paths are opened on a
+// thread whose file-system identity is the job's user (so the kernel checks
+// search permission on every component with the user's credentials), then
+// checked for the access the mount gives (read, or write for outputs). The
+// --report file's directory must be writable by the user; the report itself
+// is written as the user. Without Confine (root ran securetrain) the paths
+// are opened as root, as prepare resolved them, and the outputs directory,
+// which setupAndRun creates as the user, is mounted by name.
+func (l *Launcher) stage(id string, pl *plan, h *Handle, undo *cleanup) error {
 	u := pl.req.Caller
 	type item struct {
 		src   string // the Source string the mounts use
 		what  string
 		write bool
 	}
-	items := []item{{pl.codeDir, "code directory", false}, {pl.outputDir, "output", true}}
+	items := []item{{pl.codeDir, "code directory", false}}
+	if pl.req.Confine {
+		items = append(items, item{pl.outputDir, "output", true})
+	}
 	// The launcher's own mounts (the host-minimal root, the GPU driver
 	// libraries) are the host's, not named by the user; everything else is.
 	own := map[[2]string]bool{}
@@ -87,6 +98,11 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 		}
 		items = append(items, item{m.Source, what, !m.ReadOnly})
 	}
+	for _, in := range pl.integrity.inputs {
+		if !slices.ContainsFunc(items, func(it item) bool { return it.src == in.Path }) {
+			items = append(items, item{in.Path, "input " + in.Name, false})
+		}
+	}
 	fds := make([]int, len(items))
 	for i := range fds {
 		fds[i] = -1
@@ -98,7 +114,11 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 			}
 		}
 	}()
-	err := asUser(u.UID, u.GID, u.Groups, func() error {
+	who := u.Name
+	if !pl.req.Confine {
+		who = "root"
+	}
+	open := func() error {
 		for i, it := range items {
 			if it.write {
 				// Created as the user, with the user's permissions.
@@ -108,11 +128,11 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 			}
 			fd, why := openChecked(it.src, it.write)
 			if why != "" {
-				return &PathError{it.what, it.src, fmt.Sprintf(why, u.Name)}
+				return &PathError{it.what, it.src, fmt.Sprintf(why, who)}
 			}
 			fds[i] = fd
 		}
-		if rp := pl.req.ReportPath; rp != "" {
+		if rp := pl.req.ReportPath; rp != "" && pl.req.Confine {
 			if !filepath.IsAbs(rp) {
 				rp = filepath.Join(pl.codeDir, rp)
 			}
@@ -123,7 +143,13 @@ func (l *Launcher) confine(id string, pl *plan, h *Handle, undo *cleanup) error 
 			unix.Close(fd)
 		}
 		return nil
-	})
+	}
+	var err error
+	if pl.req.Confine {
+		err = asUser(u.UID, u.GID, u.Groups, open)
+	} else {
+		err = open()
+	}
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func confineFixture(t *testing.T) (*Launcher, *plan, string, *Handle) {
 		t.Fatal(err)
 	}
 	pl := &plan{
-		req:       Request{Caller: Caller{UID: nobody, GID: nobody, Name: "nobody"}, Data: []DataMount{{Source: data, Target: "/data/x"}}},
+		req:       Request{Caller: Caller{UID: nobody, GID: nobody, Name: "nobody"}, Data: []DataMount{{Source: data, Target: "/data/x"}}, Confine: true},
 		codeDir:   code,
 		outputDir: filepath.Join(code, "outputs"),
 		mounts:    []sandbox.Mount{{Kind: sandbox.Bind, Source: data, Target: "/data/x", ReadOnly: true}},
@@ -61,7 +61,7 @@ func TestConfineMountsWhatWasChecked(t *testing.T) {
 	var undo cleanup
 	undo.push(h.Remove)
 	defer undo.run()
-	if err := l.confine("confinetest1", pl, h, &undo); err != nil {
+	if err := l.stage("confinetest1", pl, h, &undo); err != nil {
 		t.Fatal(err)
 	}
 	point := pl.req.staged[data]
@@ -126,7 +126,7 @@ func TestConfineRefuses(t *testing.T) {
 			c.mod(pl, data)
 			var undo cleanup
 			undo.push(h.Remove)
-			err := l.confine("confinetest1", pl, h, &undo)
+			err := l.stage("confinetest1", pl, h, &undo)
 			if rerr := undo.run(); rerr != nil {
 				t.Errorf("undo: %v", rerr)
 			}

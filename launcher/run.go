@@ -55,13 +55,11 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	}
 	var undo cleanup
 	undo.push(func() error { return h.Remove() })
-	if req.Confine {
-		if err := l.confine(id, pl, h, &undo); err != nil {
-			if tdErr := l.teardown(h, &undo); tdErr != nil {
-				log.Error("teardown after refused paths", "err", tdErr)
-			}
-			return nil, &RefusedError{err}
+	if err := l.stage(id, pl, h, &undo); err != nil {
+		if tdErr := l.teardown(h, &undo); tdErr != nil {
+			log.Error("teardown after refused paths", "err", tdErr)
 		}
+		return nil, &RefusedError{err}
 	}
 	started := time.Now()
 	res, runErr := l.setupAndRun(ctx, id, pl, h, &undo, sigs)
@@ -196,6 +194,11 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 			return nil, err
 		}
 		log.Debug("credentials issued", "accessor", grant.Accessor())
+	}
+
+	// Code: an attested job runs a snapshot of it, digested before it starts.
+	if err := l.snapshotCode(ctx, pl, h, undo, jobData, secretMounts); err != nil {
+		return nil, err
 	}
 
 	// Bundle: root skeleton, generated /etc, masks, spec.

@@ -41,13 +41,28 @@ func Build(ctx context.Context, run Run) (*Statement, error) {
 		ip.InputsRecheck = run.InputsRecheck.Error()
 	}
 	bd.ResolvedDependencies = []ResourceDescriptor{}
-	if run.CodeDir != "" {
-		cs, err := CodeStateOf(ctx, run.CodeDir)
-		if err != nil {
-			return nil, err
+	if run.CodeDir != "" || run.Code != nil {
+		var cs CodeState
+		if run.Code != nil {
+			cs = *run.Code
+		} else {
+			c, err := CodeStateOf(ctx, run.CodeDir)
+			if err != nil {
+				return nil, err
+			}
+			cs = c
 		}
 		rd := ResourceDescriptor{Name: "code", URI: "file://" + cs.Dir, Digest: map[string]string{"sha256": cs.TreeSHA256},
 			Annotations: map[string]any{"files": cs.Files}}
+		if run.Code != nil {
+			// Taken before the job started, from the copy it ran.
+			rd.Annotations["snapshot"] = "start"
+			ip.CodeRecheck = "unchanged"
+			if len(run.CodeChanges) > 0 {
+				ip.CodeRecheck = CodeChangedFinding(run.CodeChanges)
+				rd.Annotations["changedOnHostDuringRun"] = run.CodeChanges
+			}
+		}
 		if cs.GitCommit != "" {
 			rd.Digest["gitCommit"] = cs.GitCommit
 		}
@@ -112,6 +127,13 @@ func Build(ctx context.Context, run Run) (*Statement, error) {
 		rd.Byproducts[i].Digest = map[string]string{"sha256": hex.EncodeToString(sum[:])}
 	}
 	return st, nil
+}
+
+// CodeChangedFinding is the one-line finding for changes made to the
+// host's code directory while a job ran its snapshot.
+func CodeChangedFinding(changes []string) string {
+	return fmt.Sprintf("%d change(s) to the code directory on the host during the run (the job ran the start-time snapshot): %s",
+		len(changes), strings.Join(changes, ", "))
 }
 
 func nonNil[T any](s []T) []T {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -39,16 +40,31 @@ type codeFile struct {
 // CodeStateOf reads the state of the code directory without running
 // anything from it.
 func CodeStateOf(ctx context.Context, dir string) (CodeState, error) {
+	cs, _, err := codeState(ctx, dir, &treeWalk{from: dir})
+	return cs, err
+}
+
+// codeState walks the tree (reading it from w.from, copying it when w.dst
+// is set) and reads git's view of it from dir.
+func codeState(ctx context.Context, dir string, w *treeWalk) (CodeState, map[string]codeFile, error) {
 	cs := CodeState{Dir: dir}
 	gitDir, common, isGit := findGitDir(dir)
 	newHash := sha1.New
 	if isGit && objectFormat(common) == "sha256" {
 		newHash = sha256.New
 	}
-	files, err := readCodeTree(ctx, dir, newHash)
+	files, err := w.read(ctx, newHash)
 	if err != nil {
-		return cs, err
+		return cs, nil, err
 	}
+	cs, err = gitState(cs, files, gitDir, common, isGit, newHash, w.exclude)
+	return cs, files, err
+}
+
+// gitState fills the tree digest and git's view of the files; index
+// entries under an excluded path (a mount on top of the code directory)
+// are not compared.
+func gitState(cs CodeState, files map[string]codeFile, gitDir, common string, isGit bool, newHash func() hash.Hash, exclude map[string]bool) (CodeState, error) {
 	cs.Files = len(files)
 	rels := make([]string, 0, len(files))
 	for r := range files {
@@ -85,6 +101,9 @@ func CodeStateOf(ctx context.Context, dir string) (CodeState, error) {
 	var gitlinks []string
 	for _, e := range entries {
 		inIndex[e.path] = true
+		if excluded(e.path, exclude) {
+			continue
+		}
 		if e.mode == 0o160000 {
 			gitlinks = append(gitlinks, e.path+"/")
 			continue
@@ -169,10 +188,31 @@ func normMode(m uint32) uint32 {
 	return 0o100644
 }
 
-// readCodeTree hashes every regular file and records every symlink under
-// dir, skipping .git at the top. Nothing is followed; FIFOs and devices are
-// not opened.
-func readCodeTree(ctx context.Context, dir string, newHash func() hash.Hash) (map[string]codeFile, error) {
+// treeWalk reads the code tree: every regular file hashed, every symlink
+// recorded by target, .git at the top and the excluded paths skipped.
+// Nothing is followed; FIFOs and devices are not opened. With dst set, it
+// copies what it reads there in the same pass (a file is read once, and the
+// digest is of the bytes written to the copy).
+type treeWalk struct {
+	from     string          // the directory read
+	exclude  map[string]bool // paths relative to the code directory, not read
+	dst      *os.File        // the root of the copy, or nil
+	maxBytes int64           // bound on the regular files' total size (0: none)
+	bytes    int64
+}
+
+// excluded says whether rel is one of the excluded paths or below one.
+func excluded(rel string, exclude map[string]bool) bool {
+	for p := rel; p != "." && p != "/" && p != ""; p = filepath.Dir(p) {
+		if exclude[p] {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *treeWalk) read(ctx context.Context, newHash func() hash.Hash) (map[string]codeFile, error) {
+	dir := w.from
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("code dir %s: %w", dir, err)
@@ -181,8 +221,8 @@ func readCodeTree(ctx context.Context, dir string, newHash func() hash.Hash) (ma
 	defer root.Close()
 	out := map[string]codeFile{}
 	buf := make([]byte, 1<<20)
-	var walk func(d *os.File, rel string, depth int) error
-	walk = func(d *os.File, rel string, depth int) error {
+	var walk func(d, dd *os.File, rel string, depth int) error
+	walk = func(d, dd *os.File, rel string, depth int) error {
 		if depth > maxOutputDepth {
 			return fmt.Errorf("code dir %s: deeper than %d directories", filepath.Join(dir, rel), maxOutputDepth)
 		}
@@ -201,62 +241,175 @@ func readCodeTree(ctx context.Context, dir string, newHash func() hash.Hash) (ma
 			if rel != "" {
 				r = rel + "/" + e.Name()
 			}
+			if w.exclude[r] {
+				continue
+			}
 			if len(out) >= maxCodeFiles {
 				return fmt.Errorf("code dir %s: more than %d files", dir, maxCodeFiles)
 			}
-			t := e.Type()
-			switch {
+			var err error
+			switch t := e.Type(); {
 			case t.IsDir():
-				sfd, err := unix.Openat(int(d.Fd()), e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if err != nil {
-					return fmt.Errorf("code dir %s: %w", filepath.Join(dir, r), err)
-				}
-				sub := os.NewFile(uintptr(sfd), r)
-				err = walk(sub, r, depth+1)
-				sub.Close()
-				if err != nil {
-					return err
-				}
+				err = w.dir(d, dd, e.Name(), r, func(sub, subd *os.File) error { return walk(sub, subd, r, depth+1) })
 			case t&os.ModeSymlink != 0:
-				target := make([]byte, 4096)
-				n, err := unix.Readlinkat(int(d.Fd()), e.Name(), target)
-				if err != nil {
-					return fmt.Errorf("code dir %s: %w", filepath.Join(dir, r), err)
-				}
-				target = target[:n]
-				out[r] = codeFile{sha256: sha256.Sum256(target), blob: blobID(newHash, target), mode: 0o120000}
+				err = w.symlink(d, dd, e.Name(), r, newHash, out)
 			case t.IsRegular():
-				ffd, err := unix.Openat(int(d.Fd()), e.Name(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-				if err != nil {
-					return fmt.Errorf("code dir %s: %w", filepath.Join(dir, r), err)
-				}
-				f := os.NewFile(uintptr(ffd), r)
-				cf, err := hashCodeFile(f, newHash, buf)
-				f.Close()
-				if err != nil {
-					return fmt.Errorf("code dir %s: %w", filepath.Join(dir, r), err)
-				}
-				out[r] = cf
+				err = w.file(d, dd, e.Name(), r, newHash, buf, out)
 			default:
 				// FIFOs, sockets, devices: not code, never opened.
+			}
+			if err != nil {
+				return err
 			}
 		}
 		return nil
 	}
-	return out, walk(root, "", 0)
+	if err := walk(root, w.dst, "", 0); err != nil {
+		return nil, err
+	}
+	if w.dst != nil {
+		// The copy's root takes the code directory's owner and mode last,
+		// once nothing more is written into it.
+		if err := copyAttrs(root, w.dst); err != nil {
+			return nil, fmt.Errorf("code snapshot %s: %w", w.dst.Name(), err)
+		}
+	}
+	return out, nil
 }
 
-func hashCodeFile(f *os.File, newHash func() hash.Hash, buf []byte) (codeFile, error) {
+func (w *treeWalk) dir(d, dd *os.File, name, rel string, walk func(sub, subd *os.File) error) error {
+	sfd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("code dir %s: %w", filepath.Join(w.from, rel), err)
+	}
+	sub := os.NewFile(uintptr(sfd), rel)
+	defer sub.Close()
+	if dd == nil {
+		return walk(sub, nil)
+	}
+	if err := unix.Mkdirat(int(dd.Fd()), name, 0o700); err != nil {
+		return fmt.Errorf("code snapshot %s: %w", rel, err)
+	}
+	dfd, err := unix.Openat(int(dd.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("code snapshot %s: %w", rel, err)
+	}
+	subd := os.NewFile(uintptr(dfd), rel)
+	defer subd.Close()
+	if err := walk(sub, subd); err != nil {
+		return err
+	}
+	if err := copyAttrs(sub, subd); err != nil {
+		return fmt.Errorf("code snapshot %s: %w", rel, err)
+	}
+	return nil
+}
+
+func (w *treeWalk) symlink(d, dd *os.File, name, rel string, newHash func() hash.Hash, out map[string]codeFile) error {
+	target := make([]byte, 4096)
+	n, err := unix.Readlinkat(int(d.Fd()), name, target)
+	if err != nil {
+		return fmt.Errorf("code dir %s: %w", filepath.Join(w.from, rel), err)
+	}
+	target = target[:n]
+	out[rel] = codeFile{sha256: sha256.Sum256(target), blob: blobID(newHash, target), mode: 0o120000}
+	if dd == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(d.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("code dir %s: %w", filepath.Join(w.from, rel), err)
+	}
+	if err := unix.Symlinkat(string(target), int(dd.Fd()), name); err != nil {
+		return fmt.Errorf("code snapshot %s: %w", rel, err)
+	}
+	if err := unix.Fchownat(int(dd.Fd()), name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("code snapshot %s: %w", rel, err)
+	}
+	return nil
+}
+
+func (w *treeWalk) file(d, dd *os.File, name, rel string, newHash func() hash.Hash, buf []byte, out map[string]codeFile) error {
+	ffd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("code dir %s: %w", filepath.Join(w.from, rel), err)
+	}
+	f := os.NewFile(uintptr(ffd), rel)
+	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return codeFile{}, err
+		return fmt.Errorf("code dir %s: %w", filepath.Join(w.from, rel), err)
 	}
+	w.bytes += st.Size()
+	if w.maxBytes > 0 && w.bytes > w.maxBytes {
+		return &TooLargeError{Dir: w.from, Limit: w.maxBytes, At: rel}
+	}
+	var copyTo *os.File
+	if dd != nil {
+		cfd, err := unix.Openat(int(dd.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return fmt.Errorf("code snapshot %s: %w", rel, err)
+		}
+		copyTo = os.NewFile(uintptr(cfd), rel)
+		defer copyTo.Close()
+	}
+	var sink io.Writer
+	if copyTo != nil {
+		sink = copyTo
+	}
+	cf, err := hashCodeFile(f, st, newHash, buf, sink)
+	if err != nil {
+		return fmt.Errorf("code dir %s: %w", filepath.Join(w.from, rel), err)
+	}
+	out[rel] = cf
+	if copyTo != nil {
+		if err := copyAttrs(f, copyTo); err != nil {
+			return fmt.Errorf("code snapshot %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+// copyAttrs gives dst src's owner, permission bits (never set-id) and
+// times, so the job sees its code as it is on the host and Python's
+// bytecode caches stay valid.
+func copyAttrs(src, dst *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
+		return err
+	}
+	if err := unix.Fchown(int(dst.Fd()), int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(int(dst.Fd()), uint32(st.Mode)&0o1777); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(dst.Fd())), ts, 0)
+}
+
+// TooLargeError refuses a code snapshot over its bound.
+type TooLargeError struct {
+	Dir   string
+	Limit int64
+	At    string // the file that crossed the bound
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("code directory %s holds more than %d bytes of files (at %s): the job runs a copy of it, bounded by integrity.code_snapshot_max in the host config; move datasets and checkpoints out (mount them with --data or pin them as inputs)", e.Dir, e.Limit, e.At)
+}
+
+func hashCodeFile(f *os.File, st os.FileInfo, newHash func() hash.Hash, buf []byte, copyTo io.Writer) (codeFile, error) {
 	if !st.Mode().IsRegular() {
 		return codeFile{}, fmt.Errorf("not a regular file when opened")
 	}
 	s, g := sha256.New(), newHash()
 	fmt.Fprintf(g, "blob %d\x00", st.Size())
-	n, err := io.CopyBuffer(io.MultiWriter(s, g), io.LimitReader(f, st.Size()), buf)
+	sink := io.MultiWriter(s, g)
+	if copyTo != nil {
+		sink = io.MultiWriter(s, g, copyTo)
+	}
+	n, err := io.CopyBuffer(sink, io.LimitReader(f, st.Size()), buf)
 	if err != nil {
 		return codeFile{}, err
 	}
@@ -531,4 +684,95 @@ func readMetadataFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxMetadata)
 	}
 	return b, nil
+}
+
+// SnapshotOptions say what a code snapshot leaves out and how large it may
+// be.
+type SnapshotOptions struct {
+	// Exclude lists paths relative to the code directory that are neither
+	// copied nor digested: credentials the job must not see, and the
+	// targets of mounts on top of the code directory (outputs,
+	// environments), which the job sees from their own mounts.
+	Exclude []string
+	// MaxBytes bounds the total size of the copied files (0: no bound).
+	MaxBytes int64
+}
+
+// CodeSnapshot is the code directory as it was when a job started: its
+// state (digested from the bytes copied) and the copy the job runs.
+type CodeSnapshot struct {
+	State CodeState
+	Copy  string // the directory the job's code mount comes from
+	Bytes int64  // total size of the copied files
+	files map[string]codeFile
+	opt   map[string]bool
+	max   int64
+}
+
+// SnapshotCode copies the code directory read from from (the directory the
+// launcher opened and checked) into to, a directory that must not exist
+// (its parent should be reachable by root only), and returns the state of
+// the copy. dir is the code directory's own path, where .git is read and
+// which the state names. The digest is of the bytes written to the copy, so
+// it describes exactly what the job can read, whatever happens to the
+// host's tree during the run.
+func SnapshotCode(ctx context.Context, dir, from, to string, opt SnapshotOptions) (*CodeSnapshot, error) {
+	if err := os.Mkdir(to, 0o700); err != nil {
+		return nil, fmt.Errorf("code snapshot: %w", err)
+	}
+	dfd, err := unix.Open(to, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("code snapshot: %w", err)
+	}
+	dst := os.NewFile(uintptr(dfd), to)
+	defer dst.Close()
+	ex := map[string]bool{}
+	for _, p := range opt.Exclude {
+		ex[filepath.ToSlash(filepath.Clean(p))] = true
+	}
+	w := &treeWalk{from: from, exclude: ex, dst: dst, maxBytes: opt.MaxBytes}
+	cs, files, err := codeState(ctx, dir, w)
+	if err != nil {
+		return nil, err
+	}
+	return &CodeSnapshot{State: cs, Copy: to, Bytes: w.bytes, files: files, opt: ex, max: opt.MaxBytes}, nil
+}
+
+// Recheck reads the host's code directory dir again (with the snapshot's
+// exclusions) and lists what changed there since the snapshot: "M path",
+// "A path" (added), "D path" (deleted), sorted, at most 100 with a count of
+// the rest. The job never saw these changes; the attestation records them
+// as a finding.
+func (s *CodeSnapshot) Recheck(ctx context.Context, dir string) ([]string, error) {
+	newHash := sha1.New
+	if _, common, isGit := findGitDir(s.State.Dir); isGit && objectFormat(common) == "sha256" {
+		newHash = sha256.New
+	}
+	// Bounded like the snapshot: a tree grown past it mid-run is reported,
+	// not read to its end.
+	now, err := (&treeWalk{from: dir, exclude: s.opt, maxBytes: s.max}).read(ctx, newHash)
+	if err != nil {
+		return nil, err
+	}
+	var changes []string
+	for r, f := range now {
+		old, ok := s.files[r]
+		switch {
+		case !ok:
+			changes = append(changes, "A "+r)
+		case old.sha256 != f.sha256 || old.mode != f.mode:
+			changes = append(changes, "M "+r)
+		}
+	}
+	for r := range s.files {
+		if _, ok := now[r]; !ok {
+			changes = append(changes, "D "+r)
+		}
+	}
+	sort.Strings(changes)
+	if len(changes) > maxChangeList {
+		more := len(changes) - maxChangeList
+		changes = append(changes[:maxChangeList], fmt.Sprintf("... and %d more", more))
+	}
+	return changes, nil
 }

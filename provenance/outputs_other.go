@@ -25,3 +25,27 @@ func CodeStateOf(context.Context, string) (CodeState, error) {
 func readMetadataFile(string) ([]byte, error) { return nil, errors.ErrUnsupported }
 
 const maxMetadata = 0
+
+// SnapshotOptions say what a code snapshot leaves out and how large it may
+// be.
+type SnapshotOptions struct {
+	Exclude  []string
+	MaxBytes int64
+}
+
+// CodeSnapshot is the code directory as it was when a job started.
+type CodeSnapshot struct {
+	State CodeState
+	Copy  string
+	Bytes int64
+}
+
+// SnapshotCode needs a Unix system.
+func SnapshotCode(context.Context, string, string, string, SnapshotOptions) (*CodeSnapshot, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// Recheck needs a Unix system.
+func (s *CodeSnapshot) Recheck(context.Context, string) ([]string, error) {
+	return nil, errors.ErrUnsupported
+}

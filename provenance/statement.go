@@ -73,12 +73,17 @@ type ProfileRef struct {
 
 // InternalParameters describe the environment the launcher set up.
 type InternalParameters struct {
-	RunscVersion      string    `json:"runscVersion,omitempty"`
-	GPUDriver         string    `json:"gpuDriver,omitempty"`
-	PythonDistsSHA256 string    `json:"pythonDistributionsSha256,omitempty"`
-	InputsRecheck     string    `json:"inputsRecheck"` // "unchanged", or what changed
-	OutputsSkipped    []Skipped `json:"outputsSkipped,omitempty"`
-	ExitCode          int       `json:"exitCode"`
+	RunscVersion      string `json:"runscVersion,omitempty"`
+	GPUDriver         string `json:"gpuDriver,omitempty"`
+	PythonDistsSHA256 string `json:"pythonDistributionsSha256,omitempty"`
+	InputsRecheck     string `json:"inputsRecheck"` // "unchanged", or what changed
+	// CodeRecheck compares the host's code directory at the end of the
+	// run with the snapshot the job ran: "unchanged", or what changed on
+	// the host meanwhile (the job never saw it). Empty when the code was
+	// not snapshotted.
+	CodeRecheck    string    `json:"codeRecheck,omitempty"`
+	OutputsSkipped []Skipped `json:"outputsSkipped,omitempty"`
+	ExitCode       int       `json:"exitCode"`
 }
 
 // Skipped is an output entry that was not hashed (not a regular file).
@@ -110,12 +115,18 @@ type Metadata struct {
 // Run is what the launcher knows at the end of a job; Build turns it into a
 // Statement. Paths are absolute host paths.
 type Run struct {
-	JobID         string
-	BuilderID     string            // e.g. "https://securetrain.dev/launcher@<host>"
-	Version       map[string]string // launcher version etc.
-	Command       []string
-	Profile       ProfileRef
-	CodeDir       string   // "" if the job has no code dir
+	JobID     string
+	BuilderID string            // e.g. "https://securetrain.dev/launcher@<host>"
+	Version   map[string]string // launcher version etc.
+	Command   []string
+	Profile   ProfileRef
+	CodeDir   string // "" if the job has no code dir
+	// Code is the code directory's state when the job started, digested
+	// from the snapshot the job ran; nil reads CodeDir now.
+	Code *CodeState
+	// CodeChanges lists what changed in the host's code directory during
+	// the run (CodeSnapshot.Recheck); used only with Code.
+	CodeChanges   []string
 	Inputs        []Input  // pinned inputs, as verified
 	SitePackages  []string // the job interpreter's site-packages / dist-packages directories
 	RunscVersion  string

@@ -116,3 +116,31 @@ func TestKeygenAndVerifyVerbs(t *testing.T) {
 		t.Fatalf("no key: %d", code)
 	}
 }
+
+// TestVerifyReportsCodeChangedDuringRun: a run whose host code directory
+// changed while it ran its snapshot verifies (the signature is good) and
+// says so as a finding, with the start-time code state.
+func TestVerifyReportsCodeChangedDuringRun(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "prov.key")
+	if _, code := runApp(t, "keygen", "--out", key); code != 0 {
+		t.Fatal(code)
+	}
+	s, err := signing.LoadPrivateKeyFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &provenance.CodeState{Dir: "/home/u/proj", TreeSHA256: strings.Repeat("ab", 32), Files: 2}
+	st, err := provenance.Build(context.Background(), provenance.Run{JobID: "j", Command: []string{"true"}, Code: cs, CodeChanges: []string{"M train.py"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, _ := provenance.Sign(context.Background(), st, s)
+	ap := filepath.Join(dir, "att.json")
+	os.WriteFile(ap, att, 0o644)
+	out, code := runApp(t, "verify", ap, "--key", key+".pub")
+	if code != 0 || !strings.Contains(out, "tree sha256 "+cs.TreeSHA256+" at the start") ||
+		!strings.Contains(out, "FINDING: 1 change(s) to the code directory on the host during the run (the job ran the start-time snapshot): M train.py") {
+		t.Fatalf("verify must report the start-time code and the finding: %d\n%s", code, out)
+	}
+}

@@ -57,8 +57,35 @@ var VerifyCommand = &cli.Command{
 			fmt.Fprintf(c.App.Writer, " match %s", c.String("outputs"))
 		}
 		fmt.Fprintln(c.App.Writer)
+		reportCode(c.App.Writer, st)
 		return nil
 	},
+}
+
+// reportCode prints the code the run recorded and, as a finding, any change
+// made to the host's code directory while the job ran its snapshot.
+func reportCode(w io.Writer, st *provenance.Statement) {
+	bd := st.Predicate.BuildDefinition
+	for _, d := range bd.ResolvedDependencies {
+		if d.Name != "code" {
+			continue
+		}
+		when := "at the end of the run"
+		if d.Annotations["snapshot"] == "start" {
+			when = "at the start (the job ran this snapshot)"
+		}
+		fmt.Fprintf(w, "code: %s tree sha256 %s %s", strings.TrimPrefix(d.URI, "file://"), d.Digest["sha256"], when)
+		if c := d.Digest["gitCommit"]; c != "" {
+			fmt.Fprintf(w, "; git commit %s", c)
+		}
+		if d.Annotations["dirty"] == true {
+			fmt.Fprintf(w, "; uncommitted changes: %v", d.Annotations["changed"])
+		}
+		fmt.Fprintln(w)
+	}
+	if r := bd.InternalParameters.CodeRecheck; r != "" && r != "unchanged" {
+		fmt.Fprintf(w, "FINDING: %s\n", r)
+	}
 }
 
 func trustedKey(c *cli.Context) (ed25519.PublicKey, error) {
