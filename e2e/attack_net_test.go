@@ -88,8 +88,11 @@ while i < len(a):
             out("tcp:%s:%d:got:0:%s" % (h, p, e))
     elif c == "udp":
         h, p = host(a[i]), int(a[i+1]); i += 2
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"attacker-datagram", (h, p))
-        out("udp:%s:%d:sent" % (h, p))
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"attacker-datagram", (h, p))
+            out("udp:%s:%d:sent" % (h, p))
+        except OSError as e:  # a drop in the host's output path says EPERM
+            out("udp:%s:%d:refused:%s" % (h, p, e))
     elif c == "dns":  # dns HOST NAME QTYPE udp|tcp: one query, the answer's rcode and answer count
         h, name, qt, proto = host(a[i]), a[i+1], int(a[i+2]), a[i+3]; i += 4
         try:
@@ -107,7 +110,10 @@ while i < len(a):
         h, n = host(a[i]), int(a[i+1]); i += 2
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for k in range(n):
-            s.sendto(query("kill-me-%d.invalid" % k, 1), (h, 53))
+            try:
+                s.sendto(query("kill-me-%d.invalid" % k, 1), (h, 53))
+            except OSError:
+                pass
         out("flood:%d" % n)
     elif c == "sleep":
         time.sleep(float(a[i])); i += 1
