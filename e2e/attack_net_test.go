@@ -115,6 +115,8 @@ while i < len(a):
             except OSError:
                 pass
         out("flood:%d" % n)
+    elif c == "wait":
+        out("waiting"); sys.stdin.readline()
     elif c == "sleep":
         time.sleep(float(a[i])); i += 1
 out("done")
@@ -189,20 +191,26 @@ func (n *netEnv) startVictim(t *testing.T) *victim {
 		"/usr/bin/python3", "-I", "attack.py", "listen", "7777", tag)
 	waitFor(t, j.out, "listening")
 	v := &victim{fedJob: j, started: time.Now()}
+	v.table, v.addr = n.psJob(t, dir, tag)
+	v.proxy = v.addr.Prev() // the host end of the job's /30
+	return v
+}
+
+// psJob finds the running job whose command holds tag in ps: its nftables
+// table and its address.
+func (n *netEnv) psJob(t *testing.T, dir, tag string) (table string, addr netip.Addr) {
+	t.Helper()
 	for _, l := range strings.Split(n.run(t, dir, nil, "ps").stdout, "\n") {
 		f := strings.Fields(l)
 		if !strings.Contains(l, tag) || len(f) < 8 {
 			continue
 		}
-		v.table = netguard.NamePrefix + f[0]
 		a, _, _ := strings.Cut(f[7], "@")
-		v.addr, _ = netip.ParseAddr(a)
+		addr, _ = netip.ParseAddr(a)
+		return netguard.NamePrefix + f[0], addr
 	}
-	if !v.addr.IsValid() {
-		t.Fatalf("the victim job is not in ps")
-	}
-	v.proxy = v.addr.Prev() // the host end of the job's /30
-	return v
+	t.Fatalf("no job with %q in ps", tag)
+	return "", addr
 }
 
 // received is what the victim has received from outside so far: bytes,
@@ -597,5 +605,61 @@ func TestAttackControlDistributedPeers(t *testing.T) {
 	attackFigure(t, "ranks_finished=2 killed=0 (want 2, 0); attacker bytes_read=%d answers=%d (want 0, 0)", gotBytes(out), answered(out))
 	if gotBytes(out) != 0 || answered(out) != 0 {
 		t.Errorf("the attacker got through while the ranks trained:\n%s", out)
+	}
+}
+
+// TestAttackJobEgressSetFull: the per-destination accounting set holds
+// 65,535 addresses, and a full set once turned into an uncounted accept
+// (past the egress budget). The test fills the job's set while it waits
+// (standing in for 65,535 earlier destinations, which a sandbox sends too
+// slowly for CI), then the job connects to its allowed server: dropped,
+// reported as uncountable, and not a kill (enforce).
+func TestAttackJobEgressSetFull(t *testing.T) {
+	n := setupNet(t)
+	allowed := n.w.AllowedIP.String()
+	dir := n.project(t, map[string]string{"attack.py": attackNetScript})
+	tag := "spray-" + nettest.RandTag()
+	rp := filepath.Join(dir, "report.json")
+	j := n.startLive(t, dir, []string{"--allow", "tcp:" + allowed + ":8080", "--report", rp},
+		"/usr/bin/python3", "-I", "attack.py", "wait", "tcp", allowed, "8080", tag)
+	waitFor(t, j.out, "waiting")
+	table, _ := n.psJob(t, dir, tag)
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := c.GetSetByName(&nftables.Table{Family: nftables.TableFamilyINet, Name: table}, "egress4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("192.0.2.0") // keys only: nothing is sent there
+	for k := 0; k < 65535; {
+		var els []nftables.SetElement
+		for ; k < 65535 && len(els) < 2048; k++ {
+			els = append(els, nftables.SetElement{Key: a.AsSlice()})
+			a = a.Next()
+		}
+		if err := c.SetAddElements(set, els); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatalf("fill %s: %v", set.Name, err)
+		}
+	}
+	j.in.Write([]byte("go\n"))
+	r := j.result()
+	if r.code != 0 || !strings.Contains(r.stdout, "done") {
+		t.Fatalf("the job must run on (an uncountable destination is dropped, not a kill):\n%s", r)
+	}
+	rep := readReport(t, rp, r)
+	got, full := gotBytes(r.stdout), 0
+	for _, v := range rep.Violations {
+		if v.Dest == allowed && strings.Contains(v.Detail, "egress accounting") && v.Action == violation.Blocked {
+			full++
+		}
+	}
+	attackFigure(t, "bytes_from_allowed_server_past_full_set=%d refusals_reported=%d (want 0, 1)", got, full)
+	if got != 0 || full != 1 {
+		t.Errorf("past a full accounting set: %d bytes from the allowed server, %d refusals reported: %+v", got, full, rep.Violations)
 	}
 }

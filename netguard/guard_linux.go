@@ -379,7 +379,7 @@ var logDetail = map[string]string{
 	logAlways: "always-denied destination: metadata, host, other jobs, multicast or IPv6",
 	logDNS:    "DNS to a server other than the job's proxy",
 	logAudit:  "audit mode: new destination",
-	logFull:   fmt.Sprintf("more distinct destinations than egress accounting holds (%d)", egressSetSize),
+	logFull:   fmt.Sprintf("egress accounting could not count it (more than %d destinations, or its table busy growing)", egressSetSize),
 }
 
 func (g *Guard) onLog(ev logEvent) {
@@ -391,8 +391,16 @@ func (g *Guard) onLog(ev logEvent) {
 	}
 	g.mu.Unlock()
 	dest := ev.Dst.String()
+	action := g.action(ev.Prefix != logAudit)
+	if ev.Prefix == logFull {
+		// Allowed, but not countable: dropped, never a kill. The kernel's
+		// insert into the accounting set also fails for a moment while it
+		// grows its hash table under a burst of new destinations; the
+		// sender's retransmission then passes.
+		action = violation.Blocked
+	}
 	g.emit("net/"+k, violation.Violation{Kind: violation.Network, Proto: ev.Proto, Dest: dest, Port: ev.Port,
-		Action: g.action(ev.Prefix != logAudit), Detail: logDetail[ev.Prefix]})
+		Action: action, Detail: logDetail[ev.Prefix]})
 }
 
 func (g *Guard) onRefused(name string) {
