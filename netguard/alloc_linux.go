@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,13 +22,19 @@ import (
 //
 //	lock              flock(2) held while leases change
 //	leases/<slot>     one file per live job (content: job id)
-//	forwarding-owned  present while netguard has switched IPv4 forwarding on
+//	forwarding-owned  present while netguard has switched IPv4 forwarding on;
+//	                  lists the interfaces the host had then, one a line
 //
 // When the first job starts on a host that does not forward, netguard turns
 // on net.ipv4.ip_forward and installs table inet securetrain-fwd, which drops
-// forwarded packets that neither come from nor go to a job veth ("stg*"), so
-// the host does not become a router for its other interfaces. The last job
-// to leave turns both off again.
+// forwarded packets between two of the interfaces the host had then, so the
+// host does not become a router for them (job veths, and interfaces made
+// later, are not confined: Docker or a VPN started meanwhile forwards as it
+// expects). The last job to leave turns forwarding off again only if nothing
+// else can have come to depend on it: forwarding is still on and the host
+// has no interface it lacked when netguard turned it on (a bridge, a tunnel,
+// another state dir's job veth). Otherwise it hands forwarding over: it stays
+// on, and netguard drops its table and its claim.
 const (
 	vethPrefix      = VethPrefix
 	fwdTable        = ForwardTable
@@ -314,13 +321,17 @@ func ownForwarding(dir string, rec jobstate.Recorder) error {
 	if strings.TrimSpace(string(cur)) != "0" {
 		return nil // the host routes already; its firewall is the admin's
 	}
+	ifs, err := hostInterfaces()
+	if err != nil {
+		return err
+	}
 	if err := rec.Record(jobstate.Resource{Kind: KindForwarding, Name: "ipv4", Attrs: map[string]string{"state_dir": dir}}); err != nil {
 		return fmt.Errorf("record forwarding: %w", err)
 	}
-	if err := os.WriteFile(owned, nil, 0o600); err != nil {
+	if err := os.WriteFile(owned, []byte(strings.Join(ifs, "\n")+"\n"), 0o600); err != nil {
 		return fmt.Errorf("netguard: %w", err)
 	}
-	if err := installForwardConfinement(); err != nil {
+	if err := installForwardConfinement(ifs); err != nil {
 		os.Remove(owned)
 		return err
 	}
@@ -330,21 +341,48 @@ func ownForwarding(dir string, rec jobstate.Recorder) error {
 	return nil
 }
 
-func installForwardConfinement() error {
+// hostInterfaces are the names of the host's interfaces but loopback and
+// job veths, sorted.
+func hostInterfaces() ([]string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list host interfaces: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		n := l.Attrs().Name
+		if n != "lo" && !strings.HasPrefix(n, vethPrefix) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// installForwardConfinement drops forwarded packets between two of ifs:
+// iifname @host oifname @host drop.
+func installForwardConfinement(ifs []string) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: fwdTable})
+	set := &nftables.Set{Table: t, Name: "host", KeyType: nftables.TypeIFName}
+	els := make([]nftables.SetElement, len(ifs))
+	for i, n := range ifs {
+		els[i] = nftables.SetElement{Key: ifname(n)}
+	}
+	if err := c.AddSet(set, els); err != nil {
+		return fmt.Errorf("nftables table %s: %w", fwdTable, err)
+	}
 	accept := nftables.ChainPolicyAccept
 	ch := c.AddChain(&nftables.Chain{Name: "fwd", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-10), Policy: &accept})
-	// iifname != "stg*" oifname != "stg*" drop
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(vethPrefix)},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(vethPrefix)},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
@@ -354,15 +392,27 @@ func installForwardConfinement() error {
 	return nil
 }
 
-// restoreForwarding undoes ownForwarding.
+// restoreForwarding undoes ownForwarding: forwarding goes off only if it is
+// still on and the host has no interface it lacked when netguard turned it
+// on; otherwise it is left on, handed over to whoever came to need it.
+// Either way the confinement table and the claim go.
 func restoreForwarding(dir string) error {
 	owned := filepath.Join(dir, "forwarding-owned")
-	if _, err := os.Stat(owned); errors.Is(err, os.ErrNotExist) {
+	b, err := os.ReadFile(owned)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("netguard: %w", err)
+	}
+	had := strings.Fields(string(b))
 	var errs []error
-	if err := os.WriteFile(ipForwardSysctl, []byte("0"), 0o644); err != nil {
-		errs = append(errs, fmt.Errorf("disable %s: %w", ipForwardSysctl, err))
+	if others, err := forwardingUsers(had); err != nil {
+		errs = append(errs, err)
+	} else if len(others) == 0 {
+		if err := os.WriteFile(ipForwardSysctl, []byte("0"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("disable %s: %w", ipForwardSysctl, err))
+		}
 	}
 	if err := hostnet.DeleteTable(fwdTable); err != nil {
 		errs = append(errs, err)
@@ -373,6 +423,30 @@ func restoreForwarding(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// forwardingUsers returns why forwarding must stay on: it is off already
+// (someone else's choice: nothing to undo), or interfaces that appeared
+// since netguard turned it on (job veths of other state dirs included).
+func forwardingUsers(had []string) ([]string, error) {
+	cur, err := os.ReadFile(ipForwardSysctl)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ipForwardSysctl, err)
+	}
+	if strings.TrimSpace(string(cur)) != "1" {
+		return []string{"ip_forward=" + strings.TrimSpace(string(cur))}, nil
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list host interfaces: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		if n := l.Attrs().Name; n != "lo" && !slices.Contains(had, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // releaseLease removes a lease; the last one restores forwarding and

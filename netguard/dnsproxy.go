@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -40,6 +41,11 @@ type dnsProxy struct {
 	resolved func(name string, addrs []netip.Addr)
 	log      *slog.Logger
 	timeout  time.Duration
+	// client is the only address served: the job's. A query from any other
+	// source (another user, a host process, another namespace) gets no
+	// answer and has no effect on the job; foreign counts them.
+	client  netip.Addr
+	foreign atomic.Uint64
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -126,8 +132,29 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
+// fromClient reports whether a query came from the job's address.
+func (p *dnsProxy) fromClient(a net.Addr) bool {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		return false
+	}
+	return p.client.IsValid() && ap.Addr().Unmap() == p.client
+}
+
 // ServeDNS implements dns.Handler.
 func (p *dnsProxy) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	if !p.fromClient(w.RemoteAddr()) {
+		if p.foreign.Add(1) == 1 {
+			p.log.Warn("dns query from outside the job ignored (further ones are only counted)", "from", w.RemoteAddr().String())
+		}
+		_ = w.Close() // UDP: nothing to close, no answer; TCP: hang up
+		return
+	}
 	resp := new(dns.Msg)
 	resp.SetReply(req)
 	resp.RecursionAvailable = true
@@ -227,22 +254,6 @@ func (p *dnsProxy) exchange(q *dns.Msg, up string) (*dns.Msg, error) {
 		r, _, err = c.ExchangeContext(ctx, q, up)
 	}
 	return r, err
-}
-
-// listen starts UDP and TCP servers on addr port 53.
-func (p *dnsProxy) listen(addr netip.Addr) error {
-	ap := netip.AddrPortFrom(addr, 53).String()
-	pc, err := net.ListenPacket("udp4", ap)
-	if err != nil {
-		return fmt.Errorf("dns proxy: %w", err)
-	}
-	ln, err := net.Listen("tcp4", ap)
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("dns proxy: %w", err)
-	}
-	p.serve(&dns.Server{PacketConn: pc, Handler: p}, &dns.Server{Listener: ln, Handler: p})
-	return nil
 }
 
 func (p *dnsProxy) serve(srvs ...*dns.Server) {

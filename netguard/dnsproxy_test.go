@@ -97,6 +97,7 @@ func startProxy(t *testing.T, mode Mode, up string, addErr error, allow ...strin
 		},
 		refused:  func(n string) { cs.mu.Lock(); cs.refused = append(cs.refused, n); cs.mu.Unlock() },
 		resolved: func(string, []netip.Addr) {},
+		client:   netip.MustParseAddr("127.0.0.1"),
 	}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -230,4 +231,25 @@ func firstPTR(r *dns.Msg) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// TestDNSProxyIgnoresOtherSources: a query from an address other than the
+// job's gets no answer and is neither judged nor forwarded, only counted.
+func TestDNSProxyIgnoresOtherSources(t *testing.T) {
+	up := startUpstream(t, map[string][]string{"pypi.org.": {"203.0.113.10"}})
+	p, srv, cs := startProxy(t, Enforce, up.addr, nil, "pypi.org")
+	p.client = netip.MustParseAddr("127.0.0.2") // the job; the test asks from 127.0.0.1
+	for _, name := range []string{"kill-me.invalid", "pypi.org"} {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		if r, _, err := (&dns.Client{Timeout: 300 * time.Millisecond}).Exchange(m, srv); err == nil {
+			t.Errorf("foreign query for %s answered: %v", name, r)
+		}
+	}
+	if len(cs.Refused()) != 0 || len(cs.Adds()) != 0 || up.wasAsked("pypi.org") {
+		t.Errorf("foreign queries had effects: refused %v, adds %v, upstream asked %v", cs.Refused(), cs.Adds(), up.wasAsked("pypi.org"))
+	}
+	if n := p.foreign.Load(); n != 2 {
+		t.Errorf("foreign = %d, want 2", n)
+	}
 }

@@ -15,6 +15,13 @@
 //	bytes := g.EgressBytes()                     // for the job's result
 //	g.Close()                                    // after the sandbox is dead; idempotent
 //
+// Nothing gets into a job but replies to its own connections (the proxy's
+// answers among them) and its peers on the peer ports: packets the host
+// itself sends into the veth are filtered in the output hook, forwarded
+// ones in the forward hook. The proxy serves, and judges, only queries from
+// the job's address on the job's veth. Both refusals are counted
+// (g.Refused) and are never the job's violation.
+//
 // After a crash, netguard.GC removes what each record names. Jobs get IPv4
 // only; every IPv6 packet from a job is dropped.
 package netguard

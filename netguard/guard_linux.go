@@ -63,6 +63,7 @@ type Guard struct {
 	names    map[netip.Addr]string
 	dropped  int
 	final    map[string]uint64 // egress bytes read at Close
+	finalRef *Refused          // refusals read at Close
 
 	undo      []func() error // cleanup stack, run in reverse by Close
 	stop      chan struct{}
@@ -301,8 +302,9 @@ func (g *Guard) startProxy() error {
 	}
 	g.proxy = &dnsProxy{rules: g.cfg.Allow, mode: g.cfg.Mode, upstreams: g.cfg.Upstreams,
 		minTTL: g.cfg.MinTTL, internal: g.cfg.InternalRanges, denied: v4, log: g.log,
-		timeout: 3 * time.Second, add: g.allowAddrs, refused: g.onRefused, resolved: g.onResolved}
-	if err := g.proxy.listen(g.hostAddr); err != nil {
+		timeout: 3 * time.Second, add: g.allowAddrs, refused: g.onRefused, resolved: g.onResolved,
+		client: g.jobAddr}
+	if err := g.proxy.listen(g.hostAddr, g.hostIf); err != nil {
 		return err
 	}
 	g.push(g.proxy.close)
@@ -377,6 +379,7 @@ var logDetail = map[string]string{
 	logAlways: "always-denied destination: metadata, host, other jobs, multicast or IPv6",
 	logDNS:    "DNS to a server other than the job's proxy",
 	logAudit:  "audit mode: new destination",
+	logFull:   fmt.Sprintf("egress accounting could not count it (more than %d destinations, or its table busy growing)", egressSetSize),
 }
 
 func (g *Guard) onLog(ev logEvent) {
@@ -388,8 +391,16 @@ func (g *Guard) onLog(ev logEvent) {
 	}
 	g.mu.Unlock()
 	dest := ev.Dst.String()
+	action := g.action(ev.Prefix != logAudit)
+	if ev.Prefix == logFull {
+		// Allowed, but not countable: dropped, never a kill. The kernel's
+		// insert into the accounting set also fails for a moment while it
+		// grows its hash table under a burst of new destinations; the
+		// sender's retransmission then passes.
+		action = violation.Blocked
+	}
 	g.emit("net/"+k, violation.Violation{Kind: violation.Network, Proto: ev.Proto, Dest: dest, Port: ev.Port,
-		Action: g.action(ev.Prefix != logAudit), Detail: logDetail[ev.Prefix]})
+		Action: action, Detail: logDetail[ev.Prefix]})
 }
 
 func (g *Guard) onRefused(name string) {
@@ -489,6 +500,55 @@ func (g *Guard) EgressBytes() map[string]uint64 {
 	return out
 }
 
+// Refused is what the job's boundary turned away that was not the job's
+// doing: none of it is a violation of the job.
+type Refused struct {
+	// Inbound packets to the job from anyone but its peers on the peer
+	// ports (host processes of any user, other jobs, other hosts), replies
+	// to the job's own connections excepted.
+	Inbound uint64 `json:"inbound_packets"`
+	// ProxyPackets are DNS packets to the job's proxy that did not arrive
+	// on the job's veth (dropped by the kernel); ProxyQueries are queries
+	// that reached the proxy from an address other than the job's.
+	ProxyPackets uint64 `json:"proxy_packets"`
+	ProxyQueries uint64 `json:"proxy_queries"`
+}
+
+// Refused reads the kernel's counters of what was turned away on its way
+// to the job or its proxy. After Close it returns the figures read at Close.
+func (g *Guard) Refused() Refused {
+	g.nftMu.Lock()
+	defer g.nftMu.Unlock()
+	if g.finalRef != nil {
+		return *g.finalRef
+	}
+	var r Refused
+	if g.proxy != nil {
+		r.ProxyQueries = g.proxy.foreign.Load()
+	}
+	if g.nft == nil || g.tbl == nil {
+		return r
+	}
+	objs, err := g.nft.GetObjects(g.tbl)
+	if err != nil {
+		g.log.Warn("read refusal counters", "err", err)
+		return r
+	}
+	for _, o := range objs {
+		c, ok := o.(*nftables.CounterObj)
+		if !ok {
+			continue
+		}
+		switch c.Name {
+		case counterInRefused:
+			r.Inbound = c.Packets
+		case counterProxyRefused:
+			r.ProxyPackets = c.Packets
+		}
+	}
+	return r
+}
+
 // NetnsPath is the namespace to name in the OCI spec (linux.namespaces).
 func (g *Guard) NetnsPath() string { return filepath.Join(netnsDir, g.nsName) }
 
@@ -551,10 +611,14 @@ func (g *Guard) Env() map[string]string {
 func (g *Guard) Close() error {
 	g.closeOnce.Do(func() {
 		close(g.stop)
-		final := g.EgressBytes()
+		final, ref := g.EgressBytes(), g.Refused()
 		g.nftMu.Lock()
-		g.final = final
+		g.final, g.finalRef = final, &ref
 		g.nftMu.Unlock()
+		if ref != (Refused{}) {
+			g.log.Info("netguard: refused what was not the job's", "inbound_packets", ref.Inbound,
+				"proxy_packets", ref.ProxyPackets, "proxy_queries", ref.ProxyQueries)
+		}
 		var errs []error
 		for i := len(g.undo) - 1; i >= 0; i-- {
 			if err := g.undo[i](); err != nil {

@@ -6,8 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/violation"
+	"github.com/vishvananda/netlink"
 )
 
 func TestEnforce(t *testing.T) {
@@ -364,15 +368,48 @@ func TestEgressBudget(t *testing.T) {
 	}
 }
 
-// TestForwardingConfined: while a guard has switched forwarding on, the host
-// routes for job veths only, and the last Close switches it off again.
-func TestForwardingConfined(t *testing.T) {
-	w := newWorld(t)
-	before, _ := os.ReadFile(ipForwardSysctl)
-	if strings.TrimSpace(string(before)) != "0" {
-		testenv.Missing(t, "a host with net.ipv4.ip_forward=0 (netguard confines only the forwarding it turns on)")
+// ownNetnsEnv names the test a re-executed test binary runs in a network
+// namespace of its own (see inOwnNetns).
+const ownNetnsEnv = "NETGUARD_TEST_OWN_NETNS"
+
+// inOwnNetns runs the calling test again in a child test binary in a fresh
+// network namespace, whose net.ipv4.ip_forward is the test's to set (it
+// starts at 0), and reports false in the parent, which only relays the
+// child's verdict. In the child it brings loopback up and reports true.
+func inOwnNetns(t *testing.T) bool {
+	t.Helper()
+	testenv.RequireRoot(t)
+	if os.Getenv(ownNetnsEnv) == t.Name() {
+		lo, err := netlink.LinkByName("lo")
+		must(t, err)
+		must(t, netlink.LinkSetUp(lo))
+		must(t, os.WriteFile(ipForwardSysctl, []byte("0"), 0o644))
+		return true
 	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), ownNetnsEnv+"="+t.Name())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	out, err := cmd.CombinedOutput()
+	t.Logf("in a network namespace of its own:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s in its own network namespace: %v", t.Name(), err)
+	}
+	return false
+}
+
+// TestForwardingConfined: while a guard has switched forwarding on, the host
+// routes for job veths only, and the last Close switches it off again. It
+// runs in a network namespace of its own (forwarding is per namespace), so
+// the host's own forwarding does not matter.
+func TestForwardingConfined(t *testing.T) {
+	if !inOwnNetns(t) {
+		return
+	}
+	w := newWorld(t)
 	g := setup(t, w.config(t, Enforce, "tcp:10.214.2.2:8080"))
+	if b, _ := os.ReadFile(ipForwardSysctl); strings.TrimSpace(string(b)) != "1" {
+		t.Fatalf("ip_forward %q while a job runs, want 1", b)
+	}
 	if got, _ := jobDial(g, "tcp4", "10.214.2.2:8080"); got != "evil" {
 		t.Fatalf("job cannot reach its allowed host: %q", got)
 	}
@@ -388,9 +425,36 @@ func TestForwardingConfined(t *testing.T) {
 		t.Fatal("the host forwarded between two interfaces that are not job veths")
 	}
 	must(t, g.Close())
-	after, _ := os.ReadFile(ipForwardSysctl)
-	if string(before) != string(after) {
-		t.Errorf("ip_forward %q before, %q after the last job", before, after)
+	if after, _ := os.ReadFile(ipForwardSysctl); strings.TrimSpace(string(after)) != "0" {
+		t.Errorf("ip_forward %q after the last job, want 0 again", after)
+	}
+}
+
+// TestForwardingHandedOver: something else on the host starts depending on
+// forwarding while securetrain owns it (a bridge appears, as Docker's
+// docker0 does): it forwards through that bridge while jobs run, and the
+// last job leaves forwarding on, without securetrain's table or claim.
+func TestForwardingHandedOver(t *testing.T) {
+	if !inOwnNetns(t) {
+		return
+	}
+	w := newWorld(t)
+	cfg := w.config(t, Enforce, "tcp:10.214.2.2:8080")
+	g := setup(t, cfg)
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "sttdock" + w.tag[:4]}}
+	must(t, netlink.LinkAdd(br))
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	must(t, g.Close())
+	if after, _ := os.ReadFile(ipForwardSysctl); strings.TrimSpace(string(after)) != "1" {
+		t.Errorf("ip_forward %q after the last job, want 1: %s appeared meanwhile and may depend on it", after, br.Name)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "forwarding-owned")); err == nil {
+		t.Error("securetrain still claims forwarding after handing it over")
+	}
+	c, err := nftables.New()
+	must(t, err)
+	if _, err := c.ListTableOfFamily(fwdTable, nftables.TableFamilyINet); err == nil {
+		t.Errorf("table %s left after the last job", fwdTable)
 	}
 }
 

@@ -41,3 +41,9 @@ func (g *Guard) ProxyAddr() netip.Addr                  { return netip.Addr{} }
 func (g *Guard) HostIf() string                         { return "" }
 func (g *Guard) Table() string                          { return "" }
 func (g *Guard) Dropped() int                           { return 0 }
+func (g *Guard) Refused() Refused                       { return Refused{} }
+
+// Refused is what the job's boundary turned away (Linux only).
+type Refused struct {
+	Inbound, ProxyPackets, ProxyQueries uint64
+}

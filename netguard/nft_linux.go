@@ -17,6 +17,9 @@ import (
 // all of it or nothing.
 func (pr program) install(c *nftables.Conn) (*nftables.Table, map[string]*nftables.Set, error) {
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: pr.Table})
+	for _, n := range pr.Counters {
+		c.AddObj(&nftables.CounterObj{Table: t, Name: n})
+	}
 	sets := map[string]*nftables.Set{}
 	for _, s := range pr.Sets {
 		ns := &nftables.Set{Table: t, Name: s.Name, KeyType: nftables.TypeIPAddr,
@@ -25,7 +28,7 @@ func (pr program) install(c *nftables.Conn) (*nftables.Table, map[string]*nftabl
 			ns.KeyType = nftables.TypeIP6Addr
 		}
 		if s.Dynamic {
-			ns.Size = 65535
+			ns.Size = egressSetSize
 		}
 		if err := c.AddSet(ns, intervalElems(s)); err != nil {
 			return nil, nil, fmt.Errorf("nftables set %s: %w", s.Name, err)
@@ -42,7 +45,8 @@ func (pr program) install(c *nftables.Conn) (*nftables.Table, map[string]*nftabl
 				ch.Type = nftables.ChainTypeNAT
 			}
 			ch.Hooknum = map[string]*nftables.ChainHook{
-				"prerouting": nftables.ChainHookPrerouting, "forward": nftables.ChainHookForward,
+				"prerouting": nftables.ChainHookPrerouting, "input": nftables.ChainHookInput,
+				"forward": nftables.ChainHookForward, "output": nftables.ChainHookOutput,
 				"postrouting": nftables.ChainHookPostrouting}[cs.Hook]
 			ch.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(cs.Priority))
 			ch.Policy = &accept
@@ -101,6 +105,9 @@ func (m match) exprs(group uint16, sets map[string]*nftables.Set) ([]expr.Any, e
 	}
 	if m.OIf != "" {
 		meta(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifname(m.OIf))
+	}
+	if m.NotIIf != "" {
+		meta(expr.MetaKeyIIFNAME, expr.CmpOpNeq, ifname(m.NotIIf))
 	}
 	if m.NotOIf != "" {
 		meta(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifname(m.NotOIf))
@@ -196,7 +203,11 @@ func (m match) exprs(group uint16, sets map[string]*nftables.Set) ([]expr.Any, e
 			&expr.Dynset{SrcRegKey: 1, SetName: s.Name, SetID: s.ID, Operation: uint32(unix.NFT_DYNSET_OP_UPDATE),
 				Exprs: []expr.Any{&expr.Counter{}}})
 	}
-	e = append(e, &expr.Counter{})
+	if m.Counter != "" {
+		e = append(e, &expr.Objref{Type: int(nftables.ObjTypeCounter), Name: m.Counter})
+	} else {
+		e = append(e, &expr.Counter{})
+	}
 	if m.Log != "" {
 		e = append(e, &expr.Log{Group: group, Data: []byte(m.Log), QThreshold: 1,
 			Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_QTHRESHOLD})

@@ -15,11 +15,20 @@ import (
 //	  packets to the host itself (INPUT) are covered as well as forwarded ones.
 //	forward (filter): packets to the job's veth go to chain ingress: replies
 //	  and peers only.
+//	output (filter): packets the host itself sends into the job's veth go
+//	  to chain ingress_host: replies only (the DNS proxy's answers). No host
+//	  process, of any user, opens a connection into a job.
+//	input (filter): DNS to the proxy's address that did not come in on the
+//	  job's veth is dropped: the proxy serves (and judges) its job only.
 //	postrouting (nat): the job's address is masqueraded, except to peers.
+//
+// Whatever reaches neither the job nor its proxy is counted in the named
+// counters in_refused and proxy_refused (Guard.Refused).
 
 // match is one condition of a rule; the zero value of each field means "any".
 type match struct {
 	IIf, OIf   string // exact interface name
+	NotIIf     string
 	NotOIf     string
 	CTState    []string     // "established", "related", "new", "invalid"
 	Family     int          // 4 or 6
@@ -33,13 +42,14 @@ type match struct {
 	PortHi     uint16
 	Accounting bool   // update @egress4 { ip daddr counter }
 	Log        string // log group G prefix "Log"
+	Counter    string // a named counter (counter name X) instead of the rule's own
 	Verdict    string // accept, drop, return, masquerade, jump X, goto X
 	Comment    string
 }
 
 type chainSpec struct {
 	Name     string
-	Hook     string // "", prerouting, forward, postrouting
+	Hook     string // "", prerouting, input, forward, output, postrouting
 	Type     string // filter, nat
 	Priority int
 	Rules    []match
@@ -57,6 +67,7 @@ type setSpec struct {
 type program struct {
 	Table    string
 	LogGroup uint16
+	Counters []string // named counters
 	Sets     []setSpec
 	Chains   []chainSpec
 }
@@ -67,6 +78,7 @@ const (
 	logAlways  = "always"  // always-denied destination
 	logDNS     = "dns"     // DNS to something other than the proxy
 	logAudit   = "audit"   // audit mode: new destination, accepted
+	logFull    = "full"    // the egress accounting set is full: dropped
 	setEgress  = "egress4" // per-destination byte counters
 	setDeny4   = "deny4"
 	setDeny6   = "deny6"
@@ -74,6 +86,14 @@ const (
 	setMates   = "mates4" // the allocation's other jobs on this node, kept current by syncAllocations
 	chainAcct  = "accept_out"
 	hostSetFmt = "host%d"
+	// Named counters: packets refused on their way into the job (from
+	// anyone but its peers, and from host processes but as replies), and
+	// DNS packets to its proxy that did not come from its veth.
+	counterInRefused    = "in_refused"
+	counterProxyRefused = "proxy_refused"
+	// egressSetSize bounds the per-destination accounting set; a job past
+	// it gets nothing more through (accept_out fails closed).
+	egressSetSize = 65535
 )
 
 // plan is what the kernel side learns at Setup: names and addresses.
@@ -104,7 +124,7 @@ func prefixes(ss ...string) []netip.Prefix {
 
 // buildProgram turns a validated Config and a plan into the rule program.
 func buildProgram(c Config, p plan) program {
-	pr := program{Table: p.Table, LogGroup: p.LogGroup}
+	pr := program{Table: p.Table, LogGroup: p.LogGroup, Counters: []string{counterInRefused, counterProxyRefused}}
 	pr.Sets = append(pr.Sets,
 		setSpec{Name: setDeny4, Family: 4, Interval: true, Elems: p.Deny4},
 		setSpec{Name: setDeny6, Family: 6, Interval: true, Elems: p.Deny6},
@@ -180,7 +200,16 @@ func buildProgram(c Config, p plan) program {
 			in = append(in, match{Family: 4, SaddrSet: set, L4: "any-ports", PortLo: pp.Lo, PortHi: pp.Hi, Verdict: "accept", Comment: "peer"})
 		}
 	}
-	in = append(in, match{Verdict: "drop"})
+	in = append(in, match{Counter: counterInRefused, Verdict: "drop", Comment: "nobody else reaches the job"})
+	// From the host itself (OUTPUT, not forward): replies only.
+	inHost := []match{
+		{CTState: []string{"established", "related"}, Verdict: "accept", Comment: "replies: the DNS proxy's answers"},
+		{Counter: counterInRefused, Verdict: "drop", Comment: "no host process connects into the job"},
+	}
+	// The proxy's address is a host address: any host process, and any
+	// namespace routed through the host, could send it a query.
+	proxyIn := expandPorts([]match{{Family: 4, Daddr: proxy, NotIIf: p.HostIf, L4: "any-ports", PortLo: 53, PortHi: 53,
+		Counter: counterProxyRefused, Verdict: "drop", Comment: "the proxy serves its own job only"}})
 
 	var post []match
 	for _, set := range peerSets {
@@ -194,10 +223,17 @@ func buildProgram(c Config, p plan) program {
 			Rules: []match{{IIf: p.HostIf, Verdict: "jump egress"}}},
 		{Name: "fwd", Hook: "forward", Type: "filter", Priority: 0,
 			Rules: []match{{OIf: p.HostIf, Verdict: "jump ingress"}}},
+		{Name: "out", Hook: "output", Type: "filter", Priority: 0,
+			Rules: []match{{OIf: p.HostIf, Verdict: "jump ingress_host"}}},
+		{Name: "in", Hook: "input", Type: "filter", Priority: -150, Rules: proxyIn},
 		{Name: "post", Hook: "postrouting", Type: "nat", Priority: 100, Rules: post},
 		{Name: "egress", Rules: eg},
 		{Name: "ingress", Rules: in},
-		{Name: chainAcct, Rules: []match{{Family: 4, Accounting: true, Verdict: "accept"}}},
+		{Name: "ingress_host", Rules: inHost},
+		// A full accounting set fails the update, and the rule with it: the
+		// next one drops, so a full set never turns into an uncounted accept.
+		{Name: chainAcct, Rules: []match{{Family: 4, Accounting: true, Verdict: "accept"},
+			{Log: logFull, Verdict: "drop", Comment: "egress accounting set full"}}},
 	}
 	return pr
 }
@@ -223,6 +259,9 @@ func expandPorts(ms []match) []match {
 func (pr program) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", pr.Table)
+	for _, n := range pr.Counters {
+		fmt.Fprintf(&b, "\tcounter %s { }\n", n)
+	}
 	for _, s := range pr.Sets {
 		typ := "ipv4_addr"
 		if s.Family == 6 {
@@ -283,6 +322,9 @@ func (m match) render(group uint16) string {
 	if m.OIf != "" {
 		add("oifname %q", m.OIf)
 	}
+	if m.NotIIf != "" {
+		add("iifname != %q", m.NotIIf)
+	}
 	if m.NotOIf != "" {
 		add("oifname != %q", m.NotOIf)
 	}
@@ -324,7 +366,11 @@ func (m match) render(group uint16) string {
 	if m.Accounting {
 		add("update @%s { ip daddr counter }", setEgress)
 	}
-	add("counter")
+	if m.Counter != "" {
+		add("counter name %q", m.Counter)
+	} else {
+		add("counter")
+	}
 	if m.Log != "" {
 		add("log group %d prefix %q", group, m.Log)
 	}

@@ -188,13 +188,20 @@ func (r Rule) AllowsAll() bool {
 // IsHost reports whether the entry names a host rather than addresses.
 func (r Rule) IsHost() bool { return r.Host != "" }
 
-// MatchName reports whether a DNS name (lower case, no trailing dot) is
+// MatchName reports whether a DNS name (as the proxy reads it off the
+// wire: presentation format, any case, an optional trailing dot) is
 // covered by this host entry. "*.example.com" covers names below
-// example.com, not example.com itself.
+// example.com, not example.com itself. A name that is not a plain host
+// name is covered by no entry: an escaped dot ("evil\.example.com" is the
+// label "evil.example" under com), any other escape, an empty label or a
+// byte outside letters, digits, '-' and '_' would otherwise pass a suffix
+// check while naming something else upstream.
 func (r Rule) MatchName(name string) bool {
-	switch {
-	case r.Host == "":
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if r.Host == "" || checkHostname(name) != nil {
 		return false
+	}
+	switch {
 	case r.Host == "*":
 		return true
 	case strings.HasPrefix(r.Host, "*."):

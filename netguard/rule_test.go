@@ -63,6 +63,15 @@ func TestMatchName(t *testing.T) {
 	}{
 		{wild, "a.example.com", true}, {wild, "a.b.example.com", true}, {wild, "example.com", false},
 		{wild, "badexample.com", false}, {exact, "example.com", true}, {exact, "a.example.com", false},
+		// Look-alikes and presentation-format tricks: none is covered.
+		{exact, "xexample.com", false}, {exact, "example.com.evil", false}, {exact, "example.comx", false},
+		{wild, "a.xexample.com", false}, {wild, "aexample.com", false},
+		{wild, `evil\.example.com`, false}, {exact, `example\.com`, false}, // label "evil.example" under com
+		{wild, `evil\046example.com`, false}, {wild, `a\000.example.com`, false},
+		{wild, "a..example.com", false}, {wild, ".example.com", false}, {exact, "example.com..", false},
+		{wild, "a b.example.com", false}, {wild, "a/b.example.com", false}, {wild, "a*.example.com", false},
+		// Case and one trailing dot are the same name.
+		{exact, "EXAMPLE.Com", true}, {exact, "example.com.", true}, {wild, "A.Example.COM.", true},
 	} {
 		if got := tc.r.MatchName(tc.name); got != tc.want {
 			t.Errorf("%s matches %s = %v", tc.r, tc.name, got)
