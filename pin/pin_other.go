@@ -26,6 +26,8 @@ type Pin struct {
 	Dir      bool
 	Digest   Digest
 	Manifest []Entry
+	Ignore     []string
+	NoSymlinks bool
 }
 type Snapshot struct{}
 type Result struct {

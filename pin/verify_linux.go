@@ -51,7 +51,17 @@ type Pin struct {
 	Dir      bool    // Path is a directory pinned by Manifest
 	Digest   Digest  // when !Dir
 	Manifest []Entry // when Dir
+	// Ignore lists paths relative to a Dir pin (a file, or a directory
+	// with its subtree) that are neither verified nor reported as
+	// unpinned: an OMS signature's ignore_paths. The launcher hides them
+	// from the job.
+	Ignore []string
+	// NoSymlinks refuses a symlink anywhere in a Dir pin (an OMS signature
+	// made with allow_symlinks: false) instead of following it beneath
+	// the directory.
+	NoSymlinks bool
 }
+
 
 // Result of a verification: the cost and the stat snapshot of exactly what
 // was verified, for Recheck at the end of the run.
@@ -79,9 +89,10 @@ func stateOf(st *unix.Stat_t) FileState {
 // SnapPin is the snapshot of one pin; Files is keyed by path relative to
 // Root ("" for a single-file pin).
 type SnapPin struct {
-	Root  string               `json:"root"`
-	Dir   bool                 `json:"dir"`
-	Files map[string]FileState `json:"files"`
+	Root   string               `json:"root"`
+	Dir    bool                 `json:"dir"`
+	Files  map[string]FileState `json:"files"`
+	Ignore []string             `json:"ignore,omitempty"`
 }
 
 // Snapshot is the stat state of every verified input. It is JSON-encodable
@@ -123,7 +134,7 @@ func (v *Verifier) Manifest(ctx context.Context, dir string) ([]Entry, Stats, er
 		return nil, Stats{}, err
 	}
 	defer root.Close()
-	rels, err := listTree(ctx, root, dir)
+	rels, err := listTree(ctx, root, dir, treeOpts{})
 	if err != nil {
 		return nil, Stats{}, err
 	}
@@ -184,7 +195,7 @@ func (v *Verifier) verifyOne(ctx context.Context, p Pin) (SnapPin, Stats, error)
 		return SnapPin{}, Stats{}, err
 	}
 	defer root.Close()
-	rels, err := listTree(ctx, root, p.Path)
+	rels, err := listTree(ctx, root, p.Path, treeOpts{ignore: p.Ignore, noSymlinks: p.NoSymlinks})
 	if err != nil {
 		return SnapPin{}, Stats{}, err
 	}
@@ -217,7 +228,7 @@ func (v *Verifier) verifyOne(ctx context.Context, p Pin) (SnapPin, Stats, error)
 	for _, e := range p.Manifest {
 		byPath[e.Path] = e.Digest
 	}
-	sp := SnapPin{Root: p.Path, Dir: true, Files: make(map[string]FileState, len(present))}
+	sp := SnapPin{Root: p.Path, Dir: true, Files: make(map[string]FileState, len(present)), Ignore: p.Ignore}
 	for i, r := range present {
 		if res[i].digest != byPath[r] {
 			errs = append(errs, &MismatchError{Path: filepath.Join(p.Path, r), Want: byPath[r], Got: res[i].digest})
@@ -261,12 +272,22 @@ func openRoot(dir string) (*os.File, error) {
 // maxDepth bounds directory nesting so a hostile tree cannot exhaust fds.
 const maxDepth = 128
 
+// treeOpts narrow a listing: paths skipped (with their subtrees) and
+// whether a symlink is an error.
+type treeOpts struct {
+	ignore     []string
+	noSymlinks bool
+}
+
+// ErrSymlink is returned for a symlink in a tree listed with noSymlinks.
+var ErrSymlink = errors.New("symlink (the signature was made with allow_symlinks: false)")
+
 // listTree returns the relative paths of all non-directory entries under
-// root, sorted. Directories are opened by fd with O_NOFOLLOW, so a
+// root, sorted, leaving out o.ignore. Directories are opened by fd with O_NOFOLLOW, so a
 // directory swapped for a symlink while we walk is not followed. Special
 // files (FIFOs, devices, sockets) are refused here, before anything opens
 // them.
-func listTree(ctx context.Context, root *os.File, rootName string) ([]string, error) {
+func listTree(ctx context.Context, root *os.File, rootName string, o treeOpts) ([]string, error) {
 	var out []string
 	var walk func(d *os.File, rel string, depth int) error
 	walk = func(d *os.File, rel string, depth int) error {
@@ -288,7 +309,12 @@ func listTree(ctx context.Context, root *os.File, rootName string) ([]string, er
 			if err := checkRel(r); err != nil {
 				return fmt.Errorf("input %s: %w", filepath.Join(rootName, r), err)
 			}
+			if Ignored(o.ignore, r) {
+				continue
+			}
 			switch t := e.Type(); {
+			case t&fs.ModeSymlink != 0 && o.noSymlinks:
+				return fmt.Errorf("input %s: %w", filepath.Join(rootName, r), ErrSymlink)
 			case t.IsDir():
 				fd, err := unix.Openat(int(d.Fd()), e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 				if err != nil {
@@ -521,10 +547,10 @@ func Recheck(ctx context.Context, s *Snapshot) error {
 	for _, p := range s.Pins {
 		if !p.Dir {
 			dir, name := filepath.Split(p.Root)
-			changes = append(changes, recheckFiles(ctx, dir, map[string]FileState{name: p.Files[""]}, p.Root)...)
+			changes = append(changes, recheckFiles(ctx, dir, map[string]FileState{name: p.Files[""]}, p.Root, nil)...)
 			continue
 		}
-		changes = append(changes, recheckFiles(ctx, p.Root, p.Files, "")...)
+		changes = append(changes, recheckFiles(ctx, p.Root, p.Files, "", p.Ignore)...)
 	}
 	if len(changes) > 0 {
 		sort.Slice(changes, func(i, j int) bool { return changes[i].Path < changes[j].Path })
@@ -533,7 +559,7 @@ func Recheck(ctx context.Context, s *Snapshot) error {
 	return ctx.Err()
 }
 
-func recheckFiles(ctx context.Context, dir string, files map[string]FileState, single string) []Change {
+func recheckFiles(ctx context.Context, dir string, files map[string]FileState, single string, ignore []string) []Change {
 	name := func(rel string) string {
 		if single != "" {
 			return single
@@ -547,7 +573,7 @@ func recheckFiles(ctx context.Context, dir string, files map[string]FileState, s
 	defer root.Close()
 	var changes []Change
 	if single == "" {
-		rels, err := listTree(ctx, root, dir)
+		rels, err := listTree(ctx, root, dir, treeOpts{ignore: ignore})
 		if err != nil {
 			return []Change{{Path: dir, What: err.Error()}}
 		}

@@ -1,0 +1,221 @@
+package oms
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/securetrain/securetrain/signing"
+)
+
+// Test fixtures, all made here: models, keys, a CA chain and bundles in the
+// shapes other OMS signers write (the reference model_signing's key and
+// certificate methods across its versions), never copied from them.
+
+func writeModel(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "model")
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// shape says how a foreign signer lays out its bundle.
+type shape struct {
+	rawBytes    bool   // publicKey.rawBytes + keyDetails (pre-v1.1) instead of hint
+	keyid       string // "absent", "empty", "null"
+	tlogEmpty   bool   // "tlogEntries": []
+	ignore      []string
+	noIgnoreKey bool // serialization without ignore_paths (pre-v1.1)
+	chain       []*x509.Certificate
+	name        string // subject name ("model" in some versions)
+}
+
+// foreignBundle signs files (name -> content) the way a foreign signer
+// does: its own JSON layout (alphabetical keys, 2-space indent, fields in
+// another order), ECDSA with the curve's hash or ed25519, and the
+// verification material of sh.
+func foreignBundle(t *testing.T, key crypto.Signer, files map[string]string, sh shape) []byte {
+	t.Helper()
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var res []map[string]any
+	var cat []byte
+	for _, n := range names {
+		d := sha256.Sum256([]byte(files[n]))
+		cat = append(cat, d[:]...)
+		res = append(res, map[string]any{"algorithm": "sha256", "digest": hex.EncodeToString(d[:]), "name": n})
+	}
+	ser := map[string]any{"method": "files", "hash_type": "sha256", "allow_symlinks": false}
+	if !sh.noIgnoreKey {
+		ser["ignore_paths"] = append([]string{}, sh.ignore...)
+	}
+	root := sha256.Sum256(cat)
+	name := sh.name
+	if name == "" {
+		name = "model"
+	}
+	st := map[string]any{
+		"_type":         StatementType,
+		"subject":       []any{map[string]any{"name": name, "digest": map[string]string{"sha256": hex.EncodeToString(root[:])}}},
+		"predicateType": PredicateType,
+		"predicate":     map[string]any{"serialization": ser, "resources": res},
+	}
+	payload, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signForeign(t, key, payload, sh)
+}
+
+func signForeign(t *testing.T, key crypto.Signer, payload []byte, sh shape) []byte {
+	t.Helper()
+	ks, err := NewKeySigner(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := ks.Sign(t.Context(), signing.PAE(PayloadType, payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := map[string]any{"sig": base64.StdEncoding.EncodeToString(sig)}
+	switch sh.keyid {
+	case "empty":
+		s["keyid"] = ""
+	case "null":
+		s["keyid"] = nil
+	}
+	vm := map[string]any{}
+	switch {
+	case len(sh.chain) > 0:
+		var cs []any
+		for _, c := range sh.chain {
+			cs = append(cs, map[string]string{"rawBytes": base64.StdEncoding.EncodeToString(c.Raw)})
+		}
+		vm["x509CertificateChain"] = map[string]any{"certificates": cs}
+	case sh.rawBytes:
+		der, _ := x509.MarshalPKIXPublicKey(key.Public())
+		vm["publicKey"] = map[string]string{"rawBytes": base64.StdEncoding.EncodeToString(der), "keyDetails": "PKIX_ECDSA_P256_SHA_256"}
+	default:
+		h, err := KeyHint(key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm["publicKey"] = map[string]string{"hint": h}
+	}
+	if sh.tlogEmpty {
+		vm["tlogEntries"] = []any{}
+	}
+	b, err := json.MarshalIndent(map[string]any{
+		"mediaType":            MediaType,
+		"verificationMaterial": vm,
+		"dsseEnvelope":         map[string]any{"payload": base64.StdEncoding.EncodeToString(payload), "payloadType": PayloadType, "signatures": []any{s}},
+	}, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func p256(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func ed(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// pki is a root CA, an intermediate CA and a leaf for signing models.
+type pki struct {
+	root, inter, leaf *x509.Certificate
+	leafKey           *ecdsa.PrivateKey
+	roots             *x509.CertPool
+}
+
+func newCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var serial int64
+
+func certTmpl(cn string, ca bool, notAfter time.Time) *x509.Certificate {
+	serial++
+	c := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, Organization: []string{"securetrain tests"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, BasicConstraintsValid: true, IsCA: ca,
+	}
+	if ca {
+		c.KeyUsage = x509.KeyUsageCertSign
+	} else {
+		c.KeyUsage = x509.KeyUsageDigitalSignature
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}
+	}
+	return c
+}
+
+// newPKI makes root -> intermediate -> leaf; leaf names the e-mail identity
+// and a URI. mut changes the leaf template.
+func newPKI(t *testing.T, email string, mut func(*x509.Certificate)) *pki {
+	t.Helper()
+	rk, ik := p256(t), p256(t)
+	p := &pki{leafKey: p256(t)}
+	year := time.Now().Add(365 * 24 * time.Hour)
+	rt := certTmpl("Test Root CA", true, year)
+	p.root = newCert(t, rt, rt, rk.Public(), rk)
+	p.inter = newCert(t, certTmpl("Test Intermediate CA", true, year), p.root, ik.Public(), rk)
+	lt := certTmpl("model publisher", false, year)
+	lt.EmailAddresses = []string{email}
+	u, _ := url.Parse("https://publisher.example/models")
+	lt.URIs = []*url.URL{u}
+	if mut != nil {
+		mut(lt)
+	}
+	p.leaf = newCert(t, lt, p.inter, p.leafKey.Public(), ik)
+	p.roots = x509.NewCertPool()
+	p.roots.AddCert(p.root)
+	return p
+}
