@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/oms"
@@ -219,4 +220,47 @@ func (l *Launcher) signOutputs(ctx context.Context, pl *plan, res *Result) error
 	pl.integrity.outputsSig = &provenance.ModelSignature{Bundle: p, BundleSHA256: pin.Digest(sha256.Sum256(b)).String(),
 		Method: method, Signer: signer, RootDigest: st.Subject[0].Digest["sha256"]}
 	return nil
+}
+
+// ModelFlag is a signed model input named on the command line (--model
+// PATH[:TARGET] --model-signature FILE with --model-key FILE, or
+// --model-ca FILE --model-identity ID). Relative paths are relative to the
+// caller's working directory.
+type ModelFlag struct {
+	Path      string `json:"path"`
+	Signature string `json:"signature"`
+	Key       string `json:"key,omitempty"`
+	CA        string `json:"ca,omitempty"`
+	Identity  string `json:"identity,omitempty"`
+}
+
+// WithModel returns a copy of p with m as one more model input, checked as
+// the profile's own inputs are. dir is the caller's working directory.
+func WithModel(p *configs.Profile, m *ModelFlag, dir string) (*configs.Profile, error) {
+	if m == nil || (m.Path == "" && m.Signature == "" && m.Key == "" && m.CA == "" && m.Identity == "") {
+		return p, nil
+	}
+	abs := func(f string) string {
+		if f == "" || filepath.IsAbs(f) {
+			return f
+		}
+		return filepath.Join(dir, f)
+	}
+	src, dst, _ := strings.Cut(m.Path, ":")
+	switch {
+	case src == "":
+		return nil, fmt.Errorf("--model-signature, --model-key, --model-ca and --model-identity go with --model PATH[:TARGET]")
+	case m.Signature == "":
+		return nil, fmt.Errorf("--model %s: needs --model-signature FILE (its OMS signature)", m.Path)
+	case (m.Key == "") == (m.CA == ""):
+		return nil, fmt.Errorf("--model %s: needs exactly one trust: --model-key FILE, or --model-ca FILE with --model-identity ID", m.Path)
+	}
+	in := configs.Input{Name: filepath.Base(filepath.Clean(src)), Kind: "model", Path: abs(src), Target: dst,
+		Signature: &configs.InputSignature{Bundle: abs(m.Signature), Key: abs(m.Key), CA: abs(m.CA), Identity: m.Identity}}
+	q := *p
+	q.Inputs = append(append([]configs.Input(nil), p.Inputs...), in)
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("--model %s: %w", m.Path, err)
+	}
+	return &q, nil
 }
