@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 
 	"github.com/securetrain/securetrain/pin"
 	"github.com/securetrain/securetrain/signing"
@@ -214,5 +215,12 @@ func Sign(ctx context.Context, st *Statement, s Signer) ([]byte, error) {
 		}
 		b.VerificationMaterial.PublicKey = &PublicKeyIdentifier{Hint: hint}
 	}
-	return json.MarshalIndent(b, "", "  ")
+	out, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if v := SchemaViolations(out); len(v) > 0 {
+		return nil, fmt.Errorf("oms: the bundle breaks the OMS schema: %s", strings.Join(v, "; "))
+	}
+	return out, nil
 }
