@@ -4,22 +4,18 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"math/big"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"testing"
-	"time"
 
+	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/signing"
 )
 
@@ -142,14 +138,7 @@ func signForeign(t *testing.T, key crypto.Signer, payload []byte, sh shape) []by
 	return b
 }
 
-func p256(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func p256(t *testing.T) *ecdsa.PrivateKey { return testenv.P256(t) }
 
 func ed(t *testing.T) ed25519.PrivateKey {
 	t.Helper()
@@ -160,62 +149,3 @@ func ed(t *testing.T) ed25519.PrivateKey {
 	return k
 }
 
-// pki is a root CA, an intermediate CA and a leaf for signing models.
-type pki struct {
-	root, inter, leaf *x509.Certificate
-	leafKey           *ecdsa.PrivateKey
-	roots             *x509.CertPool
-}
-
-func newCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
-	t.Helper()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-var serial int64
-
-func certTmpl(cn string, ca bool, notAfter time.Time) *x509.Certificate {
-	serial++
-	c := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, Organization: []string{"securetrain tests"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, BasicConstraintsValid: true, IsCA: ca,
-	}
-	if ca {
-		c.KeyUsage = x509.KeyUsageCertSign
-	} else {
-		c.KeyUsage = x509.KeyUsageDigitalSignature
-		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}
-	}
-	return c
-}
-
-// newPKI makes root -> intermediate -> leaf; leaf names the e-mail identity
-// and a URI. mut changes the leaf template.
-func newPKI(t *testing.T, email string, mut func(*x509.Certificate)) *pki {
-	t.Helper()
-	rk, ik := p256(t), p256(t)
-	p := &pki{leafKey: p256(t)}
-	year := time.Now().Add(365 * 24 * time.Hour)
-	rt := certTmpl("Test Root CA", true, year)
-	p.root = newCert(t, rt, rt, rk.Public(), rk)
-	p.inter = newCert(t, certTmpl("Test Intermediate CA", true, year), p.root, ik.Public(), rk)
-	lt := certTmpl("model publisher", false, year)
-	lt.EmailAddresses = []string{email}
-	u, _ := url.Parse("https://publisher.example/models")
-	lt.URIs = []*url.URL{u}
-	if mut != nil {
-		mut(lt)
-	}
-	p.leaf = newCert(t, lt, p.inter, p.leafKey.Public(), ik)
-	p.roots = x509.NewCertPool()
-	p.roots.AddCert(p.root)
-	return p
-}

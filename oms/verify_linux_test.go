@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securetrain/securetrain/internal/testenv"
 	"github.com/securetrain/securetrain/pin"
 )
 
@@ -42,7 +43,7 @@ func verifyDir(t *testing.T, dir, sig string, b []byte, tr Trust, allowed []stri
 func TestInteropShapes(t *testing.T) {
 	pk := p256(t)
 	ek := ed(t)
-	ca := newPKI(t, "models@publisher.example", nil)
+	ca := testenv.NewPKI(t, "models@publisher.example", nil)
 	for _, tc := range []struct {
 		name string
 		b    func(files map[string]string) []byte
@@ -58,11 +59,11 @@ func TestInteropShapes(t *testing.T) {
 			return foreignBundle(t, ek, f, shape{keyid: "absent", name: "model"})
 		}, Trust{Key: ek.Public()}},
 		{"certificate: leaf + intermediate", func(f map[string]string) []byte {
-			return foreignBundle(t, ca.leafKey, f, shape{chain: []*x509.Certificate{ca.leaf, ca.inter}, keyid: "empty"})
-		}, Trust{Roots: ca.roots, Identities: []string{"models@publisher.example"}}},
+			return foreignBundle(t, ca.LeafKey, f, shape{chain: []*x509.Certificate{ca.Leaf, ca.Inter}, keyid: "empty"})
+		}, Trust{Roots: ca.Roots, Identities: []string{"models@publisher.example"}}},
 		{"certificate: leaf + intermediate + root, URI identity", func(f map[string]string) []byte {
-			return foreignBundle(t, ca.leafKey, f, shape{chain: []*x509.Certificate{ca.leaf, ca.inter, ca.root}})
-		}, Trust{Roots: ca.roots, Identities: []string{"https://publisher.example/models"}}},
+			return foreignBundle(t, ca.LeafKey, f, shape{chain: []*x509.Certificate{ca.Leaf, ca.Inter, ca.Root}})
+		}, Trust{Roots: ca.Roots, Identities: []string{"https://publisher.example/models"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := map[string]string{}
@@ -118,11 +119,11 @@ func TestIgnoredPaths(t *testing.T) {
 // message names what did not match.
 func TestRefusals(t *testing.T) {
 	k, other := p256(t), p256(t)
-	ca := newPKI(t, "models@publisher.example", nil)
+	ca := testenv.NewPKI(t, "models@publisher.example", nil)
 	good := foreignBundle(t, k, modelFiles, shape{})
-	certB := foreignBundle(t, ca.leafKey, modelFiles, shape{chain: []*x509.Certificate{ca.leaf, ca.inter}})
+	certB := foreignBundle(t, ca.LeafKey, modelFiles, shape{chain: []*x509.Certificate{ca.Leaf, ca.Inter}})
 	keyT := Trust{Key: k.Public()}
-	caT := Trust{Roots: ca.roots, Identities: []string{"models@publisher.example"}}
+	caT := Trust{Roots: ca.Roots, Identities: []string{"models@publisher.example"}}
 	sigOut := "/nonexistent/model.sig"
 	cases := []struct {
 		name  string
@@ -138,8 +139,8 @@ func TestRefusals(t *testing.T) {
 		{"symlink with allow_symlinks false", func(d string) { os.Symlink("config.json", filepath.Join(d, "link.json")) }, good, keyT, pin.ErrSymlink, []string{"link.json"}},
 		{"wrong key (hint)", nil, good, Trust{Key: other.Public()}, ErrTrust, []string{"wrong key"}},
 		{"wrong key (rawBytes)", nil, foreignBundle(t, k, modelFiles, shape{rawBytes: true}), Trust{Key: other.Public()}, ErrTrust, []string{"wrong key", "rawBytes"}},
-		{"wrong identity", nil, certB, Trust{Roots: ca.roots, Identities: []string{"someone@else.example"}}, ErrTrust, []string{"wrong identity", "models@publisher.example"}},
-		{"untrusted CA", nil, certB, Trust{Roots: newPKI(t, "x@y", nil).roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"chain"}},
+		{"wrong identity", nil, certB, Trust{Roots: ca.Roots, Identities: []string{"someone@else.example"}}, ErrTrust, []string{"wrong identity", "models@publisher.example"}},
+		{"untrusted CA", nil, certB, Trust{Roots: testenv.NewPKI(t, "x@y", nil).Roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"chain"}},
 		{"key bundle, CA trust", nil, good, caT, ErrTrust, []string{"bare key"}},
 		{"certificate bundle, key trust", nil, certB, keyT, ErrTrust, []string{"certificate"}},
 	}
@@ -159,7 +160,7 @@ func TestRefusals(t *testing.T) {
 		is    error
 		wants []string
 	}{"signature by another key under the trusted hint", nil, forged, keyT, ErrSignature, []string{"does not verify"}})
-	expired := newPKI(t, "models@publisher.example", func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) })
+	expired := testenv.NewPKI(t, "models@publisher.example", func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) })
 	cases = append(cases, struct {
 		name  string
 		mod   func(dir string)
@@ -167,9 +168,9 @@ func TestRefusals(t *testing.T) {
 		tr    Trust
 		is    error
 		wants []string
-	}{"expired leaf", nil, foreignBundle(t, expired.leafKey, modelFiles, shape{chain: []*x509.Certificate{expired.leaf, expired.inter}}),
-		Trust{Roots: expired.roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"expired"}})
-	noSign := newPKI(t, "models@publisher.example", func(c *x509.Certificate) {
+	}{"expired leaf", nil, foreignBundle(t, expired.LeafKey, modelFiles, shape{chain: []*x509.Certificate{expired.Leaf, expired.Inter}}),
+		Trust{Roots: expired.Roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"expired"}})
+	noSign := testenv.NewPKI(t, "models@publisher.example", func(c *x509.Certificate) {
 		c.KeyUsage = x509.KeyUsageKeyEncipherment
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	})
@@ -180,8 +181,8 @@ func TestRefusals(t *testing.T) {
 		tr    Trust
 		is    error
 		wants []string
-	}{"leaf not for signing", nil, foreignBundle(t, noSign.leafKey, modelFiles, shape{chain: []*x509.Certificate{noSign.leaf, noSign.inter}}),
-		Trust{Roots: noSign.roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"may not sign"}})
+	}{"leaf not for signing", nil, foreignBundle(t, noSign.LeafKey, modelFiles, shape{chain: []*x509.Certificate{noSign.Leaf, noSign.Inter}}),
+		Trust{Roots: noSign.Roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"may not sign"}})
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -263,7 +264,7 @@ func TestRefusedForms(t *testing.T) {
 // TestSignRoundTrip: what Sign writes verifies (key, ed25519 and certificate
 // with an intermediate), and a single-file model works.
 func TestSignRoundTrip(t *testing.T) {
-	ca := newPKI(t, "ci@securetrain.example", nil)
+	ca := testenv.NewPKI(t, "ci@securetrain.example", nil)
 	dir := writeModel(t, modelFiles)
 	es, err := pin.Manifest(t.Context(), dir)
 	if err != nil {
@@ -275,7 +276,7 @@ func TestSignRoundTrip(t *testing.T) {
 	}
 	pk := p256(t)
 	edk := ed(t)
-	certS, err := NewKeySigner(ca.leafKey, []*x509.Certificate{ca.leaf, ca.inter})
+	certS, err := NewKeySigner(ca.LeafKey, []*x509.Certificate{ca.Leaf, ca.Inter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestSignRoundTrip(t *testing.T) {
 	}{
 		"p256":        {mustSigner(t, pk), Trust{Key: pk.Public()}},
 		"ed25519":     {mustSigner(t, edk), Trust{Key: edk.Public()}},
-		"certificate": {certS, Trust{Roots: ca.roots, Identities: []string{"ci@securetrain.example"}}},
+		"certificate": {certS, Trust{Roots: ca.Roots, Identities: []string{"ci@securetrain.example"}}},
 	} {
 		b, err := Sign(t.Context(), st, c.s)
 		if err != nil {
@@ -296,7 +297,7 @@ func TestSignRoundTrip(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	if _, err := NewKeySigner(pk, []*x509.Certificate{ca.leaf}); err == nil {
+	if _, err := NewKeySigner(pk, []*x509.Certificate{ca.Leaf}); err == nil {
 		t.Fatal("a certificate for another key was accepted")
 	}
 	// Single file.
