@@ -183,10 +183,17 @@ func (l *Launcher) outputsSigner(p *configs.Profile, prov signing.Signer) (oms.S
 	return nil, fmt.Errorf("profile %s asks to sign its outputs (integrity.sign_outputs: true) but this host signs nothing: set integrity.oms_key, signing_key or transit_key in %s", p.Name, src)
 }
 
-// signOutputs hashes the outputs directory (regular files only, never
+// signOutputs, after a run that exited 0 without violations, hashes the
+// outputs directory (regular files only, never
 // following a symlink: see provenance.HashOutputs) and writes its OMS
 // bundle to the job's data directory, owned by the job's user.
 func (l *Launcher) signOutputs(ctx context.Context, pl *plan, res *Result) error {
+	if res.ExitCode != 0 || len(res.Violations) > 0 {
+		// Outputs of a failed or violating run (an input changed, a
+		// destination refused, a limit hit) are not vouched for.
+		l.Log.Warn("outputs not signed: the run did not succeed", "job", res.ID, "exit", res.ExitCode, "violations", len(res.Violations))
+		return nil
+	}
 	es, skipped, err := provenance.HashOutputs(ctx, pl.outputDir)
 	if err != nil {
 		return err

@@ -148,4 +148,3 @@ func ed(t *testing.T) ed25519.PrivateKey {
 	}
 	return k
 }
-

@@ -62,7 +62,6 @@ type Pin struct {
 	NoSymlinks bool
 }
 
-
 // Result of a verification: the cost and the stat snapshot of exactly what
 // was verified, for Recheck at the end of the run.
 type Result struct {
