@@ -131,7 +131,7 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		// about a file they cannot read themselves.
 		if in.Signature != nil {
 			readAs := func(fn func() error) error { return asUser(uid, gid, groups, fn) }
-			pp, ms, err := signedInput(p, in, real, dir, target, readAs)
+			pp, ms, err := signedInput(p, in, real, dir, readAs)
 			if err != nil {
 				return fmt.Errorf("%s: %s", what, oneLine(err))
 			}
@@ -210,6 +210,7 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		return fmt.Errorf("%s", oneLine(err))
 	}
 	pl.integrity.snapshot, pl.integrity.stats = res.Snapshot, res.Stats
+	pl.integrity.hideIgnored()
 	l.Log.Debug("inputs verified", "files", res.Stats.Files, "hashed", res.Stats.Hashed,
 		"cached", res.Stats.Cached, "bytes", res.Stats.Bytes, "hashed_bytes", res.Stats.HashedBytes)
 

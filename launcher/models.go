@@ -5,9 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
-	"os"
+	"maps"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/securetrain/securetrain/configs"
@@ -40,7 +41,7 @@ type hiddenPath struct {
 // pins). Bundle and trust files are read as the job's user, like manifests.
 // It reads nothing of the model itself: the pin does, opening every file
 // beneath the model directory.
-func signedInput(p *configs.Profile, in configs.Input, real string, dir bool, target string, readAs func(func() error) error) (pin.Pin, *modelSignature, error) {
+func signedInput(p *configs.Profile, in configs.Input, real string, dir bool, readAs func(func() error) error) (pin.Pin, *modelSignature, error) {
 	sg := in.Signature
 	resolve := func(f string) (string, error) {
 		if filepath.IsAbs(f) {
@@ -83,14 +84,30 @@ func signedInput(p *configs.Profile, in configs.Input, real string, dir bool, ta
 		return pin.Pin{}, nil, fmt.Errorf("signature %s: %w", bundle, err)
 	}
 	ms := &modelSignature{Bundle: realBundle, BundleSHA256: pin.Digest(sha256.Sum256(b)).String(), Method: v.Method, Signer: v.Signer, RootDigest: v.RootDigest}
-	for _, ig := range pp.Ignore {
-		fi, err := os.Lstat(filepath.Join(real, filepath.FromSlash(ig)))
-		if err != nil || !(fi.IsDir() || fi.Mode().IsRegular()) {
-			continue // absent, or a symlink (resolved inside the sandbox; nothing of its own to hide)
-		}
-		ms.hidden = append(ms.hidden, hiddenPath{target: path.Join(target, ig), dir: fi.IsDir()})
-	}
 	return pp, ms, nil
+}
+
+// hideIgnored records, for each signed model, the ignored paths that
+// verification found (the snapshot's, so what is hidden is what was seen;
+// one that appears later fails the rechecks).
+func (ip *integrityPlan) hideIgnored() {
+	for i := range ip.inputs {
+		vi := &ip.inputs[i]
+		if vi.Signature == nil || !vi.Dir || ip.snapshot == nil {
+			continue
+		}
+		for _, sp := range ip.snapshot.Pins {
+			if sp.Root != vi.Path {
+				continue
+			}
+			for _, p := range slices.Sorted(maps.Keys(sp.Ignored)) {
+				// A symlink resolves inside the sandbox: nothing of its own to hide.
+				if k := sp.Ignored[p]; k == "dir" || k == "file" {
+					vi.Signature.hidden = append(vi.Signature.hidden, hiddenPath{target: path.Join(vi.Target, p), dir: k == "dir"})
+				}
+			}
+		}
+	}
 }
 
 // loadTrust reads the key, or the CA certificates and identity, an input's

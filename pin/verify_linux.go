@@ -92,6 +92,44 @@ type SnapPin struct {
 	Dir    bool                 `json:"dir"`
 	Files  map[string]FileState `json:"files"`
 	Ignore []string             `json:"ignore,omitempty"`
+	// Ignored are the ignore paths that existed at verification and what
+	// they were ("dir", "file", "other"): the launcher hides them from the
+	// job, and Recheck reports one that appears later.
+	Ignored map[string]string `json:"ignored,omitempty"`
+}
+
+// ignoredPresent stats each ignore path beneath root without following a
+// final symlink.
+func ignoredPresent(root *os.File, ignore []string) map[string]string {
+	out := map[string]string{}
+	for _, p := range ignore {
+		if k := ignoredKind(root, p); k != "" {
+			out[p] = k
+		}
+	}
+	return out
+}
+
+func ignoredKind(root *os.File, p string) string {
+	fd, err := openBeneath(root, p, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return ""
+		}
+		return "other"
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return "other"
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFREG:
+		return "file"
+	}
+	return "other"
 }
 
 // Snapshot is the stat state of every verified input. It is JSON-encodable
@@ -227,7 +265,8 @@ func (v *Verifier) verifyOne(ctx context.Context, p Pin) (SnapPin, Stats, error)
 	for _, e := range p.Manifest {
 		byPath[e.Path] = e.Digest
 	}
-	sp := SnapPin{Root: p.Path, Dir: true, Files: make(map[string]FileState, len(present)), Ignore: p.Ignore}
+	sp := SnapPin{Root: p.Path, Dir: true, Files: make(map[string]FileState, len(present)), Ignore: p.Ignore,
+		Ignored: ignoredPresent(root, p.Ignore)}
 	for i, r := range present {
 		if res[i].digest != byPath[r] {
 			errs = append(errs, &MismatchError{Path: filepath.Join(p.Path, r), Want: byPath[r], Got: res[i].digest})
@@ -546,10 +585,10 @@ func Recheck(ctx context.Context, s *Snapshot) error {
 	for _, p := range s.Pins {
 		if !p.Dir {
 			dir, name := filepath.Split(p.Root)
-			changes = append(changes, recheckFiles(ctx, dir, map[string]FileState{name: p.Files[""]}, p.Root, nil)...)
+			changes = append(changes, recheckFiles(ctx, dir, map[string]FileState{name: p.Files[""]}, p.Root, nil, nil)...)
 			continue
 		}
-		changes = append(changes, recheckFiles(ctx, p.Root, p.Files, "", p.Ignore)...)
+		changes = append(changes, recheckFiles(ctx, p.Root, p.Files, "", p.Ignore, p.Ignored)...)
 	}
 	if len(changes) > 0 {
 		sort.Slice(changes, func(i, j int) bool { return changes[i].Path < changes[j].Path })
@@ -558,7 +597,7 @@ func Recheck(ctx context.Context, s *Snapshot) error {
 	return ctx.Err()
 }
 
-func recheckFiles(ctx context.Context, dir string, files map[string]FileState, single string, ignore []string) []Change {
+func recheckFiles(ctx context.Context, dir string, files map[string]FileState, single string, ignore []string, ignored map[string]string) []Change {
 	name := func(rel string) string {
 		if single != "" {
 			return single
@@ -579,6 +618,13 @@ func recheckFiles(ctx context.Context, dir string, files map[string]FileState, s
 		for _, r := range rels {
 			if _, ok := files[r]; !ok {
 				changes = append(changes, Change{Path: name(r), What: "added"})
+			}
+		}
+		// An ignored path is hidden from the job only if it was there
+		// when verified: one that appears (or changes kind) later is not.
+		for _, p := range ignore {
+			if k := ignoredKind(root, p); k != "" && k != ignored[p] {
+				changes = append(changes, Change{Path: name(p), What: "added (ignored path)"})
 			}
 		}
 	}
