@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"sort"
@@ -91,13 +92,22 @@ func foreignBundle(t *testing.T, key crypto.Signer, files map[string]string, sh 
 
 func signForeign(t *testing.T, key crypto.Signer, payload []byte, sh shape) []byte {
 	t.Helper()
-	ks, err := NewKeySigner(key, nil)
-	if err != nil {
-		t.Fatal(err)
+	// Signed here, not with KeySigner: what other signers do, written out
+	// independently (ECDSA over the curve's own hash, ASN.1).
+	pae := signing.PAE(PayloadType, payload)
+	var sig []byte
+	var err error
+	switch k := key.(type) {
+	case ed25519.PrivateKey:
+		sig = ed25519.Sign(k, pae)
+	case *ecdsa.PrivateKey:
+		h := map[int]crypto.Hash{256: crypto.SHA256, 384: crypto.SHA384, 521: crypto.SHA512}[k.Curve.Params().BitSize]
+		d := h.New()
+		d.Write(pae)
+		sig, err = ecdsa.SignASN1(rand.Reader, k, d.Sum(nil))
 	}
-	sig, err := ks.Sign(t.Context(), signing.PAE(PayloadType, payload))
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || sig == nil {
+		t.Fatalf("sign: %v", err)
 	}
 	s := map[string]any{"sig": base64.StdEncoding.EncodeToString(sig)}
 	switch sh.keyid {
@@ -118,11 +128,10 @@ func signForeign(t *testing.T, key crypto.Signer, payload []byte, sh shape) []by
 		der, _ := x509.MarshalPKIXPublicKey(key.Public())
 		vm["publicKey"] = map[string]string{"rawBytes": base64.StdEncoding.EncodeToString(der), "keyDetails": "PKIX_ECDSA_P256_SHA_256"}
 	default:
-		h, err := KeyHint(key.Public())
-		if err != nil {
-			t.Fatal(err)
-		}
-		vm["publicKey"] = map[string]string{"hint": h}
+		// The hint as signers compute it: SHA-256 of the PEM public key.
+		der, _ := x509.MarshalPKIXPublicKey(key.Public())
+		h := sha256.Sum256(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		vm["publicKey"] = map[string]string{"hint": hex.EncodeToString(h[:])}
 	}
 	if sh.tlogEmpty {
 		vm["tlogEntries"] = []any{}

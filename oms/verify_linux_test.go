@@ -3,6 +3,9 @@ package oms
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -43,6 +46,7 @@ func verifyDir(t *testing.T, dir, sig string, b []byte, tr Trust, allowed []stri
 func TestInteropShapes(t *testing.T) {
 	pk := p256(t)
 	ek := ed(t)
+	p384k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	ca := testenv.NewPKI(t, "models@publisher.example", nil)
 	for _, tc := range []struct {
 		name string
@@ -55,6 +59,9 @@ func TestInteropShapes(t *testing.T) {
 		{"p256 rawBytes+keyDetails, keyid null, no ignore_paths (pre-v1.1)", func(f map[string]string) []byte {
 			return foreignBundle(t, pk, f, shape{rawBytes: true, keyid: "null", noIgnoreKey: true})
 		}, Trust{Key: pk.Public()}},
+		{"p384 hint (SHA-384 over the PAE)", func(f map[string]string) []byte {
+			return foreignBundle(t, p384k, f, shape{keyid: "empty", tlogEmpty: true})
+		}, Trust{Key: p384k.Public()}},
 		{"ed25519 hint, keyid absent", func(f map[string]string) []byte {
 			return foreignBundle(t, ek, f, shape{keyid: "absent", name: "model"})
 		}, Trust{Key: ek.Public()}},
