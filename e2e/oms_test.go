@@ -216,3 +216,36 @@ func mustPub(t *testing.T, p string) crypto.PublicKey {
 	}
 	return k
 }
+
+// TestOMSModelThroughDaemon: an unprivileged user's --model through the
+// daemon is verified like a profile's; a signature the user cannot read
+// (root's) is refused without its content or verdict reaching them.
+func TestOMSModelThroughDaemon(t *testing.T) {
+	e := daemonSetup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	model, sig, pub := signedModel(t)
+	r := d.userRun(t, daemonUser, dir, "run", "--model", model, "--model-signature", sig, "--model-key", pub, "--", "/bin/cat", "/inputs/model/config.json")
+	if r.code != 0 || !strings.Contains(r.stdout, "hidden_size") {
+		t.Fatalf("a signed model through the daemon: %s", r)
+	}
+	os.WriteFile(filepath.Join(model, "weights.json"), []byte("{}\n"), 0o644)
+	r = d.userRun(t, daemonUser, dir, "run", "--model", model, "--model-signature", sig, "--model-key", pub, "--", "/bin/true")
+	if r.code != 125 || !strings.Contains(r.stderr, "weights.json: sha256") {
+		t.Fatalf("a tampered model through the daemon: %s", r)
+	}
+	secret, err := os.MkdirTemp("/root", "st-e2e-oms-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(secret) })
+	os.Chmod(secret, 0o700)
+	hidden := filepath.Join(secret, "model.sig")
+	os.WriteFile(hidden, mustRead(t, sig), 0o644)
+	r = d.userRun(t, daemonUser, dir, "run", "--model", model, "--model-signature", hidden, "--model-key", pub, "--", "/bin/true")
+	if r.code != 125 || !strings.Contains(r.stderr, "permission denied") || strings.Contains(r.stderr, "sha256") {
+		t.Fatalf("a signature the caller cannot read must be refused as such: %s", r)
+	}
+	d.assertClean(t)
+}
