@@ -79,6 +79,19 @@ type JobStart struct {
 	Allowlist   []string `json:"allowlist,omitempty"`
 	GPUs        []string `json:"gpus,omitempty"`
 	Runtime     string   `json:"runtime,omitempty"` // e.g. "runsc", or "unrestricted"
+	// Models are the inputs verified by their OMS signatures.
+	Models []ModelSignature `json:"models,omitempty"`
+}
+
+// ModelSignature names a model input verified by its OMS signature: who
+// signed it and the root digest of what was verified.
+type ModelSignature struct {
+	Input      string `json:"input"`
+	Path       string `json:"path"`
+	Bundle     string `json:"bundle"`
+	Method     string `json:"method"`
+	Signer     string `json:"signer"`
+	RootDigest string `json:"root_digest"`
 }
 
 // AuditType implements Payload.

@@ -127,6 +127,15 @@ type HostIntegrity struct {
 	// CodeSnapshotMax bounds the copy of the code directory an attested
 	// job runs (its files' total size; default 1GiB).
 	CodeSnapshotMax ByteSize `yaml:"code_snapshot_max"`
+	// OMSKey signs the outputs of jobs whose profile sets
+	// integrity.sign_outputs as OMS (OpenSSF Model Signing) bundles: a
+	// PKCS#8 PEM ECDSA P-256/P-384/P-521 or ed25519 key, root-only.
+	// Without it, the provenance signer (signing_key or transit_key) signs
+	// them with the key method.
+	OMSKey string `yaml:"oms_key"`
+	// OMSCertificate is the PEM certificate chain (leaf first) of OMSKey:
+	// outputs are then signed with the certificate method.
+	OMSCertificate string `yaml:"oms_certificate"`
 }
 
 // DefaultCodeSnapshotMax is integrity.code_snapshot_max's default.
@@ -201,6 +210,12 @@ func (h *Host) Validate() error {
 	}
 	if h.Integrity.SigningKey != "" && !path.IsAbs(h.Integrity.SigningKey) {
 		add("integrity.signing_key", "must be an absolute path to an ed25519 private key file, got %q", h.Integrity.SigningKey)
+	}
+	if h.Integrity.OMSKey != "" && !path.IsAbs(h.Integrity.OMSKey) {
+		add("integrity.oms_key", "must be an absolute path to a PKCS#8 PEM private key file, got %q", h.Integrity.OMSKey)
+	}
+	if h.Integrity.OMSCertificate != "" && (h.Integrity.OMSKey == "" || !path.IsAbs(h.Integrity.OMSCertificate)) {
+		add("integrity.oms_certificate", "must be an absolute path to the PEM certificate chain of integrity.oms_key (which must be set), got %q", h.Integrity.OMSCertificate)
 	}
 	if h.Integrity.SigningKey != "" && h.Integrity.TransitKey != "" {
 		add("integrity", "give signing_key (a key file) or transit_key (Vault transit), not both")

@@ -227,9 +227,29 @@ type Input struct {
 	Target   string `yaml:"target"`   // mount point inside the sandbox
 	SHA256   string `yaml:"sha256"`   // for a single file
 	Manifest string `yaml:"manifest"` // sha256sum-format manifest for a directory
+	// Signature pins a model (file or directory) by its publisher's OMS
+	// (OpenSSF Model Signing v1.0) signature instead of sha256/manifest.
+	Signature *InputSignature `yaml:"signature"`
 	// Accept lists SHA-256 digests of model files accepted although the
 	// scanner cannot prove them safe.
 	Accept []string `yaml:"accept"`
+}
+
+// InputSignature is an OMS signature and what it must be signed by: a
+// public key, or a CA and the signer identity it must certify. Relative
+// file paths are resolved next to the profile file.
+type InputSignature struct {
+	Bundle   string `yaml:"bundle"`   // the OMS bundle (e.g. model.sig)
+	Key      string `yaml:"key"`      // trusted public key (PEM): key method
+	CA       string `yaml:"ca"`       // trusted CA certificates (PEM): certificate method
+	Identity string `yaml:"identity"` // with ca: the leaf's e-mail, URI or DNS name, or common name
+	// Sigstore names Sigstore trust material (trusted_root.json); the
+	// sigstore method is refused by this build (see docs/model-signing.md).
+	Sigstore string `yaml:"sigstore"`
+	// AllowIgnored lists the paths a signer may leave out of the signature
+	// (its ignore_paths) besides .git, .gitattributes, .github, .gitignore
+	// and the bundle itself. They are hidden from the job.
+	AllowIgnored []string `yaml:"allow_ignored"`
 }
 
 // Env is the job's environment beyond the built-in allowlist.
@@ -241,6 +261,9 @@ type Env struct {
 // Integrity configures provenance.
 type Integrity struct {
 	Provenance bool `yaml:"provenance"`
+	// SignOutputs signs the job's outputs directory, when the job ends, as
+	// an OMS (OpenSSF Model Signing v1.0) bundle with the host's key.
+	SignOutputs bool `yaml:"sign_outputs"`
 }
 
 // ParseProfile decodes and validates a profile. file names it in errors.

@@ -189,8 +189,11 @@ func (p *Profile) Validate() error {
 		if in.Target != "" && !path.IsAbs(in.Target) {
 			add(f+".target", "must be an absolute path inside the sandbox, got %q", in.Target)
 		}
-		if (in.SHA256 == "") == (in.Manifest == "") {
-			add(f, "needs exactly one of sha256 (a file) or manifest (a directory)")
+		if n := btoi(in.SHA256 != "") + btoi(in.Manifest != "") + btoi(in.Signature != nil); n != 1 {
+			add(f, "needs exactly one of sha256 (a file), manifest (a directory) or signature (an OMS model signature)")
+		}
+		if sg := in.Signature; sg != nil {
+			validateSignature(f+".signature", in.Kind, sg, add)
 		}
 		if in.SHA256 != "" && !hexSHA.MatchString(in.SHA256) {
 			add(f+".sha256", "must be 64 lowercase hex digits")
@@ -212,6 +215,39 @@ func (p *Profile) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// validateSignature checks an input's OMS signature: a bundle and exactly
+// one trust (key, or ca with identity); sigstore is refused, closed.
+func validateSignature(f, kind string, sg *InputSignature, add func(string, string, ...any)) {
+	if kind != "model" {
+		add(f, "an OMS signature pins kind: model inputs, this one is %q", kind)
+	}
+	if sg.Bundle == "" {
+		add(f+".bundle", "missing: the OMS signature file (e.g. model.sig)")
+	}
+	switch n := btoi(sg.Key != "") + btoi(sg.CA != "") + btoi(sg.Sigstore != ""); {
+	case n != 1:
+		add(f, "needs exactly one trust: key (a public key file) or ca (CA certificates, with identity)")
+	case sg.Sigstore != "":
+		add(f+".sigstore", "the sigstore method needs Fulcio and Rekor verification, which this build does not do offline; trust the publisher's key or CA instead")
+	case sg.CA != "" && sg.Identity == "":
+		add(f+".identity", "missing: with ca, name the signer identity the certificate must carry (e-mail, URI, DNS name or common name)")
+	case sg.Key != "" && sg.Identity != "":
+		add(f+".identity", "only with ca: a key names its signer itself")
+	}
+	for j, p := range sg.AllowIgnored {
+		if !relInside(p) || path.Clean(p) != p || strings.ContainsAny(p, "*?[") {
+			add(fmt.Sprintf("%s.allow_ignored[%d]", f, j), "must be a clean relative path inside the model without globs, got %q", p)
+		}
+	}
 }
 
 // relInside reports whether p is a non-empty relative path that stays inside

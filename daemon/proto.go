@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/launcher"
 )
 
 // Request is what a client asks for.
@@ -68,6 +70,8 @@ type RunArgs struct {
 	Learn        bool          `json:"learn,omitempty"`
 	Rootfs       string        `json:"rootfs,omitempty"`
 	Unrestricted bool          `json:"unrestricted,omitempty"`
+	// Model is a signed model input (--model and its companions).
+	Model *launcher.ModelFlag `json:"model,omitempty"`
 }
 
 // Signal is a signal the client forwards to its job (INT, TERM, HUP, QUIT).

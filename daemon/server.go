@@ -289,6 +289,11 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		return Reply{Error: err.Error()}
 	}
 	prof := dec.Profile
+	// A signed model adds an input (more checks, nothing more allowed);
+	// its files are read as the caller, like the profile's inputs.
+	if prof, err = launcher.WithModel(prof, args.Model, args.Dir); err != nil {
+		return Reply{Error: err.Error()}
+	}
 	jobID := launcher.NewID()
 	sj, err := s.slurmCaller(ctx, id, args, time.Now().UTC())
 	if err != nil {

@@ -63,6 +63,7 @@ var layers = map[string]layer{
 	"pin":        library,
 	"scan":       subsystem,
 	"provenance": subsystem,
+	"oms":        subsystem,
 	"signing":    library,
 	"slurm":      subsystem,
 	"audit":      subsystem,

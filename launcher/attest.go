@@ -142,25 +142,30 @@ func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck er
 		version["securetrain"] = bi.Main.Version
 	}
 	run := provenance.Run{
-		JobID:         res.ID,
-		BuilderID:     "https://securetrain.dev/launcher@" + host,
-		Version:       version,
-		Command:       res.Command,
-		Profile:       provenance.ProfileRef{Name: pl.prof.Name, Path: pl.prof.Source, SHA256: pl.prof.Digest},
-		CodeDir:       pl.codeDir,
-		SitePackages:  pl.integrity.sitePkgs,
-		Violations:    res.Violations,
-		InputsRecheck: recheck,
-		OutputsDir:    pl.outputDir,
-		ExitCode:      res.ExitCode,
-		StartedOn:     time.Now(),
-		FinishedOn:    time.Now(),
+		JobID:            res.ID,
+		BuilderID:        "https://securetrain.dev/launcher@" + host,
+		Version:          version,
+		Command:          res.Command,
+		Profile:          provenance.ProfileRef{Name: pl.prof.Name, Path: pl.prof.Source, SHA256: pl.prof.Digest},
+		CodeDir:          pl.codeDir,
+		SitePackages:     pl.integrity.sitePkgs,
+		Violations:       res.Violations,
+		InputsRecheck:    recheck,
+		OutputsDir:       pl.outputDir,
+		OutputsSignature: pl.integrity.outputsSig,
+		ExitCode:         res.ExitCode,
+		StartedOn:        time.Now(),
+		FinishedOn:       time.Now(),
 	}
 	if c := pl.integrity.code; c != nil {
 		run.Code, run.CodeChanges = &c.State, codeChanges
 	}
 	for _, in := range pl.integrity.inputs {
-		run.Inputs = append(run.Inputs, provenance.Input{Name: in.Name, Path: in.Path, Dir: in.Dir, SHA256: in.SHA256})
+		pi := provenance.Input{Name: in.Name, Path: in.Path, Dir: in.Dir, SHA256: in.SHA256}
+		if s := in.Signature; s != nil {
+			pi.Signature = &provenance.ModelSignature{Bundle: s.Bundle, BundleSHA256: s.BundleSHA256, Method: s.Method, Signer: s.Signer, RootDigest: s.RootDigest}
+		}
+		run.Inputs = append(run.Inputs, pi)
 	}
 	if v, err := l.runsc().Version(ctx); err == nil {
 		run.RunscVersion = v

@@ -37,6 +37,11 @@ func (l *Launcher) auditStart(ctx context.Context, lg *audit.Log, id string, pl 
 	for _, g := range pl.gpus {
 		ev.GPUs = append(ev.GPUs, fmt.Sprint(g))
 	}
+	for _, vi := range pl.integrity.inputs {
+		if s := vi.Signature; s != nil {
+			ev.Models = append(ev.Models, audit.ModelSignature{Input: vi.Name, Path: vi.Path, Bundle: s.Bundle, Method: s.Method, Signer: s.Signer, RootDigest: s.RootDigest})
+		}
+	}
 	if _, err := lg.Append(ctx, id, pl.user.Name, ev); err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

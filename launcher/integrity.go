@@ -17,6 +17,7 @@ import (
 
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/oms"
 	"github.com/securetrain/securetrain/pin"
 	"github.com/securetrain/securetrain/provenance"
 	"github.com/securetrain/securetrain/sandbox"
@@ -36,6 +37,9 @@ type integrityPlan struct {
 	stats    pin.Stats                // what verification cost
 	signer   signing.Signer           // nil: no provenance for this job
 	sitePkgs []string                 // Python package directories visible to the job
+	// omsSigner signs the outputs as an OMS bundle (integrity.sign_outputs).
+	omsSigner  oms.Signer
+	outputsSig *provenance.ModelSignature // the bundle it made
 }
 
 // verifiedInput is one pinned input after verification.
@@ -46,6 +50,8 @@ type verifiedInput struct {
 	Target string // inside the sandbox
 	Dir    bool
 	SHA256 string // file digest, or the manifest digest of a directory
+	// Signature: the input was verified by its OMS signature.
+	Signature *modelSignature
 }
 
 // PinCacheDir is the verification cache under the host's data_dir.
@@ -73,6 +79,9 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		return err
 	}
 	pl.integrity.signer = signer
+	if pl.integrity.omsSigner, err = l.outputsSigner(p, signer); err != nil {
+		return err
+	}
 	if signer != nil {
 		pl.integrity.sitePkgs = l.sitePackages(pl)
 	}
@@ -103,12 +112,13 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		}
 		dir := fi.IsDir()
 		switch {
+		case !dir && !fi.Mode().IsRegular():
+			return fmt.Errorf("%s: not a regular file", what)
+		case in.Signature != nil:
 		case dir && in.Manifest == "":
 			return fmt.Errorf("%s: is a directory: pin it with manifest: (securetrain pin DIR -o FILE), not sha256:", what)
 		case !dir && in.Manifest != "":
 			return fmt.Errorf("%s: is not a directory: pin it with sha256:, not manifest:", what)
-		case !dir && !fi.Mode().IsRegular():
-			return fmt.Errorf("%s: not a regular file", what)
 		}
 		target := inputTarget(in, real)
 		if target == "/" || !path.IsAbs(target) {
@@ -124,6 +134,23 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		// The user must be able to read what they pin: root hashes it, and
 		// a digest (or a manifest parse error) must never tell the user
 		// about a file they cannot read themselves.
+		if in.Signature != nil {
+			readAs := func(fn func() error) error { return asUser(uid, gid, groups, fn) }
+			pp, ms, err := signedInput(p, in, real, dir, readAs)
+			if err != nil {
+				return fmt.Errorf("%s: %s", what, oneLine(err))
+			}
+			vi := verifiedInput{Name: in.Name, Kind: in.Kind, Path: real, Target: target, Dir: dir, Signature: ms, SHA256: pp.Digest.String()}
+			if dir {
+				vi.SHA256 = pin.ManifestDigest(pp.Manifest).String()
+			}
+			if vi.Name == "" {
+				vi.Name = filepath.Base(real)
+			}
+			pins = append(pins, pp)
+			pl.integrity.inputs = append(pl.integrity.inputs, vi)
+			continue
+		}
 		var manifest []pin.Entry
 		if err := asUser(uid, gid, groups, func() error {
 			fd, err := unix.Open(real, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
@@ -188,6 +215,7 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 		return fmt.Errorf("%s", oneLine(err))
 	}
 	pl.integrity.snapshot, pl.integrity.stats = res.Snapshot, res.Stats
+	pl.integrity.hideIgnored()
 	l.Log.Debug("inputs verified", "files", res.Stats.Files, "hashed", res.Stats.Hashed,
 		"cached", res.Stats.Cached, "bytes", res.Stats.Bytes, "hashed_bytes", res.Stats.HashedBytes)
 
@@ -235,6 +263,9 @@ func checkModel(ctx context.Context, vi verifiedInput, p pin.Pin, accept []strin
 		digests[filepath.Join(vi.Path, filepath.FromSlash(e.Path))] = e.Digest.String()
 	}
 	for _, r := range reports {
+		if rel, err := filepath.Rel(vi.Path, r.Path); err == nil && pin.Ignored(p.Ignore, filepath.ToSlash(rel)) {
+			continue // not verified and hidden from the job
+		}
 		if err := scan.Check(r, digests[r.Path], ok); err != nil {
 			return err
 		}
@@ -380,6 +411,11 @@ func (l *Launcher) finishInputs(ctx context.Context, pl *plan, res *Result) erro
 			codeChanges = ch
 			l.Log.Warn("the code directory changed on the host during the run; the job ran the snapshot taken at its start",
 				"job", res.ID, "changes", strings.Join(ch, ", "))
+		}
+	}
+	if pl.integrity.omsSigner != nil {
+		if err := l.signOutputs(ctx, pl, res); err != nil {
+			return fmt.Errorf("outputs signature: %w", err)
 		}
 	}
 	if pl.integrity.signer == nil {

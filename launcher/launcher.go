@@ -89,6 +89,9 @@ type Result struct {
 	Suggested []string `json:"suggested_allowlist,omitempty"`
 	// Attestation is the signed provenance of the run (DSSE envelope).
 	Attestation string `json:"attestation,omitempty"`
+	// OutputsSignature is the OMS bundle of the outputs directory
+	// (profile integrity.sign_outputs).
+	OutputsSignature string `json:"outputs_signature,omitempty"`
 	// Summary is the short human account printed on stderr.
 	Summary string `json:"-"`
 

@@ -247,6 +247,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	}
 	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
 	mounts = append(mounts, pl.integrity.mounts...)
+	mounts = append(mounts, pl.integrity.hideMounts(empty)...)
 	mounts = append(mounts, secretMounts...)
 	sandbox.SortMounts(mounts)
 	// Privilege boundary: runsc mounts what was checked (the audit record

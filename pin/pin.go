@@ -156,3 +156,13 @@ func ManifestDigest(entries []Entry) Digest {
 func sortEntries(es []Entry) {
 	sort.Slice(es, func(i, j int) bool { return es[i].Path < es[j].Path })
 }
+
+// Ignored reports whether rel is one of ignore or lies beneath one.
+func Ignored(ignore []string, rel string) bool {
+	for _, p := range ignore {
+		if rel == p || strings.HasPrefix(rel, p+"/") {
+			return true
+		}
+	}
+	return false
+}

@@ -22,10 +22,12 @@ type Stats struct {
 	Bytes, HashedBytes    int64
 }
 type Pin struct {
-	Path     string
-	Dir      bool
-	Digest   Digest
-	Manifest []Entry
+	Path       string
+	Dir        bool
+	Digest     Digest
+	Manifest   []Entry
+	Ignore     []string
+	NoSymlinks bool
 }
 type Snapshot struct{}
 type Result struct {

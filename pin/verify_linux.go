@@ -51,6 +51,15 @@ type Pin struct {
 	Dir      bool    // Path is a directory pinned by Manifest
 	Digest   Digest  // when !Dir
 	Manifest []Entry // when Dir
+	// Ignore lists paths relative to a Dir pin (a file, or a directory
+	// with its subtree) that are neither verified nor reported as
+	// unpinned: an OMS signature's ignore_paths. The launcher hides them
+	// from the job.
+	Ignore []string
+	// NoSymlinks refuses a symlink anywhere in a Dir pin (an OMS signature
+	// made with allow_symlinks: false) instead of following it beneath
+	// the directory.
+	NoSymlinks bool
 }
 
 // Result of a verification: the cost and the stat snapshot of exactly what
@@ -79,9 +88,48 @@ func stateOf(st *unix.Stat_t) FileState {
 // SnapPin is the snapshot of one pin; Files is keyed by path relative to
 // Root ("" for a single-file pin).
 type SnapPin struct {
-	Root  string               `json:"root"`
-	Dir   bool                 `json:"dir"`
-	Files map[string]FileState `json:"files"`
+	Root   string               `json:"root"`
+	Dir    bool                 `json:"dir"`
+	Files  map[string]FileState `json:"files"`
+	Ignore []string             `json:"ignore,omitempty"`
+	// Ignored are the ignore paths that existed at verification and what
+	// they were ("dir", "file", "other"): the launcher hides them from the
+	// job, and Recheck reports one that appears later.
+	Ignored map[string]string `json:"ignored,omitempty"`
+}
+
+// ignoredPresent stats each ignore path beneath root without following a
+// final symlink.
+func ignoredPresent(root *os.File, ignore []string) map[string]string {
+	out := map[string]string{}
+	for _, p := range ignore {
+		if k := ignoredKind(root, p); k != "" {
+			out[p] = k
+		}
+	}
+	return out
+}
+
+func ignoredKind(root *os.File, p string) string {
+	fd, err := openBeneath(root, p, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return ""
+		}
+		return "other"
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return "other"
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFREG:
+		return "file"
+	}
+	return "other"
 }
 
 // Snapshot is the stat state of every verified input. It is JSON-encodable
@@ -123,7 +171,7 @@ func (v *Verifier) Manifest(ctx context.Context, dir string) ([]Entry, Stats, er
 		return nil, Stats{}, err
 	}
 	defer root.Close()
-	rels, err := listTree(ctx, root, dir)
+	rels, err := listTree(ctx, root, dir, treeOpts{})
 	if err != nil {
 		return nil, Stats{}, err
 	}
@@ -184,7 +232,7 @@ func (v *Verifier) verifyOne(ctx context.Context, p Pin) (SnapPin, Stats, error)
 		return SnapPin{}, Stats{}, err
 	}
 	defer root.Close()
-	rels, err := listTree(ctx, root, p.Path)
+	rels, err := listTree(ctx, root, p.Path, treeOpts{ignore: p.Ignore, noSymlinks: p.NoSymlinks})
 	if err != nil {
 		return SnapPin{}, Stats{}, err
 	}
@@ -217,7 +265,8 @@ func (v *Verifier) verifyOne(ctx context.Context, p Pin) (SnapPin, Stats, error)
 	for _, e := range p.Manifest {
 		byPath[e.Path] = e.Digest
 	}
-	sp := SnapPin{Root: p.Path, Dir: true, Files: make(map[string]FileState, len(present))}
+	sp := SnapPin{Root: p.Path, Dir: true, Files: make(map[string]FileState, len(present)), Ignore: p.Ignore,
+		Ignored: ignoredPresent(root, p.Ignore)}
 	for i, r := range present {
 		if res[i].digest != byPath[r] {
 			errs = append(errs, &MismatchError{Path: filepath.Join(p.Path, r), Want: byPath[r], Got: res[i].digest})
@@ -261,12 +310,22 @@ func openRoot(dir string) (*os.File, error) {
 // maxDepth bounds directory nesting so a hostile tree cannot exhaust fds.
 const maxDepth = 128
 
+// treeOpts narrow a listing: paths skipped (with their subtrees) and
+// whether a symlink is an error.
+type treeOpts struct {
+	ignore     []string
+	noSymlinks bool
+}
+
+// ErrSymlink is returned for a symlink in a tree listed with noSymlinks.
+var ErrSymlink = errors.New("symlink (the signature was made with allow_symlinks: false)")
+
 // listTree returns the relative paths of all non-directory entries under
-// root, sorted. Directories are opened by fd with O_NOFOLLOW, so a
+// root, sorted, leaving out o.ignore. Directories are opened by fd with O_NOFOLLOW, so a
 // directory swapped for a symlink while we walk is not followed. Special
 // files (FIFOs, devices, sockets) are refused here, before anything opens
 // them.
-func listTree(ctx context.Context, root *os.File, rootName string) ([]string, error) {
+func listTree(ctx context.Context, root *os.File, rootName string, o treeOpts) ([]string, error) {
 	var out []string
 	var walk func(d *os.File, rel string, depth int) error
 	walk = func(d *os.File, rel string, depth int) error {
@@ -288,7 +347,12 @@ func listTree(ctx context.Context, root *os.File, rootName string) ([]string, er
 			if err := checkRel(r); err != nil {
 				return fmt.Errorf("input %s: %w", filepath.Join(rootName, r), err)
 			}
+			if Ignored(o.ignore, r) {
+				continue
+			}
 			switch t := e.Type(); {
+			case t&fs.ModeSymlink != 0 && o.noSymlinks:
+				return fmt.Errorf("input %s: %w", filepath.Join(rootName, r), ErrSymlink)
 			case t.IsDir():
 				fd, err := unix.Openat(int(d.Fd()), e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 				if err != nil {
@@ -521,10 +585,10 @@ func Recheck(ctx context.Context, s *Snapshot) error {
 	for _, p := range s.Pins {
 		if !p.Dir {
 			dir, name := filepath.Split(p.Root)
-			changes = append(changes, recheckFiles(ctx, dir, map[string]FileState{name: p.Files[""]}, p.Root)...)
+			changes = append(changes, recheckFiles(ctx, dir, map[string]FileState{name: p.Files[""]}, p.Root, nil, nil)...)
 			continue
 		}
-		changes = append(changes, recheckFiles(ctx, p.Root, p.Files, "")...)
+		changes = append(changes, recheckFiles(ctx, p.Root, p.Files, "", p.Ignore, p.Ignored)...)
 	}
 	if len(changes) > 0 {
 		sort.Slice(changes, func(i, j int) bool { return changes[i].Path < changes[j].Path })
@@ -533,7 +597,7 @@ func Recheck(ctx context.Context, s *Snapshot) error {
 	return ctx.Err()
 }
 
-func recheckFiles(ctx context.Context, dir string, files map[string]FileState, single string) []Change {
+func recheckFiles(ctx context.Context, dir string, files map[string]FileState, single string, ignore []string, ignored map[string]string) []Change {
 	name := func(rel string) string {
 		if single != "" {
 			return single
@@ -547,13 +611,20 @@ func recheckFiles(ctx context.Context, dir string, files map[string]FileState, s
 	defer root.Close()
 	var changes []Change
 	if single == "" {
-		rels, err := listTree(ctx, root, dir)
+		rels, err := listTree(ctx, root, dir, treeOpts{ignore: ignore})
 		if err != nil {
 			return []Change{{Path: dir, What: err.Error()}}
 		}
 		for _, r := range rels {
 			if _, ok := files[r]; !ok {
 				changes = append(changes, Change{Path: name(r), What: "added"})
+			}
+		}
+		// An ignored path is hidden from the job only if it was there
+		// when verified: one that appears (or changes kind) later is not.
+		for _, p := range ignore {
+			if k := ignoredKind(root, p); k != "" && k != ignored[p] {
+				changes = append(changes, Change{Path: name(p), What: "added (ignored path)"})
 			}
 		}
 	}

@@ -84,9 +84,13 @@ func Build(ctx context.Context, run Run) (*Statement, error) {
 		if in.Dir {
 			kind = "directory (sha256 of its sha256sum manifest)"
 		}
-		bd.ResolvedDependencies = append(bd.ResolvedDependencies, ResourceDescriptor{
+		rd := ResourceDescriptor{
 			Name: "input:" + in.Name, URI: "file://" + in.Path,
-			Digest: map[string]string{"sha256": in.SHA256}, Annotations: map[string]any{"kind": kind}})
+			Digest: map[string]string{"sha256": in.SHA256}, Annotations: map[string]any{"kind": kind}}
+		if in.Signature != nil {
+			rd.Annotations["omsSignature"] = in.Signature
+		}
+		bd.ResolvedDependencies = append(bd.ResolvedDependencies, rd)
 	}
 	if len(run.SitePackages) > 0 {
 		dists, sum, err := Distributions(ctx, run.SitePackages)
@@ -116,9 +120,16 @@ func Build(ctx context.Context, run Run) (*Statement, error) {
 		rd.Byproducts = append(rd.Byproducts, ResourceDescriptor{Name: "usage", MediaType: "application/json",
 			Annotations: map[string]any{"record": run.Usage}})
 	}
+	n := len(rd.Byproducts)
+	if ms := run.OutputsSignature; ms != nil {
+		// The OMS bundle of the outputs, by its own digest.
+		rd.Byproducts = append(rd.Byproducts, ResourceDescriptor{Name: "oms-signature", URI: "file://" + ms.Bundle,
+			MediaType: "application/vnd.dev.sigstore.bundle.v0.3+json", Digest: map[string]string{"sha256": ms.BundleSHA256},
+			Annotations: map[string]any{"method": ms.Method, "signer": ms.Signer, "rootDigest": ms.RootDigest}})
+	}
 	// A resource descriptor needs a uri, digest or content: digest what
 	// each byproduct records.
-	for i := range rd.Byproducts {
+	for i := range rd.Byproducts[:n] {
 		b, err := json.Marshal(rd.Byproducts[i].Annotations)
 		if err != nil {
 			return nil, fmt.Errorf("provenance: byproduct %s: %w", rd.Byproducts[i].Name, err)

@@ -136,9 +136,11 @@ type Run struct {
 	Violations    []violation.Violation
 	InputsRecheck error // result of pin.Recheck at the end of the run (nil: unchanged)
 	OutputsDir    string
-	StartedOn     time.Time
-	FinishedOn    time.Time
-	ExitCode      int
+	// OutputsSignature is the OMS bundle securetrain signed of OutputsDir.
+	OutputsSignature *ModelSignature
+	StartedOn        time.Time
+	FinishedOn       time.Time
+	ExitCode         int
 }
 
 // Input is one pinned input: a file digest, or a directory's manifest
@@ -148,6 +150,18 @@ type Input struct {
 	Path   string `json:"path"`
 	Dir    bool   `json:"dir"`
 	SHA256 string `json:"sha256"`
+	// Signature, when the input was verified by its OMS signature.
+	Signature *ModelSignature `json:"signature,omitempty"`
+}
+
+// ModelSignature is a verified OMS (OpenSSF Model Signing) signature: of a
+// model input, or the one securetrain made of the job's outputs.
+type ModelSignature struct {
+	Bundle       string `json:"bundle"`       // path of the OMS bundle
+	BundleSHA256 string `json:"bundleSha256"` // its digest
+	Method       string `json:"method"`       // key or certificate
+	Signer       string `json:"signer"`       // key fingerprint, or certificate identity and issuer
+	RootDigest   string `json:"rootDigest"`   // the OMS subject's sha256 root digest
 }
 
 // CodeState is what the provenance says about the code directory.

@@ -75,6 +75,10 @@ func (s *FileSigner) Sign(_ context.Context, msg []byte) ([]byte, error) {
 // NewFileSigner wraps an in-memory key (tests, key rotation tools).
 func NewFileSigner(priv ed25519.PrivateKey) *FileSigner { return &FileSigner{priv: priv} }
 
+// ReadKeyFile reads a small key or certificate file as readKeyFile does
+// (no symlink, regular file, a private key readable by its owner only).
+func ReadKeyFile(path string, private bool) ([]byte, error) { return readKeyFile(path, private) }
+
 // readKeyFile reads a small file without following a symlink and refuses a
 // private key that others can read or write.
 func readKeyFile(path string, private bool) ([]byte, error) {

@@ -1,6 +1,11 @@
 package app
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"strconv"
@@ -9,6 +14,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 	"github.com/urfave/cli/v2"
 
+	"github.com/securetrain/securetrain/oms"
 	"github.com/securetrain/securetrain/signing"
 )
 
@@ -23,6 +29,7 @@ var KeygenCommand = &cli.Command{
 		&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true, Usage: "private key `PATH` (public key: PATH.pub); with --from-transit, the public key file"},
 		&cli.StringFlag{Name: "from-transit", Usage: "export Vault transit key `NAME:VERSION` (uses VAULT_ADDR, VAULT_TOKEN)"},
 		&cli.StringFlag{Name: "transit-mount", Value: "transit", Usage: "transit engine mount `PATH`"},
+		&cli.BoolFlag{Name: "ecdsa", Usage: "an ECDSA P-256 key instead (for integrity.oms_key: OMS verifiers such as model_signing take EC keys only)"},
 	},
 	Action: func(c *cli.Context) error {
 		out := c.String("out")
@@ -55,6 +62,14 @@ var KeygenCommand = &cli.Command{
 			fmt.Fprintf(c.App.Writer, "%s: transit key %s version %d, %s\n", out, name, v, signing.KeyID(pub))
 			return nil
 		}
+		if c.Bool("ecdsa") {
+			hint, err := generateECKeyFiles(out, out+".pub")
+			if err != nil {
+				return cli.Exit("keygen: "+err.Error(), 1)
+			}
+			fmt.Fprintf(c.App.Writer, "%s, %s.pub: ECDSA P-256, OMS key hint %s\n", out, out, hint)
+			return nil
+		}
 		pub, err := signing.GenerateKeyFiles(out, out+".pub")
 		if err != nil {
 			return cli.Exit("keygen: "+err.Error(), 1)
@@ -62,4 +77,39 @@ var KeygenCommand = &cli.Command{
 		fmt.Fprintf(c.App.Writer, "%s, %s.pub: %s\n", out, out, signing.KeyID(pub))
 		return nil
 	},
+}
+
+// generateECKeyFiles writes a new ECDSA P-256 key pair (PKCS#8 private key
+// mode 0600, PKIX public key 0644); neither file may exist.
+func generateECKeyFiles(privPath, pubPath string) (string, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return "", err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		return "", err
+	}
+	for _, f := range []struct {
+		path string
+		b    []byte
+		mode os.FileMode
+	}{{privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600}, {pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644}} {
+		w, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
+		if err != nil {
+			return "", err
+		}
+		_, err = w.Write(f.b)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return oms.KeyHint(k.Public())
 }

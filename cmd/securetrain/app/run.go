@@ -29,6 +29,11 @@ limit, 125 refused before it started.`,
 		&cli.StringFlag{Name: "code", Usage: "code `DIR`, mounted read-only (default: the working directory)"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "writable outputs `DIR` (default: the profile's, ./outputs)"},
 		&cli.StringSliceFlag{Name: "data", Aliases: []string{"d"}, Usage: "read-only dataset `SRC[:DST]` (repeatable; DST defaults to /data/BASENAME)"},
+		&cli.StringFlag{Name: "model", Usage: "a model `PATH[:TARGET]` verified by its OMS signature before the job starts, mounted read-only (default TARGET /inputs/BASENAME)"},
+		&cli.StringFlag{Name: "model-signature", Usage: "the model's OMS signature `FILE` (e.g. model.sig)"},
+		&cli.StringFlag{Name: "model-key", Usage: "the model publisher's public key `FILE` (PEM) the signature must verify with"},
+		&cli.StringFlag{Name: "model-ca", Usage: "CA certificates `FILE` (PEM) the signing certificate must chain to"},
+		&cli.StringFlag{Name: "model-identity", Usage: "with --model-ca: the signer `ID` the certificate must name (e-mail, URI, DNS name or common name)"},
 		&cli.StringFlag{Name: "python", Usage: "interpreter `PATH` whose venv/conda environment the job uses (sudo drops VIRTUAL_ENV)"},
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `NAME=VALUE` in the job (repeatable)"},
 		&cli.Float64Flag{Name: "cpus", Usage: "CPU limit (overrides limits.cpus)"},
@@ -70,6 +75,13 @@ func runAction(c *cli.Context) error {
 		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"),
 	})
 	if err != nil {
+		return refuse(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return refuse(err)
+	}
+	if prof, err = launcher.WithModel(prof, modelFlag(c), wd); err != nil {
 		return refuse(err)
 	}
 	env := os.Environ()
@@ -161,4 +173,10 @@ func wantTTY(mode string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("--tty: want auto, always or never, got %q", mode)
+}
+
+// modelFlag collects --model and its companions.
+func modelFlag(c *cli.Context) *launcher.ModelFlag {
+	return &launcher.ModelFlag{Path: c.String("model"), Signature: c.String("model-signature"),
+		Key: c.String("model-key"), CA: c.String("model-ca"), Identity: c.String("model-identity")}
 }

@@ -19,13 +19,19 @@ import (
 // VerifyCommand is `securetrain verify ATTESTATION --key PUBKEY [--outputs
 // DIR]`: check a provenance attestation's signature against a key the
 // verifier trusts (a PEM file, or a Vault transit key and version read with
-// VAULT_ADDR/VAULT_TOKEN), and that the outputs are the recorded ones.
+// VAULT_ADDR/VAULT_TOKEN), and that the outputs are the recorded ones. An
+// OMS bundle (a model signature, e.g. outputs.sig or model.sig) is checked
+// against --key or --ca/--identity and, with --model, the model's files.
 var VerifyCommand = &cli.Command{
 	Name:      "verify",
-	Usage:     "verify a signed provenance attestation and, optionally, the outputs it names",
-	ArgsUsage: "ATTESTATION",
+	Usage:     "verify a signed provenance attestation and the outputs it names, or an OMS model signature and the model",
+	ArgsUsage: "ATTESTATION|BUNDLE",
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "key", Usage: "trusted ed25519 public key `FILE` (PEM)"},
+		&cli.StringFlag{Name: "key", Usage: "trusted public key `FILE` (PEM; ed25519, or ECDSA for OMS bundles)"},
+		&cli.StringFlag{Name: "model", Usage: "OMS: check the model `PATH` (directory or file) against the bundle"},
+		&cli.StringFlag{Name: "ca", Usage: "OMS certificate method: trusted CA certificates `FILE` (PEM)"},
+		&cli.StringFlag{Name: "identity", Usage: "OMS certificate method: the signer `ID` the certificate must name (e-mail, URI, DNS name or common name)"},
+		&cli.StringSliceFlag{Name: "allow-ignored", Usage: "OMS: a `PATH` the signer may leave out (its ignore_paths), repeatable"},
 		&cli.StringFlag{Name: "transit-key", Usage: "trusted Vault transit key `NAME:VERSION` (uses VAULT_ADDR, VAULT_TOKEN)"},
 		&cli.StringFlag{Name: "transit-mount", Value: "transit", Usage: "transit engine mount `PATH`"},
 		&cli.StringFlag{Name: "outputs", Usage: "check the files in `DIR` against the attestation's subjects"},
@@ -39,6 +45,9 @@ var VerifyCommand = &cli.Command{
 			return cli.Exit("verify: give exactly one ATTESTATION file", 2)
 		}
 		att := args[0]
+		if isOMSBundle(att) {
+			return verifyOMS(c, att)
+		}
 		pub, err := trustedKey(c)
 		if err != nil {
 			return cli.Exit("verify: "+err.Error(), 2)

@@ -65,6 +65,7 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Allocation: c.String("allocation"),
 		Report: c.String("report"), TTY: tty,
 		User: c.String("user"), Learn: c.Bool("learn"), Rootfs: c.String("rootfs"), Unrestricted: c.Bool("unrestricted"),
+		Model: modelFlag(c),
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
