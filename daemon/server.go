@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +46,7 @@ type Server struct {
 	Slurm SlurmJobs
 
 	alloc *GPUAllocator
+	holds *allocLedger
 	mu    sync.Mutex
 	jobs  map[string]*liveJob
 	wg    sync.WaitGroup
@@ -68,6 +70,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.GPUs = func() ([]int, error) { return sandbox.GPUHost{}.Indices() }
 	}
 	s.alloc = NewGPUAllocator()
+	s.holds = newAllocLedger(s.Launcher.Store().List)
 	s.jobs = map[string]*liveJob{}
 
 	// Whatever a previous daemon left (it was SIGKILLed, or the node
@@ -296,7 +299,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	if sj != nil {
 		var alloc []int
-		if prof, alloc, err = capToJob(prof, sj.job); err != nil {
+		if prof, alloc, err = capToJob(prof, sj.job, taskShare(args.CallerEnv)); err != nil {
 			return Reply{Error: err.Error()}
 		}
 		if !prof.Limits.GPUs.None() {
@@ -316,6 +319,16 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		q := *prof
 		q.Limits.GPUs = configs.GPUSet{Indices: got}
 		prof = &q
+	}
+	var held map[string]string
+	if sj != nil {
+		// The allocation bounds all its runs together, not each alone.
+		h := holdFor(sj.job, prof)
+		if err := s.holds.reserve(jobID, sj.job, h); err != nil {
+			return Reply{Error: err.Error()}
+		}
+		defer s.holds.release(jobID)
+		held = h.extra()
 	}
 
 	caller := launcher.Caller{UID: id.UID, GID: id.GID, Groups: id.Groups, Name: id.Name, Home: id.Home}
@@ -371,6 +384,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	if sj != nil {
 		// The epilog finds (and stops) the job by its Slurm job.
 		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
+		maps.Copy(req.Extra, held)
 		req.Recorded = sj.forged
 		if !req.NetworkOff && len(prof.Network.PeerPorts) > 0 {
 			// The Slurm job is the allocation; its other nodes are peers
