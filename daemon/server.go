@@ -47,9 +47,11 @@ type Server struct {
 
 	alloc *GPUAllocator
 	holds *allocLedger
-	mu    sync.Mutex
-	jobs  map[string]*liveJob
-	wg    sync.WaitGroup
+	// refusals rate-limits what refused requests write (refusals.go).
+	refusals *refusalLimiter
+	mu       sync.Mutex
+	jobs     map[string]*liveJob
+	wg       sync.WaitGroup
 }
 
 type liveJob struct {
@@ -71,6 +73,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.alloc = NewGPUAllocator()
 	s.holds = newAllocLedger(s.Launcher.Store().List)
+	s.refusals = newRefusalLimiter(time.Now)
 	s.jobs = map[string]*liveJob{}
 
 	// Whatever a previous daemon left (it was SIGKILLed, or the node
@@ -110,6 +113,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	// With WatchdogSec, systemd restarts a daemon that stops answering:
 	// each ping follows a request answered through its own socket.
 	go s.Notify.RunWatchdog(ctx, func() bool { return s.answers(h.Daemon.Socket) == nil })
+	go s.summarizeRefusalsEvery(ctx, refusalSummaryEvery)
 	s.Log.Info("listening", "socket", h.Daemon.Socket)
 	go func() { <-ctx.Done(); ln.Close() }()
 	for {
@@ -131,6 +135,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	_ = s.Notify.Stopping("stopping jobs")
 	s.wg.Wait()
+	s.summarizeRefusals(context.WithoutCancel(ctx)) // nothing counted goes unrecorded
 	return nil
 }
 
@@ -259,16 +264,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		rep.Error = fmt.Sprintf("unknown operation %q: want run, ps, kill or logs", req.Op)
 	}
 	if rep.Error != "" {
-		log.Info("refused", "reason", rep.Error)
-		if req.Op == OpRun {
-			// A refused run is no job, so the launcher records nothing:
-			// the security team still learns who tried what.
-			f := map[string]any{"uid": id.UID, "reason": rep.Error}
-			if req.Run != nil {
-				f["command"], f["profile"] = req.Run.Command, req.Run.Profile
-			}
-			s.audit(ctx, "", id.Name, audit.Custom{Type: "refused", Fields: f})
-		}
+		s.refused(ctx, id, &req, rep.Error, log)
 	}
 	if err := send(c, rep); err != nil && !errors.Is(err, syscall.EPIPE) {
 		log.Debug("reply", "err", err)
