@@ -49,9 +49,11 @@ type Server struct {
 	holds *allocLedger
 	// refusals rate-limits what refused requests write (refusals.go).
 	refusals *refusalLimiter
-	mu       sync.Mutex
-	jobs     map[string]*liveJob
-	wg       sync.WaitGroup
+	// gate bounds each uid's connections that are not running jobs (gate.go).
+	gate *connGate
+	mu   sync.Mutex
+	jobs map[string]*liveJob
+	wg   sync.WaitGroup
 }
 
 type liveJob struct {
@@ -74,6 +76,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.alloc = NewGPUAllocator()
 	s.holds = newAllocLedger(s.Launcher.Store().List)
 	s.refusals = newRefusalLimiter(time.Now)
+	s.gate = newConnGate()
 	s.jobs = map[string]*liveJob{}
 
 	// Whatever a previous daemon left (it was SIGKILLed, or the node
@@ -126,11 +129,24 @@ func (s *Server) Serve(ctx context.Context) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		uid, err := peerUID(c)
+		if err == nil {
+			err = s.gate.enter(uid)
+		}
+		if err != nil {
+			// Answered and closed at once: no goroutine waits on it.
+			s.refused(ctx, Identity{UID: uid, Name: strconv.Itoa(uid)}, &Request{Op: "connect"}, err.Error(), s.Log.With("uid", uid, "op", "connect"))
+			send(c, Reply{Error: err.Error()})
+			c.Close()
+			continue
+		}
+		release := s.gate.slot(uid)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer c.Close()
-			s.handle(ctx, c)
+			defer release()
+			s.handle(ctx, c, release)
 		}()
 	}
 	_ = s.Notify.Stopping("stopping jobs")
@@ -228,13 +244,17 @@ func Identify(c *net.UnixConn, adminGroups []string) (Identity, error) {
 	return id, nil
 }
 
-func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+// handle answers one connection. admitted releases the connection's place
+// among its uid's pending ones (gate.go); run calls it once the job runs.
+func (s *Server) handle(ctx context.Context, c *net.UnixConn, admitted func()) {
 	h := s.Launcher.Host
 	var req Request
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	files, err := recv(c, &req)
 	if err != nil {
 		return
 	}
+	c.SetReadDeadline(time.Time{}) // a running job's connection stays open
 	defer closeAll(files)
 	id, err := Identify(c, h.Daemon.AdminGroups)
 	if err != nil {
@@ -249,7 +269,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 			rep.Error = "run: want the run arguments and three file descriptors (stdin, stdout, stderr)"
 			break
 		}
-		rep = s.run(ctx, c, id, req.Run, files, log)
+		rep = s.run(ctx, c, id, req.Run, files, admitted, log)
 	case OpPs:
 		rep = s.ps(id, req.All)
 	case OpKill:
@@ -271,7 +291,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	}
 }
 
-func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *RunArgs, files []*os.File, log *slog.Logger) Reply {
+func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *RunArgs, files []*os.File, admitted func(), log *slog.Logger) Reply {
 	t0 := time.Now()
 	l := s.Launcher
 	var avail []int
@@ -428,6 +448,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		}
 	}()
 
+	admitted() // the connection is the job's now
 	s.Metrics.JobState(jobID, caller.Name, metrics.Starting)
 	// The launcher writes the job's audit events (start, violations, kill,
 	// exit); the daemon adds who killed a job and refused requests.
