@@ -134,7 +134,7 @@ func recv(c *net.UnixConn, v any) ([]*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, min(max(n, 1), maxMessage+1))
+	buf := make([]byte, min(max(n, 1), maxMessage)) // a longer one is truncated: refused
 	oob := make([]byte, unix.CmsgSpace(4*8))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {

@@ -136,6 +136,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err != nil {
 			// Answered and closed at once: no goroutine waits on it.
 			s.refused(ctx, Identity{UID: uid, Name: strconv.Itoa(uid)}, &Request{Op: "connect"}, err.Error(), s.Log.With("uid", uid, "op", "connect"))
+			c.SetWriteDeadline(time.Now().Add(time.Second))
 			send(c, Reply{Error: err.Error()})
 			c.Close()
 			continue

@@ -59,6 +59,7 @@ policy:
       max_cpus: 4
       max_memory: 4G
       max_wall_time: 1h
+      max_gpus: 4
 network:
   pool: %s
   upstreams: ["127.0.0.1"]
