@@ -19,7 +19,7 @@ import (
 // A connection whose run was admitted belongs to its job, which the host
 // policy and the allocation bound, and no longer counts.
 const (
-	maxPendingPerUID = 16
+	maxPendingPerUID = 64
 	requestTimeout   = 10 * time.Second
 )
 

@@ -14,7 +14,7 @@ func TestConnGate(t *testing.T) {
 		}
 		rel = append(rel, g.slot(1000))
 	}
-	if err := g.enter(1000); err == nil || !strings.Contains(err.Error(), "uid 1000 has 16 connections to the daemon waiting or being answered (at most 16)") {
+	if err := g.enter(1000); err == nil || !strings.Contains(err.Error(), "uid 1000 has 64 connections to the daemon waiting or being answered (at most 64)") {
 		t.Fatalf("connection %d: %v", maxPendingPerUID+1, err)
 	}
 	if err := g.enter(1001); err != nil {
