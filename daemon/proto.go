@@ -130,9 +130,15 @@ func send(c *net.UnixConn, v any, files ...*os.File) error {
 }
 
 // recv reads one message into v and returns the files that came with it.
-// io.EOF means the peer closed the connection.
+// io.EOF means the peer closed the connection. It waits for the message
+// with a one-byte peek and then allocates what the message needs: an idle
+// connection costs no buffer.
 func recv(c *net.UnixConn, v any) ([]*os.File, error) {
-	buf := make([]byte, maxMessage)
+	n, err := nextLen(c)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, min(max(n, 1), maxMessage)) // a longer one is truncated: refused
 	oob := make([]byte, unix.CmsgSpace(4*8))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -168,6 +174,29 @@ func recv(c *net.UnixConn, v any) ([]*os.File, error) {
 		return nil, fmt.Errorf("bad message: %w", err)
 	}
 	return files, nil
+}
+
+// nextLen waits for the next message and returns its length (SOCK_SEQPACKET
+// reports a whole message's length with MSG_TRUNC); 0 at the peer's close.
+// The connection's read deadline applies.
+func nextLen(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var perr error
+	var one [1]byte
+	if err := raw.Read(func(fd uintptr) bool {
+		n, _, perr = unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_TRUNC)
+		return perr != unix.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
+	if perr != nil {
+		return 0, perr
+	}
+	return n, nil
 }
 
 func closeAll(fs []*os.File) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -45,9 +46,14 @@ type Server struct {
 	Slurm SlurmJobs
 
 	alloc *GPUAllocator
-	mu    sync.Mutex
-	jobs  map[string]*liveJob
-	wg    sync.WaitGroup
+	holds *allocLedger
+	// refusals rate-limits what refused requests write (refusals.go).
+	refusals *refusalLimiter
+	// gate bounds each uid's connections that are not running jobs (gate.go).
+	gate *connGate
+	mu   sync.Mutex
+	jobs map[string]*liveJob
+	wg   sync.WaitGroup
 }
 
 type liveJob struct {
@@ -68,6 +74,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.GPUs = func() ([]int, error) { return sandbox.GPUHost{}.Indices() }
 	}
 	s.alloc = NewGPUAllocator()
+	s.holds = newAllocLedger(s.Launcher.Store().List)
+	s.refusals = newRefusalLimiter(time.Now)
+	s.gate = newConnGate()
 	s.jobs = map[string]*liveJob{}
 
 	// Whatever a previous daemon left (it was SIGKILLed, or the node
@@ -107,6 +116,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	// With WatchdogSec, systemd restarts a daemon that stops answering:
 	// each ping follows a request answered through its own socket.
 	go s.Notify.RunWatchdog(ctx, func() bool { return s.answers(h.Daemon.Socket) == nil })
+	go s.summarizeRefusalsEvery(ctx, refusalSummaryEvery)
 	s.Log.Info("listening", "socket", h.Daemon.Socket)
 	go func() { <-ctx.Done(); ln.Close() }()
 	for {
@@ -119,15 +129,30 @@ func (s *Server) Serve(ctx context.Context) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		uid, err := peerUID(c)
+		if err == nil {
+			err = s.gate.enter(uid)
+		}
+		if err != nil {
+			// Answered and closed at once: no goroutine waits on it.
+			s.refused(ctx, Identity{UID: uid, Name: strconv.Itoa(uid)}, &Request{Op: "connect"}, err.Error(), s.Log.With("uid", uid, "op", "connect"))
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			send(c, Reply{Error: err.Error()})
+			c.Close()
+			continue
+		}
+		release := s.gate.slot(uid)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer c.Close()
-			s.handle(ctx, c)
+			defer release()
+			s.handle(ctx, c, release)
 		}()
 	}
 	_ = s.Notify.Stopping("stopping jobs")
 	s.wg.Wait()
+	s.summarizeRefusals(context.WithoutCancel(ctx)) // nothing counted goes unrecorded
 	return nil
 }
 
@@ -220,13 +245,17 @@ func Identify(c *net.UnixConn, adminGroups []string) (Identity, error) {
 	return id, nil
 }
 
-func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+// handle answers one connection. admitted releases the connection's place
+// among its uid's pending ones (gate.go); run calls it once the job runs.
+func (s *Server) handle(ctx context.Context, c *net.UnixConn, admitted func()) {
 	h := s.Launcher.Host
 	var req Request
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	files, err := recv(c, &req)
 	if err != nil {
 		return
 	}
+	c.SetReadDeadline(time.Time{}) // a running job's connection stays open
 	defer closeAll(files)
 	id, err := Identify(c, h.Daemon.AdminGroups)
 	if err != nil {
@@ -241,7 +270,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 			rep.Error = "run: want the run arguments and three file descriptors (stdin, stdout, stderr)"
 			break
 		}
-		rep = s.run(ctx, c, id, req.Run, files, log)
+		rep = s.run(ctx, c, id, req.Run, files, admitted, log)
 	case OpPs:
 		rep = s.ps(id, req.All)
 	case OpKill:
@@ -256,23 +285,14 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		rep.Error = fmt.Sprintf("unknown operation %q: want run, ps, kill or logs", req.Op)
 	}
 	if rep.Error != "" {
-		log.Info("refused", "reason", rep.Error)
-		if req.Op == OpRun {
-			// A refused run is no job, so the launcher records nothing:
-			// the security team still learns who tried what.
-			f := map[string]any{"uid": id.UID, "reason": rep.Error}
-			if req.Run != nil {
-				f["command"], f["profile"] = req.Run.Command, req.Run.Profile
-			}
-			s.audit(ctx, "", id.Name, audit.Custom{Type: "refused", Fields: f})
-		}
+		s.refused(ctx, id, &req, rep.Error, log)
 	}
 	if err := send(c, rep); err != nil && !errors.Is(err, syscall.EPIPE) {
 		log.Debug("reply", "err", err)
 	}
 }
 
-func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *RunArgs, files []*os.File, log *slog.Logger) Reply {
+func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *RunArgs, files []*os.File, admitted func(), log *slog.Logger) Reply {
 	t0 := time.Now()
 	l := s.Launcher
 	var avail []int
@@ -301,7 +321,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	if sj != nil {
 		var alloc []int
-		if prof, alloc, err = capToJob(prof, sj.job); err != nil {
+		if prof, alloc, err = capToJob(prof, sj.job, taskShare(args.CallerEnv)); err != nil {
 			return Reply{Error: err.Error()}
 		}
 		if !prof.Limits.GPUs.None() {
@@ -321,6 +341,16 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		q := *prof
 		q.Limits.GPUs = configs.GPUSet{Indices: got}
 		prof = &q
+	}
+	var held map[string]string
+	if sj != nil {
+		// The allocation bounds all its runs together, not each alone.
+		h := holdFor(sj.job, prof)
+		if err := s.holds.reserve(jobID, sj.job, h); err != nil {
+			return Reply{Error: err.Error()}
+		}
+		defer s.holds.release(jobID)
+		held = h.extra()
 	}
 
 	caller := launcher.Caller{UID: id.UID, GID: id.GID, Groups: id.Groups, Name: id.Name, Home: id.Home}
@@ -376,6 +406,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	if sj != nil {
 		// The epilog finds (and stops) the job by its Slurm job.
 		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
+		maps.Copy(req.Extra, held)
 		req.Recorded = sj.forged
 		if !req.NetworkOff && len(prof.Network.PeerPorts) > 0 {
 			// The Slurm job is the allocation; its other nodes are peers
@@ -423,6 +454,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		}
 	}()
 
+	admitted() // the connection is the job's now
 	s.Metrics.JobState(jobID, caller.Name, metrics.Starting)
 	// The launcher writes the job's audit events (start, violations, kill,
 	// exit); the daemon adds who killed a job and refused requests.

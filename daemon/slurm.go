@@ -66,17 +66,20 @@ func (s *Server) slurmCaller(ctx context.Context, id Identity, args *RunArgs, no
 }
 
 // capToJob bounds a profile by the job's allocation on this node: CPUs and
-// memory at most the allocation's, GPUs only the allocation's. The caller
-// names GPUs as the job sees them (allocated GPUs renumbered from 0, as
-// under Slurm's own confinement); they are translated to host indices. It
-// returns the capped copy and the GPUs the allocator may hand out.
-func capToJob(p *configs.Profile, ji slurm.JobInfo) (*configs.Profile, []int, error) {
+// memory at most the allocation's divided by share (the step's tasks on
+// this node, taskShare), GPUs only the allocation's. The caller names GPUs
+// as the job sees them (allocated GPUs renumbered from 0, as under Slurm's
+// own confinement); they are translated to host indices. It returns the
+// capped copy and the GPUs the allocator may hand out. What the
+// allocation's other runs hold is the ledger's to count (holds.go).
+func capToJob(p *configs.Profile, ji slurm.JobInfo, share int) (*configs.Profile, []int, error) {
 	q := *p
-	if ji.CPUs > 0 && (q.Limits.CPUs == 0 || q.Limits.CPUs > float64(ji.CPUs)) {
-		q.Limits.CPUs = float64(ji.CPUs)
+	share = max(share, 1)
+	if c := float64(ji.CPUs) / float64(share); ji.CPUs > 0 && (q.Limits.CPUs == 0 || q.Limits.CPUs > c) {
+		q.Limits.CPUs = c
 	}
 	if ji.MemoryMB > 0 {
-		m := configs.ByteSize(ji.MemoryMB << 20)
+		m := configs.ByteSize((ji.MemoryMB << 20) / int64(share))
 		if q.Limits.Memory == 0 || q.Limits.Memory > m {
 			q.Limits.Memory = m
 		}

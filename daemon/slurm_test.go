@@ -124,7 +124,7 @@ func TestCapToJob(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := base
 			p.Limits.GPUs, p.Limits.CPUs = tt.gpus, tt.cpus
-			q, avail, err := capToJob(&p, job7)
+			q, avail, err := capToJob(&p, job7, 1)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrDenied) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -150,7 +150,7 @@ func TestCapToJob(t *testing.T) {
 	// memory (0) leaves the profile's.
 	p := base
 	p.Limits.GPUs = configs.GPUSet{All: true}
-	q, _, err := capToJob(&p, slurm.JobInfo{ID: 3, CPUs: 16})
+	q, _, err := capToJob(&p, slurm.JobInfo{ID: 3, CPUs: 16}, 1)
 	if err != nil || !q.Limits.GPUs.None() || q.Limits.Memory != 4<<30 || q.Limits.CPUs != 8 {
 		t.Errorf("GPU-less, memory-unlimited job: %+v, %v", q.Limits, err)
 	}

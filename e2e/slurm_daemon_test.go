@@ -59,6 +59,7 @@ policy:
       max_cpus: 4
       max_memory: 4G
       max_wall_time: 1h
+      max_gpus: 4
 network:
   pool: %s
   upstreams: ["127.0.0.1"]
@@ -245,6 +246,12 @@ func TestSlurmDaemon(t *testing.T) {
 		rdzv, _ := netguard.AllocationAddr(netip.MustParsePrefix(slurmPool), strconv.FormatUint(id, 10), 1)
 		if strings.Count(got, "allreduce [3.0, 3.0, 3.0, 3.0]") != 2 || !strings.Contains(got, fmt.Sprintf("rank:0 me:%s master:%s", rdzv, rdzv)) || !strings.Contains(got, "rank:1 ") {
 			t.Errorf("the two tasks of Slurm job %d did not train together with rank 0 at %s:\n%s", id, rdzv, got)
+		}
+		// Each task got its share of the allocation (which bounds both together).
+		for _, ev := range auditEvents(t, d.audit, "slurm_job") {
+			if data, _ := ev["data"].(map[string]any); fmt.Sprint(data["slurm_job"]) == strconv.FormatUint(id, 10) && (data["cpus"] != 1.0 || data["memory_bytes"] != float64(900<<20)) {
+				t.Errorf("a task of Slurm job %d (2 tasks, 2 CPUs, 1800M) got %v CPU(s), %v bytes; want its share, 1 CPU and 900 MiB", id, data["cpus"], data["memory_bytes"])
+			}
 		}
 		assertSlurmClean(t, e)
 	})
