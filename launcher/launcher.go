@@ -89,6 +89,9 @@ type Result struct {
 	Suggested []string `json:"suggested_allowlist,omitempty"`
 	// Attestation is the signed provenance of the run (DSSE envelope).
 	Attestation string `json:"attestation,omitempty"`
+	// Notes are what securetrain itself has to say about the run (output
+	// cut, report not written), printed on stderr.
+	Notes []string `json:"notes,omitempty"`
 	// Summary is the short human account printed on stderr.
 	Summary string `json:"-"`
 
