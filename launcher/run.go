@@ -685,8 +685,8 @@ func (l *Launcher) writeResult(pl *plan, res *Result) error {
 // writeReport writes b to p as the user, within d: a FIFO with no reader is
 // refused at once (a non-blocking open), a reader that does not read gets
 // what fits before the deadline, and a file system that hangs is left
-// behind after it. The launcher's caller (the daemon releasing a job's GPUs)
-// waits at most d.
+// behind a second after it. The launcher's caller (the daemon releasing a
+// job's GPUs) waits no longer.
 func writeReport(p string, b []byte, uid, gid int, groups []int, d time.Duration) error {
 	done := make(chan error, 1)
 	go func() {
