@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -99,19 +100,50 @@ head -c 20000000 /dev/zero | tr '\0' x
 	})
 }
 
-// stateGone waits (at most limit) until no job of the harness's state
-// directory is left, and returns when that was.
-func stateGone(t *testing.T, limit time.Duration) time.Time {
+// stateGone waits (at most limit) until no job is left in the state
+// directory state, and returns when that was.
+func stateGone(t *testing.T, state string, limit time.Duration) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(ents) == 0 {
+		if ents, _ := os.ReadDir(filepath.Join(state, "jobs")); len(ents) == 0 {
 			return time.Now()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("the job's state is still there %s later", limit)
+	t.Fatalf("the job's state is still in %s %s later", state, limit)
 	return time.Time{}
+}
+
+// stalledRun starts c (a `securetrain run` of a job that floods its
+// stdout) with a stdout that nobody reads, waits for the job's end (death
+// in deathLog), and returns how long after it the job's state in state was
+// gone and c had exited, and c's exit code.
+func stalledRun(t *testing.T, c *exec.Cmd, deathLog *syncBuffer, death, state string) (held, exit time.Duration, code int) {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close() // never read: the stalled consumer
+	c.Stdout = pw
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	waitFor(t, deathLog, death)
+	killed := time.Now()
+	gone := stateGone(t, state, 60*time.Second)
+	select {
+	case err := <-exited:
+		code, _ = exitCode(err)
+	case <-time.After(30 * time.Second):
+		c.Process.Kill()
+		t.Fatalf("securetrain still runs 30s after the job's state was gone:\n%s", deathLog)
+	}
+	return gone.Sub(killed), time.Since(killed), code
 }
 
 // TestAttackHostStallsStdout: `securetrain run --wall-time 3s -- yes |
@@ -124,36 +156,35 @@ func TestAttackHostStallsStdout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	c := e.cmd(ctx, dir, nil, "run", "--user", jobUser, "--wall-time", "3s", "--", "/usr/bin/yes")
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close() // never read: the stalled consumer
 	errb := &syncBuffer{}
-	c.Stdout, c.Stderr = pw, errb
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- c.Wait() }()
-	waitFor(t, errb, "terminating job")
-	killed := time.Now()
-	gone := stateGone(t, 60*time.Second)
-	var code int
-	select {
-	case err := <-exited:
-		code, _ = exitCode(err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("securetrain still runs 30s after its state was gone:\n%s", errb)
-	}
-	held := gone.Sub(killed)
-	attackFigure(t, "slot_held_after_kill_ms=%d launcher_exit_after_kill_ms=%d", held.Milliseconds(), time.Since(killed).Milliseconds())
+	c.Stderr = errb
+	held, exit, code := stalledRun(t, c, errb, "terminating job", stateDir)
+	attackFigure(t, "slot_held_after_kill_ms=%d launcher_exit_after_kill_ms=%d", held.Milliseconds(), exit.Milliseconds())
 	if code != 124 || !strings.Contains(errb.String(), "output cut") {
 		t.Errorf("want exit 124 and the cut said on stderr: exit %d\n%s", code, errb)
 	}
 	if ps := e.run(t, dir, nil, "ps"); strings.Count(strings.TrimSpace(ps.stdout), "\n") != 0 {
 		t.Errorf("ps still lists the job: %s", ps)
+	}
+}
+
+// TestAttackDaemonStallsStdout: the same through the daemon, as an
+// unprivileged caller whose stdout (passed to the daemon) nobody reads, and
+// a job that floods it and ends (its shell, the sandbox's first process,
+// exits): the daemon's run of the job, and what it releases only after it
+// (GPUs), must end within the output deadline of the job's end.
+func TestAttackDaemonStallsStdout(t *testing.T) {
+	e := daemonSetup(t)
+	d := daemonConfig(t, e)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	c := d.userCmd(t, daemonUser, dir, "run", "--", "/bin/sh", "-c", "yes & sleep 2; echo ending >&2")
+	errb := &syncBuffer{}
+	c.Stderr = errb
+	held, exit, code := stalledRun(t, c, errb, "ending", daemonStateDir)
+	attackFigure(t, "slot_held_after_end_ms=%d daemon_reply_after_end_ms=%d", held.Milliseconds(), exit.Milliseconds())
+	if code != 0 || !strings.Contains(errb.String(), "output cut") {
+		t.Errorf("want exit 0 and the cut said on the caller's stderr: exit %d\n%s", code, errb)
 	}
 }
 
