@@ -9,6 +9,7 @@ const (
 	DefaultPids      = 4096
 	DefaultWallTime  = 24 * time.Hour
 	DefaultScratch   = 4 << 30
+	DefaultHome      = 4 << 30
 	DefaultShm       = 1 << 30
 	DefaultStopGrace = 10 * time.Second
 	DefaultCPUGrace  = 60 * time.Second
@@ -37,6 +38,9 @@ func (p *Profile) SetDefaults() {
 	}
 	if l.Scratch == 0 {
 		l.Scratch = DefaultScratch
+	}
+	if l.Home == 0 {
+		l.Home = DefaultHome
 	}
 	if l.Shm == 0 {
 		l.Shm = DefaultShm

@@ -84,6 +84,9 @@ func checkBounded(t *testing.T, p *Profile) {
 	if l.Scratch < MinScratch || l.Scratch > MaxMemory {
 		bad("limits.scratch", l.Scratch)
 	}
+	if l.Home < MinScratch || l.Home > MaxMemory {
+		bad("limits.home", l.Home)
+	}
 	if l.Shm < MinScratch || l.Shm > l.Memory {
 		bad("limits.shm", l.Shm)
 	}

@@ -27,6 +27,7 @@ func TestDefaultsFilled(t *testing.T) {
 		{"limits.pids", l.Pids, int64(DefaultPids)},
 		{"limits.wall_time", l.WallTime.D(), DefaultWallTime},
 		{"limits.scratch", l.Scratch, ByteSize(DefaultScratch)},
+		{"limits.home", l.Home, ByteSize(DefaultHome)},
 		{"limits.shm", l.Shm, ByteSize(DefaultShm)},
 		{"limits.stop_grace", l.StopGrace.D(), DefaultStopGrace},
 		{"limits.grace.cpus", l.Grace.CPUs.D(), DefaultCPUGrace},

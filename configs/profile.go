@@ -36,7 +36,7 @@ type Profile struct {
 }
 
 // Limits are the job's resource limits. Hard limits (cpus, memory, pids,
-// scratch, shm) go into the OCI spec and the sandbox's cgroup; soft limits
+// scratch, home, shm) go into the OCI spec and the sandbox's cgroup; soft limits
 // (budgets, gpu_memory, sustained overuse) are enforced by the supervisor.
 type Limits struct {
 	CPUs       float64  `yaml:"cpus"`
@@ -44,6 +44,7 @@ type Limits struct {
 	Pids       int64    `yaml:"pids"`
 	WallTime   Duration `yaml:"wall_time"`
 	Scratch    ByteSize `yaml:"scratch"` // in-memory overlay of the root filesystem and /tmp
+	Home       ByteSize `yaml:"home"`    // the job's in-memory $HOME
 	Shm        ByteSize `yaml:"shm"`     // /dev/shm
 	GPUs       GPUSet   `yaml:"gpus"`
 	GPUMemory  ByteSize `yaml:"gpu_memory"`  // per GPU, soft

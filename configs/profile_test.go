@@ -16,7 +16,7 @@ secrets:
 `
 
 const allowedTop = "description, env, gpu, inputs, integrity, limits, name, network, sandbox, secrets, vault, version"
-const allowedLimits = "cpu_seconds, cpus, gpu_memory, gpu_seconds, gpus, grace, memory, pids, scratch, shm, stop_grace, wall_time"
+const allowedLimits = "cpu_seconds, cpus, gpu_memory, gpu_seconds, gpus, grace, home, memory, pids, scratch, shm, stop_grace, wall_time"
 
 const sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -112,6 +112,8 @@ func TestParseProfileErrors(t *testing.T) {
 		{"wall_time too long", "version: 1\nlimits: {wall_time: 721h}\n", "p.yaml:2: limits.wall_time: must be between 1s and 720h, got 721h0m0s"},
 		{"scratch too small", "version: 1\nlimits: {scratch: 1KiB}\n", "p.yaml:2: limits.scratch: must be between 1MiB and 16TiB, got 1KiB"},
 		{"scratch too large", "version: 1\nlimits: {scratch: 17TiB}\n", "p.yaml:2: limits.scratch: must be between 1MiB and 16TiB, got 17TiB"},
+		{"home too small", "version: 1\nlimits: {home: 1KiB}\n", "p.yaml:2: limits.home: must be between 1MiB and 16TiB, got 1KiB"},
+		{"home too large", "version: 1\nlimits: {home: 17TiB}\n", "p.yaml:2: limits.home: must be between 1MiB and 16TiB, got 17TiB"},
 		{"shm above memory", "version: 1\nlimits:\n  memory: 1GiB\n  shm: 2GiB\n", "p.yaml:4: limits.shm: must be between 1MiB and limits.memory (1GiB), got 2GiB"},
 		{"default shm above memory", "version: 1\nlimits:\n  memory: 512MiB\n", "p.yaml:2: limits.shm: must be between 1MiB and limits.memory (512MiB), got 1GiB"},
 		{"shm too small", "version: 1\nlimits: {shm: 1000}\n", "p.yaml:2: limits.shm: must be between 1MiB and limits.memory (8GiB), got 1000"},

@@ -56,6 +56,9 @@ func (p *Profile) Validate() error {
 	if l.Scratch < MinScratch || l.Scratch > MaxMemory {
 		add("limits.scratch", "must be between 1MiB and 16TiB, got %s", l.Scratch)
 	}
+	if l.Home < MinScratch || l.Home > MaxMemory {
+		add("limits.home", "must be between 1MiB and 16TiB, got %s", l.Home)
+	}
 	if l.Shm < MinScratch || l.Shm > l.Memory {
 		add("limits.shm", "must be between 1MiB and limits.memory (%s), got %s", l.Memory, l.Shm)
 	}

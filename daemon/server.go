@@ -483,6 +483,9 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("job %s: teardown: %s", res.ID, oneLine(err.Error())))
 	}
+	for _, n := range res.Notes {
+		notes = append(notes, fmt.Sprintf("job %s: %s", res.ID, n))
+	}
 	switch res.Outcome {
 	case launcher.OutcomeViolation, launcher.OutcomeLimit:
 		notes = append(notes, fmt.Sprintf("job %s killed: %s", res.ID, res.Reason))

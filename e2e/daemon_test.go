@@ -263,13 +263,20 @@ func (d *daemonEnv) userRun(t *testing.T, name, dir string, args ...string) resu
 // userProject makes a code directory owned by name.
 func userProject(t *testing.T, name string) string {
 	t.Helper()
+	return userTempDir(t, name, "/tmp", "st-e2e-dproj-")
+}
+
+// userTempDir makes a directory under parent owned by name, removed at the
+// end of the test.
+func userTempDir(t *testing.T, name, parent, prefix string) string {
+	t.Helper()
 	u, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	dir, err := os.MkdirTemp("/tmp", "st-e2e-dproj-")
+	dir, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

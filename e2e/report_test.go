@@ -15,6 +15,7 @@ type report struct {
 		JobCPUS     float64           `json:"job_cpu_s"`
 		MemPeak     uint64            `json:"mem_peak"`
 		OOMKilled   bool              `json:"oom_killed"`
+		PidsMaxHit  uint64            `json:"pids_max_hit"`
 		GPUs        any               `json:"gpus"`
 		GPUS        *float64          `json:"gpu_s"`
 		EgressBytes map[string]uint64 `json:"egress_bytes"`

@@ -92,6 +92,9 @@ type Result struct {
 	// OutputsSignature is the OMS bundle of the outputs directory
 	// (profile integrity.sign_outputs).
 	OutputsSignature string `json:"outputs_signature,omitempty"`
+	// Notes are what securetrain itself has to say about the run (output
+	// cut, report not written), printed on stderr.
+	Notes []string `json:"notes,omitempty"`
 	// Summary is the short human account printed on stderr.
 	Summary string `json:"-"`
 

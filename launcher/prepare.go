@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/securetrain/securetrain/audit"
@@ -53,7 +54,7 @@ type plan struct {
 	gpus      []int
 	devices   []sandbox.Device
 	gpuLibs   []string
-	masks     []string // host paths of credential files/dirs to cover
+	masks     []string // sandbox paths of credential files/dirs to cover (shown from the same host path)
 	net       *netguard.Config
 	integrity integrityPlan
 	self      string // the securetrain binary, bound in as the entry point when secrets are used
@@ -192,14 +193,7 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 	}
 
 	// Credential masks inside the code directory.
-	for _, name := range append(append([]string(nil), CredentialNames...), p.Sandbox.Mask...) {
-		hp := filepath.Join(code, name)
-		fi, err := os.Lstat(hp)
-		if err != nil || fi.Mode()&fs.ModeSymlink != 0 {
-			continue
-		}
-		pl.masks = append(pl.masks, hp)
-	}
+	pl.masks = credentialMasks(code, append(append([]string(nil), CredentialNames...), p.Sandbox.Mask...))
 
 	env, err := buildEnv(envInput{
 		caller: caller, profile: p.Env, flags: req.Env, path: path,
@@ -231,6 +225,31 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		return nil, err
 	}
 	return pl, nil
+}
+
+// credentialMasks returns the paths to cover for names inside the code
+// directory (code is resolved). A name that is a symlink (~/.aws ->
+// dotfiles/aws, as GNU stow and dotfile managers make them) cannot be
+// covered itself (a mount follows it): what it resolves to is covered
+// instead when that lies inside the code directory, the only user directory
+// the sandbox shows at its own path. A link that leads outside it points,
+// inside the sandbox, at the fresh $HOME, the host's read-only system
+// directories or nothing; one to the code directory itself is not covered
+// (the job's code is there).
+func credentialMasks(code string, names []string) []string {
+	var masks []string
+	for _, name := range names {
+		// Resolved, so that a link anywhere on the way (.config ->
+		// dotfiles/config) is followed too.
+		real, err := filepath.EvalSymlinks(filepath.Join(code, name))
+		if err != nil || !strings.HasPrefix(real, code+"/") {
+			continue
+		}
+		if !slices.Contains(masks, real) {
+			masks = append(masks, real)
+		}
+	}
+	return masks
 }
 
 func (l *Launcher) prepareGPUs(ctx context.Context, pl *plan) error {

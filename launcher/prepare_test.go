@@ -34,7 +34,9 @@ func newPrepTree(t *testing.T) prepTree {
 	write(t, filepath.Join(code, ".netrc"), "machine x password y")
 	write(t, filepath.Join(code, ".config/gcloud/credentials.db"), "KEY")
 	write(t, filepath.Join(code, "secret.pem"), "KEY")
-	link(t, filepath.Join(home, ".docker"), filepath.Join(code, ".docker")) // a link is not masked (it resolves inside the sandbox)
+	link(t, filepath.Join(home, ".docker"), filepath.Join(code, ".docker")) // outside the code dir: the sandbox does not show its target
+	write(t, filepath.Join(code, "dotfiles/kube/config"), "KEY")
+	link(t, "dotfiles/kube", filepath.Join(code, ".kube")) // a stow-style link: what it resolves to is masked
 	write(t, filepath.Join(code, ".venv/pyvenv.cfg"), "home = /usr/bin\n")
 	link(t, "/usr/bin/python3", filepath.Join(code, ".venv/bin/python"))
 	data := filepath.Join(r, "datasets/cifar")
@@ -77,7 +79,7 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("user %+v", pl.user)
 	}
 	wantMasks := []string{filepath.Join(p.code, ".ssh"), filepath.Join(p.code, ".aws"), filepath.Join(p.code, ".netrc"),
-		filepath.Join(p.code, ".config/gcloud"), filepath.Join(p.code, "secret.pem")}
+		filepath.Join(p.code, ".config/gcloud"), filepath.Join(p.code, "dotfiles/kube"), filepath.Join(p.code, "secret.pem")}
 	if !slices.Equal(pl.masks, wantMasks) {
 		t.Errorf("masks\n got %q\nwant %q", pl.masks, wantMasks)
 	}

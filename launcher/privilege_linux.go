@@ -88,7 +88,11 @@ func (l *Launcher) stage(id string, pl *plan, h *Handle, undo *cleanup) error {
 		dataTargets[d.Target] = "--data " + d.Source + " ->"
 	}
 	for _, m := range pl.mounts {
-		if m.Kind != sandbox.Bind || own[[2]string{m.Source, m.Target}] || hostVisible(m.Source) ||
+		// A source under /usr or /opt is staged like any other: the host
+		// root shows those directories, but not at another target, and a
+		// user-writable place there (/usr/local for group staff, a conda
+		// install in /opt) can have a link to /root swapped in.
+		if m.Kind != sandbox.Bind || own[[2]string{m.Source, m.Target}] ||
 			slices.ContainsFunc(items, func(it item) bool { return it.src == m.Source }) {
 			continue
 		}

@@ -17,11 +17,11 @@ import (
 const nobody = 65534
 
 // confineFixture is a code directory and a dataset readable by nobody, and
-// a launcher whose state lives in the test's directory.
-func confineFixture(t *testing.T) (*Launcher, *plan, string, *Handle) {
+// a launcher whose state lives in the test's directory, under parent.
+func confineFixture(t *testing.T, parent string) (*Launcher, *plan, string, *Handle) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	dir, err := os.MkdirTemp("/tmp", "st-confine-") // t.TempDir's parent is 0700
+	dir, err := os.MkdirTemp(parent, "st-confine-") // t.TempDir's parent is 0700
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +55,17 @@ func confineFixture(t *testing.T) (*Launcher, *plan, string, *Handle) {
 
 // TestConfineMountsWhatWasChecked: after the check, swapping the dataset
 // for a symlink to /root changes nothing: the staged mount is the directory
-// that was checked, read-only; teardown removes every staging mount.
+// that was checked, read-only; teardown removes every staging mount. A
+// dataset under /opt (a user-writable place in a host system directory) is
+// staged the same way.
 func TestConfineMountsWhatWasChecked(t *testing.T) {
-	l, pl, data, h := confineFixture(t)
+	for _, parent := range []string{"/tmp", "/opt"} {
+		t.Run(parent, func(t *testing.T) { testConfineMountsWhatWasChecked(t, parent) })
+	}
+}
+
+func testConfineMountsWhatWasChecked(t *testing.T, parent string) {
+	l, pl, data, h := confineFixture(t, parent)
 	var undo cleanup
 	undo.push(h.Remove)
 	defer undo.run()
@@ -122,7 +130,7 @@ func TestConfineRefuses(t *testing.T) {
 		{"report directory", func(pl *plan, _ string) { pl.req.ReportPath = "/root/r.json" }, "--report /root/r.json: user nobody cannot write it"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			l, pl, data, h := confineFixture(t)
+			l, pl, data, h := confineFixture(t, "/tmp")
 			c.mod(pl, data)
 			var undo cleanup
 			undo.push(h.Remove)

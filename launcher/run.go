@@ -74,6 +74,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	res.WallSeconds = res.Ended.Sub(res.Started).Seconds()
 	if err := l.writeResult(pl, res); err != nil {
 		log.Warn("result record", "err", err)
+		res.Notes = append(res.Notes, err.Error())
 	}
 	return res, errors.Join(runErr, tdErr)
 }
@@ -126,22 +127,13 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		return nil, fmt.Errorf("output %s: %w (the job's user %s must be able to create and write it)", pl.outputDir, unwrapFS(err), pl.user.Name)
 	}
 
-	// Per-job data: a fresh writable HOME owned by the user, the log, the result.
+	// Per-job data on the host: the log (capped) and the result. The job's
+	// HOME is not here: it is in memory, bounded by limits.home (homeMount).
 	jobData := filepath.Join(l.Host.DataDir, "jobs", id)
 	if err := os.MkdirAll(filepath.Dir(jobData), 0o711); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(jobData, 0o711); err != nil {
-		return nil, err
-	}
-	home := filepath.Join(jobData, "home")
-	if err := l.record(h, undo, jobstate.Resource{Kind: KindDir, Name: home}); err != nil {
-		return nil, err
-	}
-	if err := os.Mkdir(home, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Chown(home, uid, gid); err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(jobData, "job.log")
@@ -226,7 +218,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	mounts := append([]sandbox.Mount(nil), pl.mounts...)
 	mounts = append(mounts, etc...)
 	mounts = append(mounts,
-		sandbox.Mount{Kind: sandbox.Bind, Source: home, Target: pl.user.Home},
+		homeMount(pl),
 		sandbox.Mount{Kind: sandbox.Bind, Source: pl.codeDir, Target: pl.codeDir, ReadOnly: true},
 		sandbox.Mount{Kind: sandbox.Tmpfs, Target: "/tmp", Size: uint64(prof.Limits.Scratch), Mode: 0o1777},
 	)
@@ -317,23 +309,17 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	cmd := exec.Command(rs.Path, rs.RunArgs(id, bundle, opts)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var copies sync.WaitGroup
+	var output *jobOutput
 	if !req.TTY {
 		cmd.Stdin = req.Stdin
 		if f, ok := req.Stdin.(*os.File); !ok || f == nil {
 			cmd.Stdin = nil
 		}
-		stdout, err := cmd.StdoutPipe()
+		output, cmd.Stdout, cmd.Stderr, err = newJobOutput()
 		if err != nil {
 			return nil, err
 		}
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			return nil, err
-		}
-		copies.Add(2)
-		go tee(req.Stdout, jlog, stdout, &copies)
-		go tee(req.Stderr, jlog, stderr, &copies)
+		undo.push(func() error { output.close(); return nil })
 	} else {
 		cmd.Stdout, cmd.Stderr = req.Stderr, req.Stderr
 	}
@@ -357,12 +343,15 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 			return
 		}
 		startErr <- nil
-		copies.Wait()
+		// The job's end is runsc's exit, never its consumer's reading.
 		exited <- cmd.Wait()
 	}()
 	if err := <-startErr; err != nil {
 		acct.finish(ctx, id, started, time.Now(), ExitRefused, true)
 		return nil, fmt.Errorf("starting runsc: %w", err)
+	}
+	if output != nil {
+		output.start(req.Stdout, req.Stderr, jlog)
 	}
 	_ = h.Update(func(s *JobState) {
 		s.Status = StatusRunning
@@ -407,6 +396,14 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		renewals = grant.Watch(wctx)
 	}
 	waitErr := l.supervise(ctx, id, pl, rs, exited, sigs, netViol, acct.viol, renewals, res)
+	if output != nil && !output.drain(OutputDrain) {
+		// The job is dead; its consumer does not read. Nothing of the
+		// job's (slot, GPUs, address) waits for it.
+		n := fmt.Sprintf("output cut: the job's stdout/stderr were not read within %s of its end; the rest was dropped (securetrain logs %s has what was read)", OutputDrain, id)
+		log.Warn("output cut", "after", OutputDrain)
+		jlog.note("%s", n)
+		res.Notes = append(res.Notes, n)
+	}
 	// After the job's own (a kill names the violation that caused it).
 	for _, v := range pl.req.Recorded {
 		v.Job = id
@@ -441,6 +438,15 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		waitErr = errors.Join(waitErr, err)
 	}
 	return res, waitErr
+}
+
+// homeMount is the job's $HOME: a fresh, empty directory owned by the job's
+// user, in the sandbox's memory and bounded by limits.home, so that filling
+// it (~/.cache, HF_HOME) is ENOSPC for the job and never fills the host's
+// disk. What it holds counts against limits.memory, as /tmp does.
+func homeMount(pl *plan) sandbox.Mount {
+	return sandbox.Mount{Kind: sandbox.Tmpfs, Target: pl.user.Home, Size: uint64(pl.prof.Limits.Home),
+		Mode: 0o700, UID: int(pl.user.UID), GID: int(pl.user.GID)}
 }
 
 // supervise is the job's one select loop: its exit, signals, the wall clock
@@ -672,12 +678,52 @@ func (l *Launcher) writeResult(pl *plan, res *Result) error {
 			rp = filepath.Join(pl.codeDir, rp)
 		}
 		// The report goes where the user asked, written with the user's
-		// own permissions.
-		return asUser(int(pl.user.UID), int(pl.user.GID), pl.req.Caller.Groups, func() error {
-			return os.WriteFile(rp, b, 0o644)
-		})
+		// own permissions, and never waits long on a reader.
+		if err := writeReport(rp, b, int(pl.user.UID), int(pl.user.GID), pl.req.Caller.Groups, OutputDrain); err != nil {
+			return fmt.Errorf("--report %s: %w", pl.req.ReportPath, err)
+		}
 	}
 	return nil
+}
+
+// writeReport writes b to p as the user, within d: a FIFO with no reader is
+// refused at once (a non-blocking open), a reader that does not read gets
+// what fits before the deadline, and a file system that hangs is left
+// behind a second after it. The launcher's caller (the daemon releasing a
+// job's GPUs) waits no longer.
+func writeReport(p string, b []byte, uid, gid int, groups []int, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- asUser(uid, gid, groups, func() error {
+			fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
+			if errors.Is(err, unix.ENXIO) {
+				return errors.New("a FIFO with no reader: not written (the result is in the job's result.json)")
+			}
+			if err != nil {
+				return err
+			}
+			// Non-blocking, so the runtime's poller applies the deadline
+			// to a pipe; a regular file ignores both.
+			f := os.NewFile(uintptr(fd), p)
+			defer f.Close()
+			_ = f.SetWriteDeadline(time.Now().Add(d))
+			if _, err := f.Write(b); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					return fmt.Errorf("its reader did not take the report within %s: cut", d)
+				}
+				return err
+			}
+			return nil
+		})
+	}()
+	t := time.NewTimer(d + time.Second)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("not written within %s: left behind", d)
+	}
 }
 
 func writeOwned(p string, b []byte, uid, gid int) error {

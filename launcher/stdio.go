@@ -5,9 +5,77 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// OutputDrain is how long the job's last output may take to reach the
+// caller's stdout and stderr once the job is dead. A consumer that does not
+// read (`securetrain run ... | sleep 1000`, a stopped pager) cannot hold the
+// job's slot, GPUs or address past it: the copy is cut.
+const OutputDrain = 2 * time.Second
+
+// jobOutput copies the job's stdout and stderr to the caller's streams and
+// the job log. The job writes into pipes of the launcher's own, not ones
+// exec.Cmd owns, so that the job's end (runsc's exit) is seen at once,
+// whether or not its consumer reads.
+type jobOutput struct {
+	writers []*os.File // the job's ends, closed in the launcher once runsc has them
+	readers []*os.File
+	copies  sync.WaitGroup
+}
+
+// newJobOutput makes the two pipes; the job writes to stdout and stderr.
+func newJobOutput() (o *jobOutput, stdout, stderr *os.File, err error) {
+	o = &jobOutput{}
+	for range 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			o.close()
+			return nil, nil, nil, err
+		}
+		o.readers, o.writers = append(o.readers, r), append(o.writers, w)
+	}
+	return o, o.writers[0], o.writers[1], nil
+}
+
+// start copies each pipe to its destination and the log, and closes the
+// launcher's copies of the job's ends (runsc holds its own).
+func (o *jobOutput) start(stdout, stderr, log io.Writer) {
+	for _, w := range o.writers {
+		w.Close()
+	}
+	o.writers = nil
+	o.copies.Add(2)
+	go tee(stdout, log, o.readers[0], &o.copies)
+	go tee(stderr, log, o.readers[1], &o.copies)
+}
+
+// drain waits up to d for the copies to reach the end of the job's output;
+// past it, the rest is cut (the read ends closed) and drain reports false.
+// A copy stuck writing to a consumer that never reads is left behind: it
+// ends when that consumer goes away, and nothing waits for it.
+func (o *jobOutput) drain(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { o.copies.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		o.close()
+		return true
+	case <-t.C:
+		o.close()
+		return false
+	}
+}
+
+func (o *jobOutput) close() {
+	for _, f := range append(o.readers, o.writers...) {
+		f.Close()
+	}
+}
 
 // cappedLog is the job's per-job log: a copy of its stdout and stderr, owned
 // by the job's user, that stops growing at its limit.
@@ -62,20 +130,32 @@ func (c *cappedLog) Close() error {
 	if c == nil || c.f == nil {
 		return nil
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.trunced = true // a copy cut by drain may still be writing
 	return c.f.Close()
 }
 
-// tee copies r to both the caller's stream and the log until EOF.
+// note appends a line from securetrain itself to the log (past its limit
+// too: it is short).
+func (c *cappedLog) note(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(c.f, "\n[securetrain: "+format+"]\n", args...)
+}
+
+// tee copies r to both the log and the caller's stream until EOF (the log
+// first: a caller's stream that blocks must not keep what was read from it).
 func tee(dst io.Writer, log io.Writer, r io.Reader, done *sync.WaitGroup) {
 	defer done.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
+			log.Write(buf[:n])
 			if dst != nil {
 				dst.Write(buf[:n])
 			}
-			log.Write(buf[:n])
 		}
 		if err != nil {
 			return

@@ -7,6 +7,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/internal/testenv"
 )
 
 func TestCappedLog(t *testing.T) {
@@ -96,5 +101,112 @@ func TestTee(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(p); !strings.HasPrefix(string(b), "01234\n[securetrain: log truncated") {
 		t.Errorf("log %q", b)
+	}
+}
+
+// stalledPipe is a pipe whose reader never reads, already full: a write to
+// it blocks, as `securetrain run ... | sleep 1000` does once the pipe fills.
+func stalledPipe(t *testing.T) *os.File {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	w.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+			break
+		}
+	}
+	w.SetWriteDeadline(time.Time{})
+	return w
+}
+
+// TestOutputDrainCutsAStalledConsumer: the job wrote, then died; its
+// consumer never reads. drain gives up at its deadline instead of waiting
+// for the consumer; a consumer that reads gets everything.
+func TestOutputDrainCutsAStalledConsumer(t *testing.T) {
+	log, err := openLog(filepath.Join(t.TempDir(), "job.log"), os.Getuid(), os.Getgid(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	o, stdout, stderr, err := newJobOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(out, errw *os.File) { // the job: some output, then it is gone
+		out.Write([]byte("last words\n"))
+		errw.Write([]byte("err\n"))
+	}
+	job(stdout, stderr)
+	o.start(stalledPipe(t), stalledPipe(t), log)
+	t0 := time.Now()
+	if o.drain(300 * time.Millisecond) {
+		t.Fatal("drain reported the output delivered to a consumer that never reads")
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("drain took %s with a 300ms deadline", d)
+	}
+
+	var out, errb syncBuf
+	o, stdout, stderr, err = newJobOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	job(stdout, stderr)
+	o.start(&out, &errb, log)
+	if !o.drain(5 * time.Second) {
+		t.Fatal("drain cut a consumer that reads")
+	}
+	if out.String() != "last words\n" || errb.String() != "err\n" {
+		t.Errorf("stdout %q stderr %q", out.String(), errb.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestWriteReportNeverWaitsOnAReader: --report to a FIFO with no reader, or
+// to one whose reader does not read, ends within the deadline with a clear
+// error; a plain file is written as the user.
+func TestWriteReportNeverWaitsOnAReader(t *testing.T) {
+	testenv.RequireRoot(t) // asUser changes the thread's file-system identity
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "report.fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("x"), 1<<20) // more than a pipe holds
+	t0 := time.Now()
+	err := writeReport(fifo, big, 0, 0, nil, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "a FIFO with no reader") {
+		t.Errorf("FIFO without a reader: %v", err)
+	}
+	// A reader that never reads.
+	r, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = writeReport(fifo, big, 0, 0, nil, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "did not take the report within 300ms") {
+		t.Errorf("FIFO with a stalled reader: %v", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("writeReport took %s with a 300ms deadline", d)
+	}
+	p := filepath.Join(dir, "report.json")
+	if err := writeReport(p, []byte("{}\n"), 0, 0, nil, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "{}\n" {
+		t.Errorf("report %q", b)
 	}
 }

@@ -126,7 +126,7 @@ print("survived", flush=True)
 	// runsc wait gets the status only while the sandbox lives; an OOM kill
 	// of the sentry can end it first ("exit status is unavailable", -1). The
 	// launcher runs runsc in the foreground, as the sandbox's parent, and
-	// gets 137 (e2e TestMemoryBombEndsAsOOM); here the counters are the point.
+	// gets 137 (e2e TestAttackJobMemoryBalloon); here the counters are the point.
 	if code != 137 && code != -1 {
 		t.Errorf("exit %d, want 137 (or unavailable)", code)
 	}

@@ -131,6 +131,9 @@ func runAction(c *cli.Context) error {
 	if !c.Bool("quiet") && res.Summary != "" {
 		fmt.Fprintln(os.Stderr, res.Summary)
 	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(os.Stderr, "securetrain: job %s: %s\n", res.ID, n)
+	}
 	if c.Bool("learn") {
 		fmt.Fprintf(os.Stderr, "securetrain: --learn: %d destination(s) contacted; to allow them, add to the profile:\nnetwork:\n  mode: sandbox\n  allow:\n", len(res.Suggested))
 		for _, a := range res.Suggested {
