@@ -12,7 +12,10 @@
 package scan
 
 import (
+	"archive/zip"
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -156,6 +159,20 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 	n, _ := r.ReadAt(head, 0)
 	head = head[:n]
 	sr := io.NewSectionReader(r, 0, size)
+	if formats := interpretations(r, size, head); len(formats) > 1 {
+		// Loaders pick by different rules (torch.load: zip header,
+		// then tarfile, then pickle; np.load: zip header, NUMPY magic,
+		// then pickle; zipfile: the directory at the end), so a file
+		// that is two formats is whichever its loader picks. Refuse
+		// it, and show what each reading holds.
+		rep.add(Finding{Verdict: Malformed, Detail: fmt.Sprintf("ambiguous file: it parses as %s (a polyglot); loaders disagree on which it is",
+			strings.Join(formats, " and "))})
+		for _, f := range formats {
+			scanAs(f, r, size, rep)
+		}
+		rep.Format = strings.Join(formats, "+")
+		return
+	}
 	switch {
 	case n == 0:
 		rep.Format = "empty"
@@ -165,6 +182,8 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 	case bytes.HasPrefix(head, []byte("\x93NUMPY")):
 		rep.Format = "npy"
 		scanNpy(sr, size, "", rep)
+	case isTar(head):
+		scanTar(r, size, rep)
 	case n >= 2 && head[0] == 0x80 && head[1] <= 5:
 		rep.Format = scanPickleStream(sr, "", rep)
 	case isSafetensors(head, size):
@@ -188,6 +207,56 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 		}
 		rep.Format = "unknown"
 		rep.add(Finding{Verdict: Malformed, Detail: "not a recognised model format (pickle, PyTorch, NumPy, safetensors)"})
+	}
+}
+
+// interpretations lists the formats the file parses as, each by the rule
+// of the loaders that read it: a zip header at the start (torch.load,
+// np.load) or an end-of-directory record (zipfile), the NUMPY magic, a
+// first block tarfile takes as a header, a safetensors header that is a
+// JSON object, and a first pickle that unpickles to its STOP.
+func interpretations(r io.ReaderAt, size int64, head []byte) []string {
+	var fs []string
+	if bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")) {
+		fs = append(fs, "zip")
+	} else if _, err := zip.NewReader(r, size); err == nil {
+		fs = append(fs, "zip")
+	}
+	if bytes.HasPrefix(head, []byte("\x93NUMPY")) {
+		fs = append(fs, "npy")
+	}
+	if isTar(head) {
+		fs = append(fs, "tar")
+	}
+	if isSafetensors(head, size) {
+		hdr := make([]byte, le64(head[:8]))
+		if _, err := r.ReadAt(hdr, 8); err == nil && json.Valid(hdr) {
+			fs = append(fs, "safetensors")
+		}
+	}
+	if len(head) > 0 && isPickleOpcode(head[0]) {
+		w := &walker{rd: &preader{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10)}, rep: &Report{}}
+		if err := w.walk(); err == nil || errors.Is(err, errStop) {
+			fs = append(fs, "pickle")
+		}
+	}
+	return fs
+}
+
+// scanAs scans the whole file as one format.
+func scanAs(format string, r io.ReaderAt, size int64, rep *Report) {
+	sr := io.NewSectionReader(r, 0, size)
+	switch format {
+	case "zip":
+		scanZip(r, size, rep)
+	case "npy":
+		scanNpy(sr, size, "", rep)
+	case "tar":
+		scanTar(r, size, rep)
+	case "safetensors":
+		scanSafetensors(r, size, rep)
+	case "pickle":
+		scanPickleStream(sr, "", rep)
 	}
 }
 
