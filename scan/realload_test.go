@@ -27,6 +27,9 @@ func TestBypassesRunUnderRealLoaders(t *testing.T) {
 		{"object-field.npy", "import numpy, sys; numpy.load(sys.argv[1], allow_pickle=True)", func(cmd string) []byte {
 			return npyFile("{'descr': [('a', '<i4'), ('b', 'object')], 'fortran_order': False, 'shape': (1,), }", evilPickle(cmd))
 		}},
+		{"zip-upper-case.pt", "import torch, sys; torch.load(sys.argv[1])", func(cmd string) []byte {
+			return torchZipCaseBypass(t, cmd)
+		}},
 		{"legacy-tar-pickle.pt", "import torch, sys; torch.load(sys.argv[1])", func(cmd string) []byte {
 			return legacyTar(map[string][]byte{"pickle": evilPickle(cmd)})
 		}},

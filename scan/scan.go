@@ -235,7 +235,7 @@ func interpretations(r io.ReaderAt, size int64, head []byte) []string {
 		}
 	}
 	if len(head) > 0 && isPickleOpcode(head[0]) {
-		w := &walker{rd: &preader{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10)}, rep: &Report{}}
+		w := &walker{rd: &preader{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), int(min(size, 64<<10)))}, rep: &Report{}}
 		if err := w.walk(); err == nil || errors.Is(err, errStop) {
 			fs = append(fs, "pickle")
 		}

@@ -206,7 +206,7 @@ const (
 // the record count, the records (each a pickle and raw bytes), and for
 // storages a last pickle of storage views.
 func scanLegacyRecords(r io.Reader, size int64, member string, rep *Report, kind legacyRecord) {
-	rd := &preader{r: bufio.NewReaderSize(r, 64<<10)}
+	rd := &preader{r: bufio.NewReaderSize(r, int(min(size, 64<<10)))}
 	bad := func(format string, a ...any) {
 		rep.add(Finding{Verdict: Malformed, Member: member, Detail: fmt.Sprintf(format, a...)})
 	}
