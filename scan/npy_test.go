@@ -13,36 +13,16 @@ import (
 	"strings"
 	"testing"
 
+	mt "github.com/securetrain/securetrain/internal/modeltest"
 	"github.com/securetrain/securetrain/internal/testenv"
 )
-
-// npyFile builds a version 1.0 .npy file from a header dict's text and
-// the bytes that follow it.
-func npyFile(header string, body []byte) []byte {
-	h := []byte(header)
-	pad := 64 - (10+len(h)+1)%64
-	h = append(h, bytes.Repeat([]byte(" "), pad%64)...)
-	h = append(h, '\n')
-	b := append([]byte("\x93NUMPY\x01\x00"), byte(len(h)), byte(len(h)>>8))
-	b = append(b, h...)
-	return append(b, body...)
-}
-
-// evilPickle is what pickle.dumps writes (protocol 2) for an object whose
-// __reduce__ returns (posix.system, (cmd,)).
-func evilPickle(cmd string) []byte {
-	b := []byte("\x80\x02cposix\nsystem\nq\x00X")
-	b = append(b, byte(len(cmd)), byte(len(cmd)>>8), byte(len(cmd)>>16), byte(len(cmd)>>24))
-	b = append(b, cmd...)
-	return append(b, "q\x01\x85q\x02Rq\x03."...)
-}
 
 // TestNpyObjectSpellings is the confirmed bypass and its relatives: every
 // way numpy lets a header say "this dtype holds objects" must lead to the
 // pickle that follows being scanned (the old reader only knew "O" as the
 // first letter of a string descr).
 func TestNpyObjectSpellings(t *testing.T) {
-	evil := evilPickle("touch /tmp/pwned")
+	evil := mt.EvilPickle("touch /tmp/pwned")
 	for _, descr := range []string{
 		`'O'`, `'|O'`, `'<O'`, `'O8'`, `'O4'`, `'object'`, `'object_'`, `'object0'`, `'O 8'`, `'O+8'`,
 		`[('a', '<i4'), ('b', 'object')]`, // the confirmed np.save bypass: the field spelled 'object'
@@ -54,7 +34,7 @@ func TestNpyObjectSpellings(t *testing.T) {
 		`'obj' 'ect'`, `'\x4f'`, `u'O'`, `r'O'`, `('O')`, `"""O"""`,
 	} {
 		hdr := "{'descr': " + descr + ", 'fortran_order': False, 'shape': (1,), }"
-		r := ScanBytes("x.npy", npyFile(hdr, evil))
+		r := ScanBytes("x.npy", mt.NpyFile(hdr, evil))
 		if r.Verdict != Dangerous {
 			t.Errorf("descr %s: %v %v, want dangerous", descr, r.Verdict, r.Findings)
 		}
@@ -72,7 +52,7 @@ func TestNpyHeadersNumpyRefuses(t *testing.T) {
 		"{'descr': b'O', 'fortran_order': False, 'shape': (1,), }",
 		"{'descr': 'O', 'fortran_order': False, 'shape': ('1',), }",
 	} {
-		r := ScanBytes("x.npy", npyFile(hdr, evilPickle("x")))
+		r := ScanBytes("x.npy", mt.NpyFile(hdr, mt.EvilPickle("x")))
 		if r.Verdict != Malformed {
 			t.Errorf("%s: %v %v, want malformed", hdr, r.Verdict, r.Findings)
 		}
@@ -214,7 +194,7 @@ func FuzzNpyHeader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseNpyHeader(b, 1)
-		r := ScanBytes("f.npy", npyFile(string(b), evilPickle("x")))
+		r := ScanBytes("f.npy", mt.NpyFile(string(b), mt.EvilPickle("x")))
 		switch {
 		case err != nil && r.Verdict != Malformed:
 			t.Fatalf("refused header judged %v", r.Verdict)

@@ -4,38 +4,29 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	mt "github.com/securetrain/securetrain/internal/modeltest"
 )
 
-var safeDataPkl = []byte("\x80\x02}q\x00X\x01\x00\x00\x00aK\x01s.") // {'a': 1}
-
-// torchZipCaseBypass holds archive/DATA.PKL (the payload) before
-// archive/data.pkl (harmless): PyTorch's miniz lookup of "data.pkl"
-// ignores case and takes the first match, the old scanner only read
-// members ending in lower-case ".pkl".
-func torchZipCaseBypass(t *testing.T, cmd string) []byte {
-	return zipOf(t, map[string][]byte{"archive/DATA.PKL": evilPickle(cmd), "archive/data.pkl": safeDataPkl, "archive/version": []byte("3\n")},
-		"archive/DATA.PKL", "archive/data.pkl", "archive/version")
-}
-
 func TestTorchZipLookup(t *testing.T) {
-	r := ScanBytes("m.pt", torchZipCaseBypass(t, "touch /tmp/pwned"))
+	r := ScanBytes("m.pt", mt.TorchZipCaseBypass("touch /tmp/pwned"))
 	if r.Verdict != Dangerous || !hasFinding(r, Dangerous, "archive/DATA.PKL") {
 		t.Fatalf("upper-case DATA.PKL: %v %v", r.Verdict, r.Findings)
 	}
 	// Names PyTorch cannot tell apart are refused even when harmless.
-	b := zipOf(t, map[string][]byte{"archive/Data.pkl": safeDataPkl, "archive/data.pkl": safeDataPkl, "archive/version": []byte("3\n")},
+	b := mt.Zip(map[string][]byte{"archive/Data.pkl": mt.SafeDataPkl, "archive/data.pkl": mt.SafeDataPkl, "archive/version": []byte("3\n")},
 		"archive/Data.pkl", "archive/data.pkl", "archive/version")
 	if r := ScanBytes("m.pt", b); r.Verdict != Malformed || !strings.Contains(r.Summary(), "twice") {
 		t.Fatalf("names equal but for case: %v %v", r.Verdict, r.Findings)
 	}
 	// Any pickle member, in any directory, is scanned.
-	b = zipOf(t, map[string][]byte{"archive/data.pkl": safeDataPkl, "archive/extra/constants.pkl": evilPickle("x"), "archive/version": []byte("3\n")},
+	b = mt.Zip(map[string][]byte{"archive/data.pkl": mt.SafeDataPkl, "archive/extra/constants.pkl": mt.EvilPickle("x"), "archive/version": []byte("3\n")},
 		"archive/data.pkl", "archive/extra/constants.pkl", "archive/version")
 	if r := ScanBytes("m.pt", b); r.Verdict != Dangerous {
 		t.Fatalf("second pickle member: %v %v", r.Verdict, r.Findings)
 	}
 	// An .npy member of a torch zip is read by np.load as an .npz.
-	b = zipOf(t, map[string][]byte{"archive/data.pkl": safeDataPkl, "archive/x.npy": npyFile("{'descr': 'object', 'fortran_order': False, 'shape': (1,), }", evilPickle("x")), "archive/version": []byte("3\n")},
+	b = mt.Zip(map[string][]byte{"archive/data.pkl": mt.SafeDataPkl, "archive/x.npy": mt.NpyFile("{'descr': 'object', 'fortran_order': False, 'shape': (1,), }", mt.EvilPickle("x")), "archive/version": []byte("3\n")},
 		"archive/data.pkl", "archive/x.npy", "archive/version")
 	if r := ScanBytes("m.pt", b); r.Verdict != Dangerous {
 		t.Fatalf("npy member of a torch zip: %v %v", r.Verdict, r.Findings)
@@ -43,7 +34,7 @@ func TestTorchZipLookup(t *testing.T) {
 }
 
 func TestZipLocalHeaderDisagrees(t *testing.T) {
-	good := zipOf(t, map[string][]byte{"archive/data.pkl": safeDataPkl, "archive/version": []byte("3\n")}, "archive/data.pkl", "archive/version")
+	good := mt.Zip(map[string][]byte{"archive/data.pkl": mt.SafeDataPkl, "archive/version": []byte("3\n")}, "archive/data.pkl", "archive/version")
 	if r := ScanBytes("m.pt", good); r.Verdict != Safe {
 		t.Fatalf("control: %v %v", r.Verdict, r.Findings)
 	}
