@@ -90,6 +90,7 @@ type Report struct {
 	Verdict  Verdict   `json:"verdict"`
 	Findings []Finding `json:"findings,omitempty"`
 	Imports  []string  `json:"imports,omitempty"` // every module.name imported, sorted
+	Formats  []string  `json:"formats,omitempty"` // every format the file parses as, when it is more than one (refused)
 }
 
 func (r *Report) add(f Finding) {
@@ -109,14 +110,27 @@ func (r *Report) addImport(s string) {
 	r.Imports[i] = s
 }
 
-// Summary is one line for a person.
+// Summary is one line for a person. For a file that is two formats at
+// once it starts with that, whatever else was found.
 func (r *Report) Summary() string {
+	s := r.Verdict.String()
 	for _, f := range r.Findings {
 		if f.Verdict == r.Verdict {
-			return f.String()
+			s = f.String()
+			break
 		}
 	}
-	return r.Verdict.String()
+	if amb := ambiguity(r.Formats); amb != "" && !strings.Contains(s, amb) {
+		s = amb + "; " + s
+	}
+	return s
+}
+
+func ambiguity(formats []string) string {
+	if len(formats) < 2 {
+		return ""
+	}
+	return "ambiguous file: it parses as " + strings.Join(formats, " and ")
 }
 
 // ErrNotRegular is returned for a path that is not a regular file.
@@ -165,8 +179,8 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 		// then pickle; zipfile: the directory at the end), so a file
 		// that is two formats is whichever its loader picks. Refuse
 		// it, and show what each reading holds.
-		rep.add(Finding{Verdict: Malformed, Detail: fmt.Sprintf("ambiguous file: it parses as %s (a polyglot); loaders disagree on which it is",
-			strings.Join(formats, " and "))})
+		rep.Formats = formats
+		rep.add(Finding{Verdict: Malformed, Detail: ambiguity(formats) + " (a polyglot); loaders disagree on which it is"})
 		for _, f := range formats {
 			scanAs(f, r, size, rep)
 		}
