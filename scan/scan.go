@@ -1,8 +1,12 @@
 // Package scan reads model files without executing them and says whether
 // loading them could run code. The parser is chosen by the file's content
 // (magic bytes), never its name: Python pickles (protocols 0 to 5), PyTorch
-// checkpoints (zip archives with data.pkl, and the legacy pickle sequence),
-// NumPy .npy/.npz (object arrays hold pickles) and safetensors headers.
+// checkpoints (zip archives with data.pkl, the legacy pickle sequence and
+// the legacy tar archive), NumPy .npy/.npz (object arrays hold pickles) and
+// safetensors headers. Each is read the way its loader reads it
+// (numpy.lib.format's header rules, PyTorch's case-insensitive zip lookup,
+// Python's tarfile), and a file that parses as two formats at once is
+// refused as ambiguous: loaders choose between them by different rules.
 //
 // A pickle that imports anything outside an allowlist of what tensor
 // checkpoints need is Dangerous; a file that cannot be read is Malformed; a
@@ -248,7 +252,10 @@ func interpretations(r io.ReaderAt, size int64, head []byte) []string {
 			fs = append(fs, "safetensors")
 		}
 	}
-	if len(head) > 0 && isPickleOpcode(head[0]) {
+	// The pickle reading matters only beside another one (a single
+	// format is scanned as itself below): skip the walk otherwise, so a
+	// large pickle is read once.
+	if len(fs) > 0 && len(head) > 0 && isPickleOpcode(head[0]) {
 		w := &walker{rd: &preader{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), int(min(size, 64<<10)))}, rep: &Report{}}
 		if err := w.walk(); err == nil || errors.Is(err, errStop) {
 			fs = append(fs, "pickle")
