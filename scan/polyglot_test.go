@@ -145,3 +145,17 @@ func TestLegacyPickleSequence(t *testing.T) {
 		}
 	}
 }
+
+// TestPolyglotZipThatIsAPickle: a torch zip whose first member's name
+// ends its local header's PERSID line and then reads as NONE, STOP: an
+// unpickler with a persistent_load (torch's own) reads it as a pickle.
+func TestPolyglotZipThatIsAPickle(t *testing.T) {
+	b := mt.Zip(map[string][]byte{"archive/\nN.": nil, "archive/data.pkl": mt.SafeDataPkl, "archive/version": []byte("3\n")},
+		"archive/\nN.", "archive/data.pkl", "archive/version")
+	if i := bytes.IndexByte(b, '\n'); i != 30+len("archive/") {
+		t.Skipf("the local header holds a newline at %d: no pickle reading", i)
+	}
+	if r := ScanBytes("m.pt", b); r.Verdict == Safe || !isAmbiguous(r, "zip", "pickle") {
+		t.Fatalf("zip+pickle: %v %s %v", r.Verdict, r.Format, r.Findings)
+	}
+}
