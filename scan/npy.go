@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxNpyHeader is far above what numpy writes (it refuses more than 10000
@@ -44,6 +45,10 @@ func scanNpy(r io.Reader, size int64, member string, rep *Report) {
 		bad("unknown format version %d.%d", pre[6], pre[7])
 		return
 	}
+	if pre[7] != 0 {
+		bad("unknown format version %d.%d", pre[6], pre[7])
+		return
+	}
 	if hlen > maxNpyHeader {
 		bad("header of %d bytes (limit %d)", hlen, maxNpyHeader)
 		return
@@ -53,37 +58,20 @@ func scanNpy(r io.Reader, size int64, member string, rep *Report) {
 		bad("truncated header")
 		return
 	}
-	v, err := parsePyLiteral(string(hdr))
+	h, err := parseNpyHeader(hdr, pre[6])
 	if err != nil {
-		bad("header: %v", err)
+		bad("%v", err)
 		return
 	}
-	d, ok := v.(map[string]any)
-	if !ok || len(d) != 3 {
-		bad("header must be a dict with descr, fortran_order and shape")
-		return
-	}
-	descr, okd := d["descr"]
-	_, okf := d["fortran_order"].(bool)
-	shape, oks := d["shape"].(pyTuple)
-	if !okd || !okf || !oks {
-		bad("header must be a dict with descr, fortran_order and shape")
-		return
-	}
-	obj, err := descrHasObject(descr)
-	if err != nil {
-		bad("descr: %v", err)
-		return
-	}
-	if obj {
+	if h.obj {
 		// np.load(allow_pickle=True) unpickles the rest of the file.
 		scanPickleStream(r, member, rep)
 		return
 	}
+	shape, descr := h.shape, h.descr
 	n := uint64(1)
-	for _, s := range shape {
-		x, ok := s.(int64)
-		if !ok || x < 0 {
+	for _, x := range shape {
+		if x < 0 {
 			bad("shape %v", shape)
 			return
 		}
@@ -95,9 +83,8 @@ func scanNpy(r io.Reader, size int64, member string, rep *Report) {
 		n = lo
 	}
 	if s, ok := descr.(string); ok {
-		item, err := itemSize(s)
-		if err != nil {
-			bad("descr %q: %v", s, err)
+		item, ok := itemSize(s)
+		if !ok {
 			return
 		}
 		hi, need := bits.Mul64(n, item)
@@ -111,197 +98,75 @@ func scanNpy(r io.Reader, size int64, member string, rep *Report) {
 	}
 }
 
-// descrHasObject reports whether a dtype description contains the object
-// type, whose values are pickled.
-func descrHasObject(d any) (bool, error) {
-	switch t := d.(type) {
-	case string:
-		s := strings.TrimLeft(t, "<>|=")
-		return strings.HasPrefix(s, "O"), nil
-	case pyList:
-		for _, f := range t {
-			ft, ok := f.(pyTuple)
-			if !ok || len(ft) < 2 || len(ft) > 3 {
-				return false, fmt.Errorf("field %v", f)
-			}
-			o, err := descrHasObject(ft[1])
-			if err != nil || o {
-				return o, err
-			}
-		}
-		return false, nil
-	}
-	return false, fmt.Errorf("unexpected %T", d)
+type npyHeader struct {
+	descr any
+	shape []int64
+	obj   bool // the array holds Python objects: a pickle follows
 }
 
-func itemSize(s string) (uint64, error) {
-	s = strings.TrimLeft(s, "<>|=")
-	if s == "" {
-		return 0, fmt.Errorf("empty")
+// parseNpyHeader reads a header the way numpy.lib.format's
+// _read_array_header does: a Python literal dict of exactly descr,
+// fortran_order (a bool) and shape (a tuple of ints), and the dtype
+// descr_to_dtype makes of descr.
+func parseNpyHeader(hdr []byte, version byte) (*npyHeader, error) {
+	text := string(hdr)
+	if version < 3 {
+		// Versions 1.0 and 2.0 are latin-1, 3.0 is UTF-8.
+		text = latin1(hdr)
+	} else if !utf8.ValidString(text) {
+		return nil, fmt.Errorf("version 3.0 header is not UTF-8")
 	}
-	kind := s[0]
-	num := s[1:]
-	if i := strings.IndexByte(num, '['); i >= 0 {
-		num = num[:i]
-	}
-	n, err := strconv.ParseUint(num, 10, 32)
+	v, err := parsePyLiteral(text)
 	if err != nil {
-		return 0, fmt.Errorf("no item size")
+		return nil, fmt.Errorf("header: %w", err)
 	}
-	if kind == 'U' {
+	d, ok := v.(pyDict)
+	descr, okd := d.get("descr")
+	fo, _ := d.get("fortran_order")
+	_, okf := fo.(bool)
+	sh, _ := d.get("shape")
+	shape, oks := sh.(pyTuple)
+	if !ok || len(d.keys) != 3 || !okd || !okf || !oks {
+		return nil, fmt.Errorf("header must be a dict of exactly descr, fortran_order (a bool) and shape (a tuple)")
+	}
+	h := &npyHeader{descr: descr}
+	for _, s := range shape {
+		switch x := s.(type) {
+		case int64:
+			h.shape = append(h.shape, x)
+		case bool: // Python's bool is an int: numpy accepts (True,)
+			h.shape = append(h.shape, map[bool]int64{false: 0, true: 1}[x])
+		default:
+			return nil, fmt.Errorf("shape %v is not a tuple of ints", shape)
+		}
+	}
+	if h.obj, err = descrHasObject(descr); err != nil {
+		return nil, fmt.Errorf("descr %v: %w", descr, err)
+	}
+	return h, nil
+}
+
+// itemSize is the size of a plain "<kind><size>" dtype string (the form
+// np.save writes for unstructured arrays); ok is false for anything else.
+func itemSize(s string) (uint64, bool) {
+	s = strings.TrimLeft(s, "<>|=")
+	if len(s) < 2 || strings.IndexByte("biufcSUVa", s[0]) < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s[1:], 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	if s[0] == 'U' {
 		n *= 4
 	}
-	return n, nil
+	return n, true
 }
 
-type pyTuple []any
-type pyList []any
-
-// parsePyLiteral parses the subset of Python literals numpy writes in .npy
-// headers: dicts, tuples, lists, strings, integers, True/False/None.
-func parsePyLiteral(s string) (any, error) {
-	p := &litParser{s: s}
-	v, err := p.value(0)
-	if err != nil {
-		return nil, err
+func latin1(b []byte) string {
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = rune(c)
 	}
-	p.ws()
-	if p.i != len(p.s) {
-		return nil, fmt.Errorf("trailing text at %d", p.i)
-	}
-	return v, nil
-}
-
-type litParser struct {
-	s string
-	i int
-}
-
-func (p *litParser) ws() {
-	for p.i < len(p.s) && strings.IndexByte(" \t\n\r", p.s[p.i]) >= 0 {
-		p.i++
-	}
-}
-
-func (p *litParser) value(depth int) (any, error) {
-	if depth > 32 {
-		return nil, fmt.Errorf("nested too deep")
-	}
-	p.ws()
-	if p.i >= len(p.s) {
-		return nil, fmt.Errorf("unexpected end")
-	}
-	switch c := p.s[p.i]; {
-	case c == '{':
-		p.i++
-		m := map[string]any{}
-		for {
-			p.ws()
-			if p.i < len(p.s) && p.s[p.i] == '}' {
-				p.i++
-				return m, nil
-			}
-			k, err := p.value(depth + 1)
-			if err != nil {
-				return nil, err
-			}
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("dict key %v is not a string", k)
-			}
-			p.ws()
-			if p.i >= len(p.s) || p.s[p.i] != ':' {
-				return nil, fmt.Errorf("missing ':' at %d", p.i)
-			}
-			p.i++
-			v, err := p.value(depth + 1)
-			if err != nil {
-				return nil, err
-			}
-			if _, dup := m[ks]; dup {
-				return nil, fmt.Errorf("duplicate key %q", ks)
-			}
-			m[ks] = v
-			if err := p.sep('}'); err != nil {
-				return nil, err
-			}
-		}
-	case c == '(' || c == '[':
-		end := byte(')')
-		if c == '[' {
-			end = ']'
-		}
-		p.i++
-		var items []any
-		for {
-			p.ws()
-			if p.i < len(p.s) && p.s[p.i] == end {
-				p.i++
-				if end == ']' {
-					return pyList(items), nil
-				}
-				return pyTuple(items), nil
-			}
-			v, err := p.value(depth + 1)
-			if err != nil {
-				return nil, err
-			}
-			items = append(items, v)
-			if err := p.sep(end); err != nil {
-				return nil, err
-			}
-		}
-	case c == '\'' || c == '"':
-		j := strings.IndexByte(p.s[p.i+1:], c)
-		if j < 0 {
-			return nil, fmt.Errorf("unterminated string")
-		}
-		v := p.s[p.i+1 : p.i+1+j]
-		if strings.ContainsRune(v, '\\') {
-			return nil, fmt.Errorf("escapes in header strings are not supported")
-		}
-		p.i += j + 2
-		return v, nil
-	case c == '-' || c >= '0' && c <= '9':
-		j := p.i + 1
-		for j < len(p.s) && p.s[j] >= '0' && p.s[j] <= '9' {
-			j++
-		}
-		n, err := strconv.ParseInt(strings.TrimSuffix(p.s[p.i:j], "L"), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("integer %q", p.s[p.i:j])
-		}
-		p.i = j
-		if p.i < len(p.s) && p.s[p.i] == 'L' {
-			p.i++
-		}
-		return n, nil
-	default:
-		for _, w := range []struct {
-			s string
-			v any
-		}{{"True", true}, {"False", false}, {"None", nil}} {
-			if strings.HasPrefix(p.s[p.i:], w.s) {
-				p.i += len(w.s)
-				return w.v, nil
-			}
-		}
-		return nil, fmt.Errorf("unexpected %q at %d", c, p.i)
-	}
-}
-
-// sep consumes ',' or peeks the closing byte.
-func (p *litParser) sep(end byte) error {
-	p.ws()
-	if p.i >= len(p.s) {
-		return fmt.Errorf("unexpected end")
-	}
-	switch p.s[p.i] {
-	case ',':
-		p.i++
-		return nil
-	case end:
-		return nil
-	}
-	return fmt.Errorf("unexpected %q at %d", p.s[p.i], p.i)
+	return string(r)
 }

@@ -31,11 +31,13 @@ const (
 	vOther  vkind = iota // any value whose content does not matter
 	vStr                 // a str whose exact value we know
 	vGlobal              // the result of an import
+	vInt                 // an int whose value we know
 )
 
 type val struct {
 	k vkind
 	s string
+	n int64
 }
 
 // preader reads a pickle stream and counts the offset.
@@ -136,6 +138,9 @@ type walker struct {
 	stack  []val
 	meta   [][]val
 	memo   map[int64]val
+
+	result  val      // what STOP returned
+	imports []string // module.name of every import, in order
 }
 
 func (w *walker) malformed(off int64, format string, a ...any) error {
@@ -173,6 +178,7 @@ func (w *walker) popMark(off int64, op string) ([]val, error) {
 func (w *walker) importGlobal(off int64, op, module, name string) error {
 	full := module + "." + name
 	w.rep.addImport(full)
+	w.imports = append(w.imports, full)
 	if why := unsupportedModule(module); why != "" {
 		w.rep.add(Finding{Verdict: Unsupported, Member: w.member, Offset: w.base + off, Opcode: op, Import: full, Detail: why})
 		return errStop
@@ -265,9 +271,11 @@ func (w *walker) walk() error {
 			w.meta = append(w.meta, w.stack)
 			w.stack = nil
 		case '.': // STOP
-			if _, err := w.pop(off, "STOP"); err != nil {
+			v, err := w.pop(off, "STOP")
+			if err != nil {
 				return err
 			}
+			w.result = v
 			return nil
 		case '0': // POP
 			if len(w.stack) > 0 {
@@ -295,20 +303,23 @@ func (w *walker) walk() error {
 			}
 			w.push(val{})
 		case 'J': // BININT
-			if _, err := rd.full(4); err != nil {
+			n, err := rd.uint(4)
+			if err != nil {
 				return err
 			}
-			w.push(val{})
+			w.push(val{k: vInt, n: int64(int32(n))})
 		case 'K': // BININT1
-			if _, err := rd.full(1); err != nil {
+			n, err := rd.uint(1)
+			if err != nil {
 				return err
 			}
-			w.push(val{})
+			w.push(val{k: vInt, n: int64(n)})
 		case 'M': // BININT2
-			if _, err := rd.full(2); err != nil {
+			n, err := rd.uint(2)
+			if err != nil {
 				return err
 			}
-			w.push(val{})
+			w.push(val{k: vInt, n: int64(n)})
 		case 'G': // BINFLOAT
 			if _, err := rd.full(8); err != nil {
 				return err

@@ -1,8 +1,12 @@
 // Package scan reads model files without executing them and says whether
 // loading them could run code. The parser is chosen by the file's content
 // (magic bytes), never its name: Python pickles (protocols 0 to 5), PyTorch
-// checkpoints (zip archives with data.pkl, and the legacy pickle sequence),
-// NumPy .npy/.npz (object arrays hold pickles) and safetensors headers.
+// checkpoints (zip archives with data.pkl, the legacy pickle sequence and
+// the legacy tar archive), NumPy .npy/.npz (object arrays hold pickles) and
+// safetensors headers. Each is read the way its loader reads it
+// (numpy.lib.format's header rules, PyTorch's case-insensitive zip lookup,
+// Python's tarfile), and a file that parses as two formats at once is
+// refused as ambiguous: loaders choose between them by different rules.
 //
 // A pickle that imports anything outside an allowlist of what tensor
 // checkpoints need is Dangerous; a file that cannot be read is Malformed; a
@@ -12,7 +16,10 @@
 package scan
 
 import (
+	"archive/zip"
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +94,7 @@ type Report struct {
 	Verdict  Verdict   `json:"verdict"`
 	Findings []Finding `json:"findings,omitempty"`
 	Imports  []string  `json:"imports,omitempty"` // every module.name imported, sorted
+	Formats  []string  `json:"formats,omitempty"` // every format the file parses as, when it is more than one (refused)
 }
 
 func (r *Report) add(f Finding) {
@@ -106,14 +114,27 @@ func (r *Report) addImport(s string) {
 	r.Imports[i] = s
 }
 
-// Summary is one line for a person.
+// Summary is one line for a person. For a file that is two formats at
+// once it starts with that, whatever else was found.
 func (r *Report) Summary() string {
+	s := r.Verdict.String()
 	for _, f := range r.Findings {
 		if f.Verdict == r.Verdict {
-			return f.String()
+			s = f.String()
+			break
 		}
 	}
-	return r.Verdict.String()
+	if amb := ambiguity(r.Formats); amb != "" && !strings.Contains(s, amb) {
+		s = amb + "; " + s
+	}
+	return s
+}
+
+func ambiguity(formats []string) string {
+	if len(formats) < 2 {
+		return ""
+	}
+	return "ambiguous file: it parses as " + strings.Join(formats, " and ")
 }
 
 // ErrNotRegular is returned for a path that is not a regular file.
@@ -156,6 +177,20 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 	n, _ := r.ReadAt(head, 0)
 	head = head[:n]
 	sr := io.NewSectionReader(r, 0, size)
+	if formats := interpretations(r, size, head); len(formats) > 1 {
+		// Loaders pick by different rules (torch.load: zip header,
+		// then tarfile, then pickle; np.load: zip header, NUMPY magic,
+		// then pickle; zipfile: the directory at the end), so a file
+		// that is two formats is whichever its loader picks. Refuse
+		// it, and show what each reading holds.
+		rep.Formats = formats
+		rep.add(Finding{Verdict: Malformed, Detail: ambiguity(formats) + " (a polyglot); loaders disagree on which it is"})
+		for _, f := range formats {
+			scanAs(f, r, size, rep)
+		}
+		rep.Format = strings.Join(formats, "+")
+		return
+	}
 	switch {
 	case n == 0:
 		rep.Format = "empty"
@@ -165,6 +200,8 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 	case bytes.HasPrefix(head, []byte("\x93NUMPY")):
 		rep.Format = "npy"
 		scanNpy(sr, size, "", rep)
+	case isTar(head):
+		scanTar(r, size, rep)
 	case n >= 2 && head[0] == 0x80 && head[1] <= 5:
 		rep.Format = scanPickleStream(sr, "", rep)
 	case isSafetensors(head, size):
@@ -188,6 +225,59 @@ func ScanReaderAt(r io.ReaderAt, size int64, rep *Report) {
 		}
 		rep.Format = "unknown"
 		rep.add(Finding{Verdict: Malformed, Detail: "not a recognised model format (pickle, PyTorch, NumPy, safetensors)"})
+	}
+}
+
+// interpretations lists the formats the file parses as, each by the rule
+// of the loaders that read it: a zip header at the start (torch.load,
+// np.load) or an end-of-directory record (zipfile), the NUMPY magic, a
+// first block tarfile takes as a header, a safetensors header that is a
+// JSON object, and a first pickle that unpickles to its STOP.
+func interpretations(r io.ReaderAt, size int64, head []byte) []string {
+	var fs []string
+	if bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")) {
+		fs = append(fs, "zip")
+	} else if _, err := zip.NewReader(r, size); err == nil {
+		fs = append(fs, "zip")
+	}
+	if bytes.HasPrefix(head, []byte("\x93NUMPY")) {
+		fs = append(fs, "npy")
+	}
+	if isTar(head) {
+		fs = append(fs, "tar")
+	}
+	if isSafetensors(head, size) {
+		hdr := make([]byte, le64(head[:8]))
+		if _, err := r.ReadAt(hdr, 8); err == nil && json.Valid(hdr) {
+			fs = append(fs, "safetensors")
+		}
+	}
+	// The pickle reading matters only beside another one (a single
+	// format is scanned as itself below): skip the walk otherwise, so a
+	// large pickle is read once.
+	if len(fs) > 0 && len(head) > 0 && isPickleOpcode(head[0]) {
+		w := &walker{rd: &preader{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), int(min(size, 64<<10)))}, rep: &Report{}}
+		if err := w.walk(); err == nil || errors.Is(err, errStop) {
+			fs = append(fs, "pickle")
+		}
+	}
+	return fs
+}
+
+// scanAs scans the whole file as one format.
+func scanAs(format string, r io.ReaderAt, size int64, rep *Report) {
+	sr := io.NewSectionReader(r, 0, size)
+	switch format {
+	case "zip":
+		scanZip(r, size, rep)
+	case "npy":
+		scanNpy(sr, size, "", rep)
+	case "tar":
+		scanTar(r, size, rep)
+	case "safetensors":
+		scanSafetensors(r, size, rep)
+	case "pickle":
+		scanPickleStream(sr, "", rep)
 	}
 }
 
