@@ -476,6 +476,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("job %s: teardown: %s", res.ID, oneLine(err.Error())))
+		log.Warn("teardown", "err", oneLine(err.Error()))
 	}
 	switch res.Outcome {
 	case launcher.OutcomeViolation, launcher.OutcomeLimit:

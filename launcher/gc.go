@@ -229,9 +229,9 @@ func (l *Launcher) keepForGC(h *Handle, removed []jobstate.Resource, err error) 
 		remaining = latestRecords(s.Resources)
 	})
 	h.Release()
-	left := &LeftoverError{Job: filepath.Base(h.Dir()), Remaining: remaining, Err: errors.Join(err, uerr)}
-	l.Log.Warn("teardown left resources for gc", "job", left.Job, "remaining", len(remaining), "err", left.Error())
-	return left
+	// The caller reports it: one stderr line (securetrain run), the
+	// daemon's log and the caller's note (daemon), the result record.
+	return &LeftoverError{Job: filepath.Base(h.Dir()), Remaining: remaining, Err: errors.Join(err, uerr)}
 }
 
 // resourceKey names a resource across its records (a Vault token's record
