@@ -92,6 +92,7 @@ daemon:
 		}
 		// Whatever a failed test left (Vault is back by now).
 		exec.Command(e.bin, "--config", h.config, "gc").Run()
+		os.RemoveAll(h.data)
 	})
 	return h
 }
