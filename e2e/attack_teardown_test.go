@@ -133,17 +133,9 @@ func TestAttackInsiderCutsVaultAtTeardown(t *testing.T) {
 }
 
 // huntProfile reads one KV secret: the launcher logs in to Vault for it.
-const huntProfile = `version: 1
-name: hunt
-limits: {wall_time: 10m}
-vault:
-  token_role: securetrain-job
-  policies: [securetrain-job]
-  ttl: 5m
-secrets:
-  - path: secret/securetrain/app
+var huntProfile = vaultProfile("hunt", `  - path: secret/securetrain/app
     files: {api_key: /run/secrets/app/api_key}
-`
+`)
 
 // huntJob looks for the launcher's Vault tokens (probes: their last 16
 // characters) everywhere a job can read: environment, every process's

@@ -24,18 +24,23 @@ import (
 // leftoverProfile leases a database role; the job hands its credentials to
 // the test (as a job that leaks them would), then ends with its own code 3
 // when told to.
-const leftoverProfile = `version: 1
-name: leftover
+var leftoverProfile = vaultProfile("leftover", `  - path: database/creds/dataset-reader
+    files: {username: /run/secrets/db/username}
+    env: {PGPASSWORD: password}
+`)
+
+// vaultProfile is a profile named name with the test Vault's job token role
+// and the given secrets entries.
+func vaultProfile(name, secrets string) string {
+	return "version: 1\nname: " + name + `
 limits: {wall_time: 10m}
 vault:
   token_role: securetrain-job
   policies: [securetrain-job]
   ttl: 5m
 secrets:
-  - path: database/creds/dataset-reader
-    files: {username: /run/secrets/db/username}
-    env: {PGPASSWORD: password}
-`
+` + secrets
+}
 
 const leftoverJob = `cat /run/secrets/db/username > outputs/dbuser
 printf %s "$PGPASSWORD" > outputs/dbpass
@@ -161,6 +166,12 @@ func readOut(dir, name string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// record is a resource as the job's state and result name it.
+type record struct {
+	Kind  string
+	Attrs map[string]string
+}
+
 // keptToken checks that the job's state stayed, unlocked, with status
 // leftover, and returns the accessor of its Vault token.
 func keptToken(t *testing.T, state, id string) string {
@@ -172,10 +183,7 @@ func keptToken(t *testing.T, state, id string) string {
 	}
 	var st struct {
 		Status    string
-		Resources []struct {
-			Kind  string
-			Attrs map[string]string
-		}
+		Resources []record
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
@@ -245,10 +253,7 @@ func TestTeardownWithVaultUnreachableKeepsStateForGC(t *testing.T) {
 	}
 	var res struct {
 		ID       string
-		Leftover []struct {
-			Kind  string
-			Attrs map[string]string
-		}
+		Leftover []record
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "outputs", "report.json"))
 	if err := json.Unmarshal(b, &res); err != nil || res.ID == "" {
