@@ -182,3 +182,48 @@ func TestAttackJobReadsLauncherVaultToken(t *testing.T) {
 		t.Errorf("the job found %d bytes of the launcher's Vault tokens", found)
 	}
 }
+
+// TestAttackHostKillsLauncherDuringVaultOutage: the launcher is SIGKILLed
+// mid-run while Vault is cut, so nothing is revoked and the daemon's gc at
+// its start fails too; the leaked login must still die soon after Vault is
+// back (the daemon's periodic retry), not at the next daemon start. Figure:
+// seconds the leaked login works after Vault is back.
+func TestAttackHostKillsLauncherDuringVaultOutage(t *testing.T) {
+	e := setup(t)
+	v := testenv.StartVault(t)
+	pg := testenv.Postgres(t)
+	f := testenv.SetupVault(t, v, pg)
+	h := newTDHost(t, e, f, "tdk", "  gc_interval: 1s\n")
+	dir := e.project(t, map[string]string{"job.sh": leftoverJob})
+	c := e.withConfig(h.config).cmd(context.Background(), dir, nil, "run", "--user", jobUser, "--profile", "leftover", "--", "/bin/sh", "job.sh")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "outputs", "ready"), 2*time.Minute)
+	dbUser, dbPass := readOut(dir, "dbuser"), readOut(dir, "dbpass")
+	lift := cutVault(t, v.Addr)
+	c.Process.Kill()
+	c.Wait()
+
+	d := h.daemon(t, e) // its gc at start cannot reach Vault
+	if !strings.Contains(d.log.String(), "gc left state behind") || !pgLogin(pg, dbUser, dbPass) {
+		t.Fatalf("with Vault cut the daemon's first gc must fail and the login live on; its log:\n%s", d.log)
+	}
+	lift()
+	back := time.Now()
+	for pgLogin(pg, dbUser, dbPass) {
+		if time.Since(back) > 30*time.Second {
+			t.Fatalf("the leaked login still works 30s after Vault is back; the daemon's log:\n%s", d.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	attackFigure(t, "seconds_valid_after_vault_back=%.1f (gc_interval 1s)", time.Since(back).Seconds())
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(h.state, "jobs")); len(ents) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the retry revoked the token but kept the dead job's state")
+		}
+	}
+}
