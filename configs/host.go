@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 )
 
 // DefaultHostConfig is the host configuration file's path.
@@ -117,7 +118,19 @@ type HostDaemon struct {
 	Socket      string   `yaml:"socket"`
 	MetricsAddr string   `yaml:"metrics_addr"`
 	AdminGroups []string `yaml:"admin_groups"`
+	// GCInterval is how often the daemon retries what its jobs' teardowns
+	// could not remove (a token Vault could not be asked to revoke when the
+	// job ended, ...). Default 30s.
+	GCInterval Duration `yaml:"gc_interval"`
 }
+
+// GC interval bounds: often enough that a Vault outage's leftovers go soon
+// after it ends, seldom enough not to load Vault.
+const (
+	DefaultGCInterval = Duration(30 * time.Second)
+	minGCInterval     = Duration(time.Second)
+	maxGCInterval     = Duration(time.Hour)
+)
 
 // HostIntegrity configures provenance signing.
 type HostIntegrity struct {
@@ -167,6 +180,9 @@ func (h *Host) SetDefaults() {
 	if h.Daemon.Socket == "" {
 		h.Daemon.Socket = path.Join(h.StateDir, "securetrain.sock")
 	}
+	if h.Daemon.GCInterval == 0 {
+		h.Daemon.GCInterval = DefaultGCInterval
+	}
 	if h.Integrity.TransitMount == "" {
 		h.Integrity.TransitMount = "transit"
 	}
@@ -207,6 +223,9 @@ func (h *Host) Validate() error {
 				add(fmt.Sprintf("network.upstreams[%d]", i), "must be a resolver address such as 127.0.0.53 or 127.0.0.53:53, got %q", u)
 			}
 		}
+	}
+	if g := h.Daemon.GCInterval; g < minGCInterval || g > maxGCInterval {
+		add("daemon.gc_interval", "must be between %s and %s, got %s", minGCInterval, maxGCInterval, g)
 	}
 	if h.Integrity.SigningKey != "" && !path.IsAbs(h.Integrity.SigningKey) {
 		add("integrity.signing_key", "must be an absolute path to an ed25519 private key file, got %q", h.Integrity.SigningKey)

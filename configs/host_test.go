@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadHostMissingDefaultFileMeansDefaults(t *testing.T) {
@@ -53,7 +54,8 @@ daemon:
 		t.Fatal(err)
 	}
 	if h.Runsc != "/usr/local/bin/runsc" || h.StateDir != "/run/st" || h.Daemon.Socket != "/run/st/securetrain.sock" ||
-		h.Vault.Auth.Method != "approle" || h.Vault.Auth.RoleID != "abc" || len(h.Network.Upstreams) != 1 || h.Daemon.AdminGroups[0] != "wheel" {
+		h.Vault.Auth.Method != "approle" || h.Vault.Auth.RoleID != "abc" || len(h.Network.Upstreams) != 1 || h.Daemon.AdminGroups[0] != "wheel" ||
+		h.Daemon.GCInterval.D() != 30*time.Second {
 		t.Errorf("LoadHost = %+v", h)
 	}
 }
@@ -88,6 +90,10 @@ func TestLoadHostErrors(t *testing.T) {
 		{"checkpoints are the log", "version: 1\nintegrity: {signing_key: /etc/securetrain/k}\naudit: {path: /var/log/a.jsonl, checkpoints: /var/log/a.jsonl}\n", "h.yaml:3: audit.checkpoints: must not be the audit log itself (/var/log/a.jsonl)"},
 		{"checkpoint_every without checkpoints", "version: 1\naudit:\n  checkpoint_every: 10\n", "h.yaml:3: audit.checkpoint_every: needs audit.checkpoints (where the checkpoints go)"},
 		{"checkpoint_every negative", "version: 1\nintegrity: {signing_key: /etc/securetrain/k}\naudit: {checkpoints: /mnt/cp, checkpoint_every: -1}\n", "h.yaml:3: audit.checkpoint_every: must be 0 (at close only) or a positive number of appends, got -1"},
+		{"gc interval too short", "version: 1\ndaemon:\n  gc_interval: 100ms\n", "h.yaml:3: daemon.gc_interval: must be between 1s and 1h0m0s, got 100ms"},
+		{"gc interval negative", "version: 1\ndaemon: {gc_interval: -30s}\n", `h.yaml:2: daemon.gc_interval: want a duration such as 30s or 2h, got "-30s"`},
+		{"gc interval too long", "version: 1\ndaemon: {gc_interval: 2h}\n", "h.yaml:2: daemon.gc_interval: must be between 1s and 1h0m0s, got 2h0m0s"},
+		{"gc interval not a duration", "version: 1\ndaemon: {gc_interval: 30}\n", `h.yaml:2: daemon.gc_interval: want a duration such as 30s or 2h, got "30"`},
 		{"two failures in order", "version: 1\ndata_dir: d\nstate_dir: s\n",
 			"h.yaml:3: state_dir: must be an absolute path, got \"s\"\nh.yaml:2: data_dir: must be an absolute path, got \"d\""},
 	}

@@ -87,7 +87,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Log.Info("gc", "jobs", len(rep.Jobs), "orphans", len(rep.Orphans))
 	}
 	if gcErr != nil {
-		s.Log.Warn("gc left state behind; it is retried at the next start or by securetrain gc", "err", gcErr)
+		s.Log.Warn("gc left state behind; it is retried every daemon.gc_interval, or by securetrain gc", "err", gcErr)
 	}
 
 	ln, err := listen(h.Daemon.Socket)
@@ -95,6 +95,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	defer os.Remove(h.Daemon.Socket)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.retryLeftovers(ctx, h.Daemon.GCInterval.D())
+	}()
 	if h.Daemon.MetricsAddr != "" && s.Metrics != nil {
 		// Listen here, so that a bad address fails the start.
 		mln, err := net.Listen("tcp", h.Daemon.MetricsAddr)
@@ -154,6 +159,32 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.wg.Wait()
 	s.summarizeRefusals(context.WithoutCancel(ctx)) // nothing counted goes unrecorded
 	return nil
+}
+
+// retryLeftovers collects, every interval (host daemon.gc_interval), what
+// its jobs' teardowns could not remove: a job that ended while Vault was
+// unreachable keeps its token's accessor and lease ids in its state, and they
+// are revoked at the first pass after Vault is back.
+func (s *Server) retryLeftovers(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = configs.DefaultGCInterval.D()
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := s.Launcher.GCLeftovers(ctx) // the launcher writes the gc events
+		if len(rep.Jobs) > 0 {
+			s.Log.Info("leftovers collected", "jobs", rep.Jobs, "resources", len(rep.Resources))
+		}
+		if err != nil && ctx.Err() == nil {
+			s.Log.Warn("leftovers remain; retried every daemon.gc_interval", "interval", every, "err", oneLine(err.Error()))
+		}
+	}
 }
 
 // listen creates the socket, mode 0666: anyone may connect, and what they
@@ -482,6 +513,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("job %s: teardown: %s", res.ID, oneLine(err.Error())))
+		log.Warn("teardown", "err", oneLine(err.Error()))
 	}
 	for _, n := range res.Notes {
 		notes = append(notes, fmt.Sprintf("job %s: %s", res.ID, n))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
@@ -95,7 +94,7 @@ func (l *Launcher) issueSecrets(ctx context.Context, id string, pl *plan, h *Han
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	undo.push(func() error {
+	undo.pushRemoving(g.Records(), func() error {
 		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return g.Revoke(rctx)
@@ -109,12 +108,10 @@ func (l *Launcher) issueSecrets(ctx context.Context, id string, pl *plan, h *Han
 	return g, mounts, args, nil
 }
 
-// vaultGC returns the cleaner for Vault records: it logs in once, on first
-// use, with the launcher's own identity.
+// vaultGC returns the cleaner for Vault records: job tokens are revoked by
+// accessor with the launcher's own identity (the job's token is never
+// written down), logged in on first use and kept (gcVaultClient).
 func (l *Launcher) vaultGC() func(context.Context, jobstate.Resource) error {
-	var once sync.Once
-	var c *secrets.Client
-	var cerr error
 	return func(ctx context.Context, r jobstate.Resource) error {
 		if r.Kind == secrets.KindMount {
 			return secrets.GC(ctx, nil, r)
@@ -122,10 +119,29 @@ func (l *Launcher) vaultGC() func(context.Context, jobstate.Resource) error {
 		if r.Attrs["accessor"] == "" {
 			return nil // recorded before the token existed: nothing to revoke
 		}
-		once.Do(func() { c, cerr = secrets.NewClient(ctx, l.vaultClientConfig(), l.Log) })
-		if cerr != nil {
-			return fmt.Errorf("vault login for gc: %w", cerr)
+		c, err := l.gcVaultClient(ctx)
+		if err != nil {
+			return fmt.Errorf("vault login for gc: %w", err)
 		}
 		return secrets.GC(ctx, c, r)
 	}
+}
+
+// gcVaultClient returns the launcher's Vault client for gc. It is kept for
+// the launcher's life once logged in: the daemon retries leftovers every
+// daemon.gc_interval, and an AppRole secret id delivered wrapped can be
+// unwrapped only once; the client renews its token and logs in again by
+// itself. A failed login is not kept (Vault may be back at the next pass).
+func (l *Launcher) gcVaultClient(ctx context.Context) (*secrets.Client, error) {
+	l.gcVault.Lock()
+	defer l.gcVault.Unlock()
+	if l.gcVault.c != nil {
+		return l.gcVault.c, nil
+	}
+	c, err := secrets.NewClient(context.WithoutCancel(ctx), l.vaultClientConfig(), l.Log)
+	if err != nil {
+		return nil, err
+	}
+	l.gcVault.c = c
+	return c, nil
 }

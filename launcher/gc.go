@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/securetrain/securetrain/jobstate"
@@ -24,18 +26,77 @@ type GCReport struct {
 // the state; then it deletes runsc containers that no live job owns. Live
 // jobs are never touched. "Not found" counts as clean.
 func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
+	rep, live, err := l.gcStates(ctx, false)
+	if err != nil && live == nil {
+		return rep, err
+	}
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	store := l.Store()
+	// runsc containers under our root that no live job owns.
+	rs := l.runsc()
+	if _, err := os.Stat(rs.Root); err == nil {
+		cs, err := rs.List(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, c := range cs {
+			// Ask the lock again: a job started after the listing above
+			// recorded itself and took its lock before runsc created its
+			// container, so its container is not an orphan.
+			if live[c.ID] {
+				continue
+			}
+			if store.live(c.ID) {
+				live[c.ID] = true
+				continue
+			}
+			if err := rs.Delete(ctx, c.ID); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			rep.Orphans = append(rep.Orphans, c.ID)
+		}
+		if len(live) == 0 && len(errs) == 0 {
+			// No job lives: release what runsc keeps for all sandboxes.
+			if err := rs.ReleaseShared(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// GCLeftovers retries what teardowns (or dead launchers) left: the states of
+// jobs whose lock is free, as GC does, but no sweep of runsc containers, and
+// a directory without a readable state (a job being created this instant) is
+// left alone. The daemon calls it periodically while jobs run.
+func (l *Launcher) GCLeftovers(ctx context.Context) (GCReport, error) {
+	rep, _, err := l.gcStates(ctx, true)
+	return rep, err
+}
+
+// gcStates cleans the state of every job whose lock is free, and returns the
+// jobs found live (nil when the store could not be listed). With recordedOnly,
+// a state that cannot be read is skipped.
+func (l *Launcher) gcStates(ctx context.Context, recordedOnly bool) (GCReport, map[string]bool, error) {
 	var rep GCReport
 	var errs []error
 	store := l.Store()
 	jobs, err := store.List()
 	if err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	live := map[string]bool{}
 	cleaners := l.cleaners()
 	for _, j := range jobs {
 		if j.Live {
 			live[j.ID] = true
+			continue
+		}
+		if recordedOnly && j.Status == statusUnknown {
 			continue
 		}
 		h, err := store.Claim(j.ID)
@@ -75,38 +136,7 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 		}
 		rep.Jobs = append(rep.Jobs, j.ID)
 	}
-	// runsc containers under our root that no live job owns.
-	rs := l.runsc()
-	if _, err := os.Stat(rs.Root); err == nil {
-		cs, err := rs.List(ctx)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, c := range cs {
-			// Ask the lock again: a job started after the listing above
-			// recorded itself and took its lock before runsc created its
-			// container, so its container is not an orphan.
-			if live[c.ID] {
-				continue
-			}
-			if store.live(c.ID) {
-				live[c.ID] = true
-				continue
-			}
-			if err := rs.Delete(ctx, c.ID); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			rep.Orphans = append(rep.Orphans, c.ID)
-		}
-		if len(live) == 0 && len(errs) == 0 {
-			// No job lives: release what runsc keeps for all sandboxes.
-			if err := rs.ReleaseShared(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return rep, errors.Join(errs...)
+	return rep, live, errors.Join(errs...)
 }
 
 // ErrNoJob is returned for an unknown job id.
@@ -157,4 +187,68 @@ func baseName(p string) string {
 		}
 	}
 	return p
+}
+
+// LeftoverError is a teardown that could not remove everything (Vault
+// unreachable when the job ended, ...): the job's state stays, naming what
+// remains, until gc — by hand, or the daemon's periodic retry — removes it.
+type LeftoverError struct {
+	Job       string
+	Remaining []jobstate.Resource // the latest record of each, oldest first
+	Err       error               // what the failed steps said
+}
+
+func (e *LeftoverError) Error() string {
+	names := make([]string, 0, len(e.Remaining))
+	for _, r := range e.Remaining {
+		n := r.String()
+		for _, k := range []string{"accessor", "leases"} {
+			if v := r.Attrs[k]; v != "" {
+				n += " " + k + "=" + v
+			}
+		}
+		names = append(names, n)
+	}
+	return fmt.Sprintf("left %d resource(s) for securetrain gc: %s: %v", len(e.Remaining), strings.Join(names, ", "), e.Err)
+}
+
+func (e *LeftoverError) Unwrap() error { return e.Err }
+
+// keepForGC ends a teardown in which a step failed: the job's state keeps
+// every record no successful step removed, its lock is released, and gc
+// finishes the job (the way GC itself keeps a state when a cleaner fails).
+func (l *Launcher) keepForGC(h *Handle, removed []jobstate.Resource, err error) error {
+	gone := map[string]bool{}
+	for _, r := range removed {
+		gone[resourceKey(r)] = true
+	}
+	var remaining []jobstate.Resource
+	uerr := h.Update(func(s *JobState) {
+		s.Resources = slices.DeleteFunc(s.Resources, func(r jobstate.Resource) bool { return gone[resourceKey(r)] })
+		s.Status = StatusLeftover
+		remaining = latestRecords(s.Resources)
+	})
+	h.Release()
+	// The caller reports it: one stderr line (securetrain run), the
+	// daemon's log and the caller's note (daemon), the result record.
+	return &LeftoverError{Job: filepath.Base(h.Dir()), Remaining: remaining, Err: errors.Join(err, uerr)}
+}
+
+// resourceKey names a resource across its records (a Vault token's record
+// is rewritten as its accessor and leases become known).
+func resourceKey(r jobstate.Resource) string { return r.Kind + "\x00" + r.Name }
+
+// latestRecords keeps the last record of each resource, in record order.
+func latestRecords(rs []jobstate.Resource) []jobstate.Resource {
+	last := map[string]int{}
+	for i, r := range rs {
+		last[resourceKey(r)] = i
+	}
+	var out []jobstate.Resource
+	for i, r := range rs {
+		if last[resourceKey(r)] == i {
+			out = append(out, r)
+		}
+	}
+	return out
 }

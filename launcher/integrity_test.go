@@ -424,7 +424,7 @@ func TestSnapshotCodeMountsTheCopy(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(src, "train.py")); string(b) != "print('v1')\n" {
 		t.Fatalf("the copy followed the host: %q", b)
 	}
-	if err := undo.run(); err != nil {
+	if _, err := undo.run(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Dir(src)); !os.IsNotExist(err) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
@@ -28,6 +29,11 @@ type Launcher struct {
 	// SampleInterval is how often usage is sampled and soft limits checked
 	// (default 1s).
 	SampleInterval time.Duration
+
+	gcVault struct {
+		sync.Mutex
+		c *secrets.Client
+	}
 }
 
 // New returns a launcher for the host configuration.
@@ -95,6 +101,9 @@ type Result struct {
 	// Notes are what securetrain itself has to say about the run (output
 	// cut, report not written), printed on stderr.
 	Notes []string `json:"notes,omitempty"`
+	// Leftover names what the teardown could not remove: the job's state
+	// stays for gc, which removes them (latest record of each).
+	Leftover []jobstate.Resource `json:"leftover,omitempty"`
 	// Summary is the short human account printed on stderr.
 	Summary string `json:"-"`
 
@@ -128,19 +137,37 @@ type RefusedError struct{ Err error }
 func (e *RefusedError) Error() string { return e.Err.Error() }
 func (e *RefusedError) Unwrap() error { return e.Err }
 
-// cleanup is a stack of undo steps; every step runs, errors are joined.
-type cleanup struct{ fns []func() error }
+// cleanup is a stack of undo steps; every step runs, errors are joined. A
+// step may name the recorded resources it removes: run returns those of the
+// steps that succeeded, so that a teardown that failed part-way keeps only
+// the others for gc.
+type cleanup struct{ steps []undoStep }
 
-func (c *cleanup) push(f func() error) { c.fns = append(c.fns, f) }
-func (c *cleanup) run() error {
+type undoStep struct {
+	fn      func() error
+	removes []jobstate.Resource
+}
+
+func (c *cleanup) push(f func() error) { c.steps = append(c.steps, undoStep{fn: f}) }
+
+// pushRemoving pushes a step that removes the recorded resources rs.
+func (c *cleanup) pushRemoving(rs []jobstate.Resource, f func() error) {
+	c.steps = append(c.steps, undoStep{fn: f, removes: rs})
+}
+
+// run runs every step, newest first; removed lists the resources of the
+// steps that succeeded.
+func (c *cleanup) run() (removed []jobstate.Resource, err error) {
 	var errs []error
-	for i := len(c.fns) - 1; i >= 0; i-- {
-		if err := c.fns[i](); err != nil {
+	for i := len(c.steps) - 1; i >= 0; i-- {
+		if err := c.steps[i].fn(); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		removed = append(removed, c.steps[i].removes...)
 	}
-	c.fns = nil
-	return errors.Join(errs...)
+	c.steps = nil
+	return removed, errors.Join(errs...)
 }
 
 // Cleaners remove one kind of recorded resource; gc and teardown use them.

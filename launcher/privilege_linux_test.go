@@ -99,7 +99,7 @@ func testConfineMountsWhatWasChecked(t *testing.T, parent string) {
 	if err := os.WriteFile(filepath.Join(point, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("a read-only mount's staging point must be read-only, write gave %v", err)
 	}
-	if err := undo.run(); err != nil {
+	if _, err := undo.run(); err != nil {
 		t.Fatal(err)
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
@@ -135,7 +135,7 @@ func TestConfineRefuses(t *testing.T) {
 			var undo cleanup
 			undo.push(h.Remove)
 			err := l.stage("confinetest1", pl, h, &undo)
-			if rerr := undo.run(); rerr != nil {
+			if _, rerr := undo.run(); rerr != nil {
 				t.Errorf("undo: %v", rerr)
 			}
 			want := strings.ReplaceAll(c.want, "DATA", data)

@@ -54,7 +54,6 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 		return nil, &RefusedError{err}
 	}
 	var undo cleanup
-	undo.push(func() error { return h.Remove() })
 	if err := l.stage(id, pl, h, &undo); err != nil {
 		if tdErr := l.teardown(h, &undo); tdErr != nil {
 			log.Error("teardown after refused paths", "err", tdErr)
@@ -72,6 +71,10 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	}
 	res.Started, res.Ended = started.UTC(), time.Now().UTC()
 	res.WallSeconds = res.Ended.Sub(res.Started).Seconds()
+	var left *LeftoverError
+	if errors.As(tdErr, &left) {
+		res.Leftover = left.Remaining
+	}
 	if err := l.writeResult(pl, res); err != nil {
 		log.Warn("result record", "err", err)
 		res.Notes = append(res.Notes, err.Error())
@@ -79,12 +82,17 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	return res, errors.Join(runErr, tdErr)
 }
 
-// teardown runs the cleanup stack. Every step runs, each with its own
-// deadline (a cancelled job context must not skip cleanup); a step that finds
-// its resource gone counts as done.
+// teardown runs the cleanup stack, then removes the job's state. Every step
+// runs, each with its own deadline (a cancelled job context must not skip
+// cleanup); a step that finds its resource gone counts as done. When any step
+// failed, the state stays for gc with what remains (*LeftoverError).
 func (l *Launcher) teardown(h *Handle, undo *cleanup) error {
 	_ = h.Update(func(s *JobState) { s.Status = StatusExited })
-	return undo.run()
+	removed, err := undo.run()
+	if err != nil {
+		return l.keepForGC(h, removed, err)
+	}
+	return h.Remove()
 }
 
 // record writes r to the job state before the caller creates it and pushes
@@ -94,7 +102,7 @@ func (l *Launcher) record(h *Handle, undo *cleanup, r jobstate.Resource) error {
 		return err
 	}
 	clean := l.cleaners()[r.Kind]
-	undo.push(func() error {
+	undo.pushRemoving([]jobstate.Resource{r}, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := clean(ctx, r); err != nil {
@@ -156,11 +164,12 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 		cfg := *pl.net
 		cfg.JobID = id
 		cfg.Logger = l.Log // netguard adds job=ID itself
+		n := h.recorded()
 		guard, err = netguard.Setup(ctx, cfg, h)
 		if err != nil {
 			return nil, fmt.Errorf("network: %w", err)
 		}
-		undo.push(guard.Close)
+		undo.pushRemoving(h.recordedSince(n), guard.Close)
 		netnsPath, resolv = guard.NetnsPath(), guard.ResolvConf()
 		// The interface variables distributed training reads; a value the
 		// user set wins, and no name appears twice.

@@ -1,11 +1,18 @@
 package launcher
 
 import (
+	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/secrets"
 )
 
 // exitErr runs a shell that ends as script says and returns its error.
@@ -71,7 +78,7 @@ func TestCleanup(t *testing.T) {
 	var order []int
 	e2, e4 := errors.New("step 2 failed"), errors.New("step 4 failed")
 	for i := 1; i <= 5; i++ {
-		c.push(func() error {
+		c.pushRemoving([]jobstate.Resource{{Kind: "k", Name: strconv.Itoa(i)}}, func() error {
 			order = append(order, i)
 			switch i {
 			case 2:
@@ -82,7 +89,8 @@ func TestCleanup(t *testing.T) {
 			return nil
 		})
 	}
-	err := c.run()
+	c.push(func() error { return nil }) // removes nothing recorded
+	removed, err := c.run()
 	if !slices.Equal(order, []int{5, 4, 3, 2, 1}) {
 		t.Errorf("order %v, want every step in reverse", order)
 	}
@@ -92,12 +100,93 @@ func TestCleanup(t *testing.T) {
 	if strings.Index(err.Error(), "step 4") > strings.Index(err.Error(), "step 2") {
 		t.Errorf("errors not in undo order: %q", err)
 	}
+	var names []string
+	for _, r := range removed {
+		names = append(names, r.Name)
+	}
+	if !slices.Equal(names, []string{"5", "3", "1"}) {
+		t.Errorf("removed %v, want only the steps that succeeded (5 3 1)", names)
+	}
 	order = nil
-	if err := c.run(); err != nil || len(order) != 0 {
-		t.Errorf("second run: %v, ran %v", err, order)
+	if removed, err := c.run(); err != nil || len(order) != 0 || len(removed) != 0 {
+		t.Errorf("second run: %v, ran %v, removed %v", err, order, removed)
 	}
 	var empty cleanup
-	if err := empty.run(); err != nil {
+	if _, err := empty.run(); err != nil {
 		t.Errorf("empty: %v", err)
+	}
+}
+
+// TestTeardownKeepsStateWhenAStepFails: a teardown step that fails (Vault
+// unreachable when the job ends) keeps the job's state for gc, naming only
+// what remains, with its lock released; gc then keeps it while the step
+// still fails, and removes it once it succeeds. A clean teardown removes it.
+func TestTeardownKeepsStateWhenAStepFails(t *testing.T) {
+	l, _ := gcHost(t)
+	store := l.Store()
+	h, err := store.Create(JobState{ID: "leftover0001", Status: StatusRunning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var undo cleanup
+	home := filepath.Join(t.TempDir(), "home")
+	if err := l.record(h, &undo, jobstate.Resource{Kind: KindDir, Name: home}); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(home, 0o700)
+	// The token is recorded twice, as secrets.Issue does (role, then accessor
+	// and leases): both records stay, the report names the latest.
+	tok := jobstate.Resource{Kind: secrets.KindToken, Name: "leftover0001", Attrs: map[string]string{"role": "securetrain-job"}}
+	tok2 := jobstate.Resource{Kind: secrets.KindToken, Name: "leftover0001", Attrs: map[string]string{"accessor": "acc123", "leases": "database/creds/r/abc"}}
+	h.Record(tok)
+	h.Record(tok2)
+	unreachable := errors.New("vault: dial tcp 127.0.0.1:8200: connect: connection refused")
+	undo.pushRemoving([]jobstate.Resource{tok}, func() error { return unreachable })
+	undo.push(func() error { return nil }) // a step that owns no record
+
+	err = l.teardown(h, &undo)
+	var left *LeftoverError
+	if !errors.As(err, &left) || !errors.Is(err, unreachable) {
+		t.Fatalf("teardown = %v, want a *LeftoverError wrapping the failed step", err)
+	}
+	if len(left.Remaining) != 1 || left.Remaining[0].Attrs["accessor"] != "acc123" {
+		t.Errorf("remaining %v, want the token's latest record only", left.Remaining)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `left 1 resource(s) for securetrain gc: vault-token "leftover0001" accessor=acc123 leases=database/creds/r/abc: vault: dial tcp`) {
+		t.Errorf("message %q must name what remains and why", msg)
+	}
+	if _, err := os.Stat(home); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the steps after the failed one must still run: %s left (%v)", home, err)
+	}
+	st, err := store.Load("leftover0001")
+	if err != nil {
+		t.Fatalf("the state must stay for gc: %v", err)
+	}
+	if st.Live || st.Status != StatusLeftover || len(st.Resources) != 2 || st.Resources[0].Kind != secrets.KindToken || st.Resources[1].Attrs["accessor"] != "acc123" {
+		t.Errorf("kept state %+v: want unlocked, status leftover, only the token's records", st)
+	}
+
+	// gc with no Vault identity cannot revoke: it keeps the state.
+	if _, err := l.GCLeftovers(context.Background()); err == nil || !strings.Contains(err.Error(), "vault login for gc") {
+		t.Errorf("gc without Vault = %v, want the login error", err)
+	}
+	if _, err := store.Load("leftover0001"); err != nil {
+		t.Errorf("gc dropped a state whose token it could not revoke: %v", err)
+	}
+
+	// A clean teardown removes the state.
+	h2, err := store.Create(JobState{ID: "cleanjob0001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var undo2 cleanup
+	if err := l.record(h2, &undo2, jobstate.Resource{Kind: KindDir, Name: filepath.Join(t.TempDir(), "h2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.teardown(h2, &undo2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h2.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("clean teardown left its state: %v", err)
 	}
 }

@@ -45,6 +45,8 @@ const (
 	StatusRunning   = "running"
 	StatusStopping  = "stopping"
 	StatusExited    = "exited"
+	StatusLeftover  = "leftover" // teardown failed part-way; gc finishes it
+	statusUnknown   = "unknown"  // List: no readable state.json
 )
 
 // Store keeps job state directories under Dir (/run/securetrain/jobs).
@@ -116,6 +118,20 @@ func (h *Handle) Record(r jobstate.Resource) error {
 	defer h.mu.Unlock()
 	h.st.Resources = append(h.st.Resources, r)
 	return h.save()
+}
+
+// recorded returns how many resources are recorded so far.
+func (h *Handle) recorded() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.st.Resources)
+}
+
+// recordedSince returns the resources recorded after the first n.
+func (h *Handle) recordedSince(n int) []jobstate.Resource {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]jobstate.Resource(nil), h.st.Resources[n:]...)
 }
 
 // Update changes the state and persists it.
@@ -192,7 +208,7 @@ func (s *Store) List() ([]JobState, error) {
 		st, err := s.Load(e.Name())
 		if err != nil {
 			// A directory without a readable state still belongs to gc.
-			st = JobState{ID: e.Name(), Status: "unknown"}
+			st = JobState{ID: e.Name(), Status: statusUnknown}
 		}
 		st.Live = s.live(e.Name())
 		out = append(out, st)
