@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"testing"
 )
 
@@ -18,7 +19,20 @@ import (
 // disk, ...) in the test log, in one greppable line per case:
 //
 //	ATTACK <test name>: <figure>
+//
+// and, where SECURETRAIN_ATTACK_REPORT names a file, appends the same line
+// there, so that `make test` can print every case's figure at the end.
 func attackFigure(t testing.TB, format string, args ...any) {
 	t.Helper()
-	t.Logf("ATTACK %s: %s", t.Name(), fmt.Sprintf(format, args...))
+	line := fmt.Sprintf("ATTACK %s: %s", t.Name(), fmt.Sprintf(format, args...))
+	t.Log(line)
+	if p := os.Getenv("SECURETRAIN_ATTACK_REPORT"); p != "" {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Errorf("attack report: %v", err)
+			return
+		}
+		defer f.Close()
+		fmt.Fprintln(f, line)
+	}
 }
