@@ -83,6 +83,7 @@ func BenchmarkWatch(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				sm.created = time.Time{}                 // as if the job had run for an events interval
 				if _, err := sm.Sample(bg); err != nil { // starts the stream
 					b.Fatal(err)
 				}

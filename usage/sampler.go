@@ -27,6 +27,7 @@ type Sampler struct {
 	events time.Duration
 
 	mu      sync.Mutex // serialises readers
+	created time.Time
 	stream  *eventStream
 	started time.Time // of the newest stream
 	memPeak uint64
@@ -59,7 +60,7 @@ func NewSampler(cfg Config) (*Sampler, error) {
 	if ev <= 0 {
 		ev = DefaultEventsInterval
 	}
-	return &Sampler{cfg: cfg, log: log, cg: cg, procs: procs, gpu: gpu, events: ev}, nil
+	return &Sampler{cfg: cfg, log: log, cg: cg, procs: procs, gpu: gpu, events: ev, created: time.Now()}, nil
 }
 
 // CgroupVersion is 1 or 2.
@@ -131,10 +132,16 @@ func (s *Sampler) read(ctx context.Context, final bool) (cgroupStats, Sample, er
 	return st, smp, partial
 }
 
-// ensureStream starts the runsc events stream on the first sample, and again
-// (at most once a minute) if runsc ended while the sandbox still runs. A
-// stream that cannot start leaves Sandbox absent; it never fails a sample.
+// ensureStream starts the runsc events stream at the first sample one
+// events interval after the sampler was made (a job's start, when runsc's
+// own start would compete with the sandbox's, and short jobs go without),
+// and again (at most once a minute) if runsc ended while the sandbox still
+// runs. A stream that cannot start leaves Sandbox absent; it never fails a
+// sample.
 func (s *Sampler) ensureStream(now time.Time) {
+	if s.stream == nil && now.Sub(s.created) < s.events {
+		return
+	}
 	if s.stream != nil {
 		select {
 		case <-s.stream.done:
