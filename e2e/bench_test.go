@@ -106,6 +106,9 @@ func runscDo(b *testing.B, e *env) func(dir string, env []string, args ...string
 // securetrain (default profile, no network) and securetrain with netguard
 // (one allowlist entry: netns, veth, nftables table, DNS proxy).
 func BenchmarkLaunch(b *testing.B) {
+	if !testenv.FinalBenchRun(b) {
+		return
+	}
 	e := benchSetup(b)
 	dir := benchProject(b, e)
 	do := runscDo(b, e)
@@ -173,6 +176,9 @@ func BenchmarkTraining(b *testing.B) {
 	tiny := os.Getenv("BENCH_TINY") != ""
 	for _, w := range workloads {
 		b.Run(w.name, func(b *testing.B) {
+			if !testenv.FinalBenchRun(b) {
+				return
+			}
 			dir := benchProject(b, e)
 			src, err := os.ReadFile("../examples/" + w.script)
 			if err != nil {
