@@ -83,6 +83,10 @@ func startEventStream(ctx context.Context, runsc, root, id string, every time.Du
 	args = append(args, "events", "--interval="+strconv.Itoa(secs), id)
 	cmd := exec.CommandContext(ctx, runsc, args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	// runsc events outlives its container (it keeps asking, silently): it
+	// dies with the supervisor, and a terminal's Ctrl-C, meant for the
+	// job, does not reach it.
+	cmd.SysProcAttr = streamProcAttr()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
