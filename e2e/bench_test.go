@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,75 +9,236 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/internal/testenv"
 )
 
-// Benchmarks compare securetrain against its baselines in the same run:
-// a bare process and plain runsc running the same command. Run with
-// `make bench` (go test -bench . -benchtime 30x ./e2e).
+// Benchmarks compare securetrain against its baselines in the same run,
+// interleaved (one run of every variant per round, so that a host whose
+// load changes shifts them all alike): a bare process, plain
+// `runsc --network=none do` and securetrain. Each figure goes to the log
+// and, through testenv.BenchRow, to the README's table. `make bench` runs
+// them (scripts/bench.sh); BENCH_TINY=1 shrinks the workloads to a smoke
+// run (TestBenchScriptTiny).
 
-func BenchmarkLaunch(b *testing.B) {
-	e := benchSetup(b)
-	dir := benchProject(b, e)
-	b.Run("bare", func(b *testing.B) {
-		timeEach(b, func() error { return exec.Command("/bin/true").Run() })
-	})
-	b.Run("runsc", func(b *testing.B) {
-		bundle := plainBundle(b, []string{"/bin/true"})
-		root := b.TempDir()
-		i := 0
-		timeEach(b, func() error {
-			i++
-			return exec.Command(e.runsc, "--root", root, "--network=none", "--overlay2=root:memory", "run", "--bundle", bundle, fmt.Sprintf("bench-%d", i)).Run()
-		})
-		exec.Command("umount", "-l", filepath.Join(root, "null-netns")).Run()
-	})
-	b.Run("securetrain", func(b *testing.B) {
-		timeEach(b, func() error {
-			c := e.cmd(b.Context(), dir, nil, "run", "--user", jobUser, "--", "/bin/true")
-			return c.Run()
-		})
-	})
+// variant is one way of running the same thing; run returns the workload's
+// own rate (steps/s, iters/s; 0 when it has none).
+type variant struct {
+	name string
+	run  func() (float64, error)
 }
 
-var stepsRE = regexp.MustCompile(`steps/s ([0-9.]+)`)
+// measured is one run: wall time, CPU time of the whole process tree
+// (user+system of every reaped descendant: the launcher, runsc, the sentry,
+// the gofer and the stubs) and the workload's rate.
+type measured struct {
+	wall, cpu, rate float64
+}
 
-func BenchmarkTrainThroughput(b *testing.B) {
+// interleave runs every variant once per round, rounds times.
+func interleave(b *testing.B, rounds int, vs []variant) map[string][]measured {
+	b.Helper()
+	out := map[string][]measured{}
+	for r := 0; r < rounds; r++ {
+		for _, v := range vs {
+			c0, t0 := childCPU(), time.Now()
+			rate, err := v.run()
+			if err != nil {
+				b.Fatalf("%s: %v", v.name, err)
+			}
+			m := measured{wall: time.Since(t0).Seconds(), cpu: (childCPU() - c0).Seconds(), rate: rate}
+			out[v.name] = append(out[v.name], m)
+			b.Logf("%s: wall %.3fs cpu %.3fs rate %.3f load %s", v.name, m.wall, m.cpu, m.rate, loadavg())
+		}
+	}
+	return out
+}
+
+func childCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_CHILDREN, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadavg is the host's 1, 5 and 15 minute load, written beside figures.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// field picks one figure out of each run.
+func field(ms []measured, f func(measured) float64) []float64 {
+	xs := make([]float64, len(ms))
+	for i, m := range ms {
+		xs[i] = f(m)
+	}
+	return xs
+}
+
+func wallMs(m measured) float64 { return 1000 * m.wall }
+
+// runscDo runs args under plain runsc with no network, the baseline every
+// sandboxed figure is compared with.
+func runscDo(b *testing.B, e *env) func(dir string, env []string, args ...string) *exec.Cmd {
+	root := b.TempDir()
+	b.Cleanup(func() { exec.Command("umount", "-l", filepath.Join(root, "null-netns")).Run() })
+	return func(dir string, env []string, args ...string) *exec.Cmd {
+		a := []string{"--root", root, "--network=none", "do", "--cwd", dir}
+		if len(env) > 0 {
+			a = append(append(a, "/usr/bin/env"), env...)
+		}
+		return exec.Command(e.runsc, append(a, args...)...)
+	}
+}
+
+// BenchmarkLaunch: `/bin/true`, cold, b.N rounds of bare, plain runsc,
+// securetrain (default profile, no network) and securetrain with netguard
+// (one allowlist entry: netns, veth, nftables table, DNS proxy).
+func BenchmarkLaunch(b *testing.B) {
+	if !testenv.FinalBenchRun(b) {
+		return
+	}
+	e := benchSetup(b)
+	dir := benchProject(b, e)
+	do := runscDo(b, e)
+	st := func(extra ...string) func() (float64, error) {
+		return func() (float64, error) {
+			args := append(append([]string{"run", "--user", jobUser}, extra...), "--", "/bin/true")
+			out, err := e.cmd(b.Context(), dir, nil, args...).CombinedOutput()
+			if err != nil {
+				return 0, fmt.Errorf("%w: %s", err, out)
+			}
+			return 0, nil
+		}
+	}
+	b.ResetTimer()
+	res := interleave(b, b.N, []variant{
+		{"bare", func() (float64, error) { return 0, exec.Command("/bin/true").Run() }},
+		{"runsc-do", func() (float64, error) { return 0, do(dir, nil, "/bin/true").Run() }},
+		{"securetrain", st()},
+		{"securetrain-net", st("--allow", "tcp:192.0.2.10/32:443")},
+	})
+	b.StopTimer()
+	med, p90, cpu := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	for k, ms := range res {
+		xs := field(ms, wallMs)
+		med[k] = median(xs)
+		sort.Float64s(xs)
+		p90[k] = xs[len(xs)*9/10]
+		cpu[k] = median(field(ms, func(m measured) float64 { return 1000 * m.cpu }))
+		b.ReportMetric(med[k], k+"-ms")
+		b.ReportMetric(cpu[k], k+"-cpu-ms")
+	}
+	b.ReportMetric(med["securetrain"]/med["runsc-do"], "x-runsc")
+	b.ReportMetric(med["securetrain-net"]/med["runsc-do"], "net-x-runsc")
+	n := len(res["bare"])
+	testenv.BenchRow(b, fmt.Sprintf("launch `/bin/true`, median of %d (p90; CPU), load %s", n, loadavg()),
+		fmt.Sprintf("bare %.1f ms; `runsc --network=none do` %.1f ms (%.1f; %.0f ms CPU)", med["bare"], med["runsc-do"], p90["runsc-do"], cpu["runsc-do"]),
+		fmt.Sprintf("%.1f ms (%.1f; %.0f ms CPU)", med["securetrain"], p90["securetrain"], cpu["securetrain"]),
+		fmt.Sprintf("%.2f× runsc wall (goal ≤ 1.1), %.2f× CPU", med["securetrain"]/med["runsc-do"], cpu["securetrain"]/cpu["runsc-do"]))
+	testenv.BenchRow(b, fmt.Sprintf("launch with netguard, one allowlist entry, median of %d (p90; CPU)", n),
+		fmt.Sprintf("`runsc --network=none do` %.1f ms (%.0f ms CPU)", med["runsc-do"], cpu["runsc-do"]),
+		fmt.Sprintf("%.1f ms (%.1f; %.0f ms CPU)", med["securetrain-net"], p90["securetrain-net"], cpu["securetrain-net"]),
+		fmt.Sprintf("%.2f× runsc wall (goal ≤ 1.3), %.2f× CPU", med["securetrain-net"]/med["runsc-do"], cpu["securetrain-net"]/cpu["runsc-do"]))
+}
+
+var rateRE = regexp.MustCompile(`(?:steps|iters)/s ([0-9.]+)`)
+
+// workload is a training script of examples/ and its arguments.
+type workload struct {
+	name, script, unit string
+	args, tiny         []string
+}
+
+var workloads = []workload{
+	{"train", "train.py", "steps/s", []string{"--steps=300"}, []string{"--steps=5", "--batch=16"}},
+	// The DCGAN layout on 64x64 random images (examples/gan.py).
+	{"gan", "gan.py", "iters/s", []string{"--iters=3", "--batch=16"}, []string{"--iters=1", "--size=8", "--width=4", "--batch=2"}},
+}
+
+// BenchmarkTraining runs examples/train.py and examples/gan.py, b.N rounds
+// of bare python, plain runsc and securetrain (default profile: 2 CPUs, so
+// two threads for all three), and reports whole-process wall time, CPU
+// time and the script's own rate.
+func BenchmarkTraining(b *testing.B) {
 	e := benchSetup(b)
 	py := pythonWithTorch(b)
-	dir := benchProject(b, e)
-	src, _ := os.ReadFile("../examples/train.py")
-	os.WriteFile(filepath.Join(dir, "train.py"), src, 0o644)
-	steps := func(out []byte, err error) float64 {
-		m := stepsRE.FindSubmatch(out)
-		if err != nil || m == nil {
-			b.Fatalf("training: %v\n%s", err, out)
-		}
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		return v
+	tiny := os.Getenv("BENCH_TINY") != ""
+	for _, w := range workloads {
+		b.Run(w.name, func(b *testing.B) {
+			if !testenv.FinalBenchRun(b) {
+				return
+			}
+			dir := benchProject(b, e)
+			src, err := os.ReadFile("../examples/" + w.script)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, w.script), src, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			args := w.args
+			if tiny {
+				args = w.tiny
+			}
+			cmdline := append([]string{py, w.script}, args...)
+			threads := []string{"OMP_NUM_THREADS=2", "MKL_NUM_THREADS=2", "PATH=/usr/bin:/bin"}
+			rate := func(c *exec.Cmd) (float64, error) {
+				out, err := c.CombinedOutput()
+				m := rateRE.FindSubmatch(out)
+				if err != nil || m == nil {
+					return 0, fmt.Errorf("%v: %s", err, out)
+				}
+				return strconv.ParseFloat(string(m[1]), 64)
+			}
+			do := runscDo(b, e)
+			b.ResetTimer()
+			res := interleave(b, b.N, []variant{
+				{"bare", func() (float64, error) {
+					c := exec.Command(cmdline[0], append(cmdline[1:], "--out", b.TempDir())...)
+					c.Dir, c.Env = dir, threads
+					return rate(c)
+				}},
+				{"runsc-do", func() (float64, error) {
+					return rate(do(dir, threads, append(cmdline, "--out", "/tmp/out")...))
+				}},
+				{"securetrain", func() (float64, error) {
+					return rate(e.cmd(b.Context(), dir, nil, append([]string{"run", "--user", jobUser, "--"}, cmdline...)...))
+				}},
+			})
+			b.StopTimer()
+			type fig struct{ wall, cpu, rate float64 }
+			f := map[string]fig{}
+			for k, ms := range res {
+				f[k] = fig{median(field(ms, func(m measured) float64 { return m.wall })),
+					median(field(ms, func(m measured) float64 { return m.cpu })),
+					median(field(ms, func(m measured) float64 { return m.rate }))}
+				b.ReportMetric(f[k].wall, k+"-wall-s")
+				b.ReportMetric(f[k].cpu, k+"-cpu-s")
+				b.ReportMetric(f[k].rate, k+"-"+w.unit)
+			}
+			bare, rs, st := f["bare"], f["runsc-do"], f["securetrain"]
+			b.ReportMetric(bare.wall/st.wall, "bare/securetrain")
+			desc := fmt.Sprintf("`examples/%s %s`, median of %d, load %s", w.script, strings.Join(args, " "), len(res["bare"]), loadavg())
+			show := func(x fig) string {
+				return fmt.Sprintf("%.2f s wall, %.2f s CPU, %.3g %s", x.wall, x.cpu, x.rate, w.unit)
+			}
+			testenv.BenchRow(b, desc, "bare: "+show(bare)+"; `runsc do`: "+show(rs), show(st),
+				fmt.Sprintf("bare/securetrain %.2f wall (goal ≥ 0.95), %.2f rate; CPU %.2f× bare (`runsc do` %.2f×)",
+					bare.wall/st.wall, st.rate/bare.rate, st.cpu/bare.cpu, rs.cpu/bare.cpu))
+		})
 	}
-	const args = "--steps=300"
-	b.Run("bare", func(b *testing.B) {
-		var rates []float64
-		for i := 0; i < b.N; i++ {
-			c := exec.Command(py, "train.py", args, "--out", b.TempDir())
-			c.Dir = dir
-			c.Env = []string{"OMP_NUM_THREADS=2", "MKL_NUM_THREADS=2", "PATH=/usr/bin:/bin"}
-			rates = append(rates, steps(c.CombinedOutput()))
-		}
-		b.ReportMetric(median(rates), "steps/s")
-	})
-	b.Run("securetrain", func(b *testing.B) {
-		var rates []float64
-		for i := 0; i < b.N; i++ {
-			c := e.cmd(b.Context(), dir, nil, "run", "--user", jobUser, "--cpus", "2", "--", py, "train.py", args)
-			rates = append(rates, steps(c.CombinedOutput()))
-		}
-		b.ReportMetric(median(rates), "steps/s")
-	})
 }
 
 func benchSetup(b *testing.B) *env {
@@ -107,23 +268,6 @@ func benchProject(b *testing.B, e *env) string {
 	return dir
 }
 
-// timeEach runs f b.N times and reports the median and p90 wall time.
-func timeEach(b *testing.B, f func() error) {
-	b.Helper()
-	ds := make([]float64, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		if err := f(); err != nil {
-			b.Fatal(err)
-		}
-		ds = append(ds, float64(time.Since(t0).Microseconds())/1000)
-	}
-	b.ReportMetric(median(ds), "ms-median")
-	sort.Float64s(ds)
-	b.ReportMetric(ds[len(ds)*9/10], "ms-p90")
-}
-
 func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
@@ -136,20 +280,31 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// plainBundle is the baseline: runsc with the host root read-only and the
-// command, nothing else.
-func plainBundle(b *testing.B, args []string) string {
-	dir := b.TempDir()
-	sp := specs.Spec{
-		Version: specs.Version,
-		Root:    &specs.Root{Path: "/", Readonly: true},
-		Process: &specs.Process{Args: args, Cwd: "/", Env: []string{"PATH=/usr/bin:/bin"}, User: specs.User{UID: 65534, GID: 65534}},
-		Mounts:  []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
-		Linux:   &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: "pid"}, {Type: "network"}, {Type: "mount"}, {Type: "ipc"}, {Type: "uts"}}},
+// TestBenchScriptTiny runs scripts/bench.sh (what `make bench` runs) on tiny
+// workloads, one round each, so that the benchmarks cannot rot: every row of
+// the README's table that the launch, training and supervisor benchmarks
+// write must come out.
+func TestBenchScriptTiny(t *testing.T) {
+	e := baseSetup(t)
+	testenv.Python(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, "../scripts/bench.sh")
+	c.Env = append(os.Environ(), "BENCH_TINY=1", "BENCH_ONLY=launch training supervisor", "BENCH_DIR="+dir,
+		"SECURETRAIN_BIN="+e.bin, "SECURETRAIN_RUNSC="+e.runsc)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench.sh: %v\n%s", err, out)
 	}
-	bs, _ := json.Marshal(sp)
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), bs, 0o644); err != nil {
-		b.Fatal(err)
+	table, err := os.ReadFile(filepath.Join(dir, "table.md"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return dir
+	t.Logf("table:\n%s", table)
+	for _, row := range []string{"| launch `/bin/true`", "| launch with netguard", "| `examples/train.py", "| `examples/gan.py", "| supervisor"} {
+		if !strings.Contains(string(table), "\n"+row) {
+			t.Errorf("no row %q in the table", row)
+		}
+	}
 }

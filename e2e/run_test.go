@@ -136,7 +136,8 @@ func TestEnvironmentIsAllowlisted(t *testing.T) {
 			t.Errorf("%s reached the job:\n%s", bad, r.stdout)
 		}
 	}
-	for _, want := range []string{"LC_ALL=C.UTF-8", "MY_SETTING=1", "OMP_NUM_THREADS=3", "MKL_NUM_THREADS=3", "TF_NUM_INTRAOP_THREADS=3", "USER=" + jobUser} {
+	for _, want := range []string{"LC_ALL=C.UTF-8", "MY_SETTING=1", "OMP_NUM_THREADS=3", "MKL_NUM_THREADS=3", "TF_NUM_INTRAOP_THREADS=3", "USER=" + jobUser,
+		"MALLOC_TRIM_THRESHOLD_=536870912", "MALLOC_MMAP_THRESHOLD_=33554432"} { // the default profile's 8 GiB / 16
 		if !strings.Contains(r.stdout, want+"\n") {
 			t.Errorf("want %s in the job's environment:\n%s", want, r.stdout)
 		}

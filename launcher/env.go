@@ -35,6 +35,58 @@ var ThreadVars = []string{
 	"VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
 }
 
+// MallocVars are glibc malloc's settings that the launcher fills in (see
+// mallocEnv) unless the caller, the profile or --env set any of them or
+// GLIBC_TUNABLES.
+var MallocVars = []string{"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"}
+
+// mallocMmapThreshold is the largest mmap threshold glibc accepts on 64-bit
+// (half its 64 MiB arena heap; a larger value is silently ignored).
+const mallocMmapThreshold = 32 << 20
+
+// mallocEnv returns the glibc malloc settings a job gets by default, which
+// keep freed memory in the process for the next allocation instead of
+// handing it back to the kernel and faulting it in again: under gVisor each
+// fresh page is a fault the sentry handles, several times the cost of a
+// native one, and a training step frees and reallocates the same tensors
+// every iteration (docs/performance.md has the figures).
+//
+//   - MALLOC_MMAP_THRESHOLD_ 32 MiB (glibc's maximum, and the ceiling its
+//     dynamic threshold reaches anyway): blocks below it come from the heap
+//     and are reused; larger ones are still mapped and unmapped.
+//   - MALLOC_TRIM_THRESHOLD_ limits.memory/16, at most 1 GiB: free memory at
+//     the top of a heap is returned only beyond this.
+//   - MALLOC_TOP_PAD_ a sixteenth of that: extra heap asked for at each
+//     growth (address space; pages are only charged when touched).
+//
+// Bounded: memory is kept only after the job itself used it, and every
+// heap (glibc keeps one per thread arena) holds at most trim + top pad of
+// free memory beyond what the job still uses, a sixteenth of the memory
+// limit plus a little; the limit itself is unchanged and still enforced.
+// Nothing is set when the job's environment already names any of these
+// variables or GLIBC_TUNABLES: the profile's env.set (or --env) decides,
+// e.g. MALLOC_TRIM_THRESHOLD_=131072 restores glibc's own behaviour.
+func mallocEnv(env map[string]string, memory uint64) map[string]string {
+	if _, ok := env["GLIBC_TUNABLES"]; ok {
+		return nil
+	}
+	for _, k := range MallocVars {
+		if _, ok := env[k]; ok {
+			return nil
+		}
+	}
+	const minTrim, maxTrim = 16 << 20, 1 << 30
+	trim := uint64(maxTrim)
+	if memory > 0 {
+		trim = min(max(memory/16, minTrim), maxTrim)
+	}
+	return map[string]string{
+		"MALLOC_MMAP_THRESHOLD_": strconv.FormatUint(min(mallocMmapThreshold, trim), 10),
+		"MALLOC_TRIM_THRESHOLD_": strconv.FormatUint(trim, 10),
+		"MALLOC_TOP_PAD_":        strconv.FormatUint(trim/16, 10),
+	}
+}
+
 // launcherOwned are set only by the launcher, from the GPUs it gives the job:
 // nvproxy reads NVIDIA_DRIVER_CAPABILITIES from the spec.
 var launcherOwned = map[string]bool{"NVIDIA_DRIVER_CAPABILITIES": true}
@@ -50,6 +102,7 @@ type envInput struct {
 	home      string
 	user      string
 	cpus      float64
+	memory    uint64   // limits.memory, bytes; bounds the malloc defaults
 	gpuCaps   []string // nil: no GPU
 	gpuLibDir []string
 	extra     map[string]string // set by subsystems (netguard's distributed-training variables)
@@ -96,6 +149,9 @@ func buildEnv(in envInput) ([]string, error) {
 	}
 	if _, ok := env["TF_NUM_INTEROP_THREADS"]; !ok {
 		env["TF_NUM_INTEROP_THREADS"] = strconv.Itoa(min(2, threadCount(in.cpus)))
+	}
+	for k, v := range mallocEnv(env, in.memory) {
+		env[k] = v
 	}
 	for k, v := range in.extra {
 		env[k] = v

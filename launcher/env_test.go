@@ -206,3 +206,60 @@ func TestBuildEnvFlags(t *testing.T) {
 		})
 	}
 }
+
+// The malloc defaults scale with the memory limit within their bounds, and
+// any one malloc setting of the profile, --env or GLIBC_TUNABLES turns all
+// of them off; the caller's own MALLOC_* never pass undeclared.
+func TestBuildEnvMallocDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		memory             uint64
+		mmap, trim, topPad string
+	}{
+		{8 << 30, "33554432", "536870912", "33554432"},   // default profile: 512 MiB trim
+		{64 << 30, "33554432", "1073741824", "67108864"}, // capped at 1 GiB
+		{128 << 20, "16777216", "16777216", "1048576"},   // small limits: 16 MiB floor
+		{0, "33554432", "1073741824", "67108864"},        // no limit known
+	} {
+		in := baseInput()
+		in.memory = tc.memory
+		env := mustEnv(t, in)
+		if env["MALLOC_MMAP_THRESHOLD_"] != tc.mmap || env["MALLOC_TRIM_THRESHOLD_"] != tc.trim || env["MALLOC_TOP_PAD_"] != tc.topPad {
+			t.Errorf("memory %d: mmap %s trim %s top pad %s, want %s %s %s", tc.memory,
+				env["MALLOC_MMAP_THRESHOLD_"], env["MALLOC_TRIM_THRESHOLD_"], env["MALLOC_TOP_PAD_"], tc.mmap, tc.trim, tc.topPad)
+		}
+	}
+	for name, in := range map[string]envInput{
+		"profile": func() envInput {
+			in := baseInput()
+			in.profile = configs.Env{Set: map[string]string{"MALLOC_TRIM_THRESHOLD_": "131072"}}
+			return in
+		}(),
+		"flag": func() envInput {
+			in := baseInput()
+			in.flags = []string{"MALLOC_TOP_PAD_=0"}
+			return in
+		}(),
+		"tunables": func() envInput {
+			in := baseInput()
+			in.profile = configs.Env{Set: map[string]string{"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}}
+			return in
+		}(),
+	} {
+		env := mustEnv(t, in)
+		set := 0
+		for _, k := range MallocVars {
+			if _, ok := env[k]; ok {
+				set++
+			}
+		}
+		if set > 1 || (name == "tunables" && set != 0) {
+			t.Errorf("%s: the launcher still set malloc defaults beside the job's own: %v", name, env)
+		}
+	}
+	in := baseInput()
+	in.caller = map[string]string{"MALLOC_TRIM_THRESHOLD_": "1", "MALLOC_ARENA_MAX": "1"}
+	env := mustEnv(t, in)
+	if env["MALLOC_TRIM_THRESHOLD_"] == "1" || env["MALLOC_ARENA_MAX"] != "" {
+		t.Errorf("the caller's undeclared malloc settings reached the job: %v", env)
+	}
+}

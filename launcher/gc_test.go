@@ -38,6 +38,11 @@ func gcHost(t *testing.T, containers ...string) (*Launcher, string) {
 	if err := os.MkdirAll(l.runsc().Root, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// What runsc knows it keeps as state files under its root (Delete
+	// asks runsc only about those).
+	for _, c := range containers {
+		os.WriteFile(filepath.Join(l.runsc().Root, c+"_sandbox:"+c+".state"), nil, 0o600)
+	}
 	return l, logf
 }
 
@@ -54,6 +59,8 @@ func fakeCgroupRoot(t *testing.T, v2 bool) string {
 
 func TestGC(t *testing.T) {
 	l, logf := gcHost(t, "orphan000001", "bbbbbbbbbbbb")
+	// a's sandbox outlived its launcher: runsc still has its state.
+	os.WriteFile(filepath.Join(l.runsc().Root, "aaaaaaaaaaaa_sandbox:aaaaaaaaaaaa.state"), nil, 0o600)
 	cg := fakeCgroupRoot(t, true)
 	store := l.Store()
 

@@ -197,7 +197,7 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 
 	env, err := buildEnv(envInput{
 		caller: caller, profile: p.Env, flags: req.Env, path: path,
-		home: pl.user.Home, user: pl.user.Name, cpus: p.Limits.CPUs,
+		home: pl.user.Home, user: pl.user.Name, cpus: p.Limits.CPUs, memory: uint64(p.Limits.Memory),
 		gpuCaps: gpuCaps, gpuLibDir: gpuLibDirs,
 	})
 	if err != nil {

@@ -136,6 +136,8 @@ func TestRunscCalls(t *testing.T) {
 
 	// Other failures: one line, the subcommand and runsc's last line.
 	r = scriptRunsc(t, "", "W1125 debug noise\nerror: sandbox is busy", 1)
+	os.MkdirAll(r.Root, 0o700)
+	os.WriteFile(r.Root+"/j1_sandbox:j1.state", nil, 0o600)
 	err = r.Delete(ctx, "j1")
 	if err == nil || err.Error() != "runsc delete --force j1: error: sandbox is busy" {
 		t.Errorf("Delete failure = %v", err)
@@ -143,5 +145,28 @@ func TestRunscCalls(t *testing.T) {
 	r = scriptRunsc(t, "", "", 3)
 	if _, err := r.Version(ctx); err == nil || err.Error() != "runsc --version: exit status 3" {
 		t.Errorf("silent failure = %v", err)
+	}
+}
+
+// Delete asks runsc only when runsc's root holds something of the
+// container: after `runsc run` removed it, no runsc process is started.
+func TestRunscDeleteOnlyWhatRunscKnows(t *testing.T) {
+	ctx := context.Background()
+	r := scriptRunsc(t, "", "error: should not have been asked", 1)
+	if err := os.MkdirAll(r.Root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(r.Root+"/null-netns", nil, 0o400)
+	os.WriteFile(r.Root+"/other_sandbox:other.state", nil, 0o600)
+	if err := r.Delete(ctx, "j1"); err != nil {
+		t.Errorf("Delete with no state of j1 started runsc: %v", err)
+	}
+	for _, name := range []string{"j1_sandbox:j1.state", "j1_sandbox:j1.lock", "runsc-j1.sock", "pod_sandbox:j1.state"} {
+		p := r.Root + "/" + name
+		os.WriteFile(p, nil, 0o600)
+		if err := r.Delete(ctx, "j1"); err == nil || !strings.Contains(err.Error(), "should not have been asked") {
+			t.Errorf("with %s, Delete = %v; want runsc asked", name, err)
+		}
+		os.Remove(p)
 	}
 }

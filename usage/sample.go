@@ -53,7 +53,7 @@ func (s Sample) CPUSeconds() float64 { return s.CPUUser + s.CPUSystem }
 // counts all of the sentry's CPU as the job's.
 func (s Sample) JobCPU() float64 { return s.CPUSeconds() - s.GVisorCPU }
 
-// SandboxStats are the figures `runsc events --stats` gives for the
+// SandboxStats are the figures `runsc events` gives for the
 // container: its own processes, as the sentry sees them.
 type SandboxStats struct {
 	Time   time.Time `json:"time"`
@@ -114,11 +114,13 @@ type Config struct {
 	// Version 2 is chosen when CgroupRoot/cgroup.controllers exists
 	// (a unified hierarchy), else version 1 with one directory per controller.
 	CgroupRoot string
-	// Runsc, RunscRoot and ContainerID let the sampler run
-	// `runsc --root RunscRoot events --stats ContainerID`. Runsc "" skips it.
+	// Runsc, RunscRoot and ContainerID let the sampler keep one
+	// `runsc --root RunscRoot events --interval=N ContainerID` running from
+	// its first sample to Close. Runsc "" skips it.
 	Runsc, RunscRoot, ContainerID string
-	// EventsInterval is the least time between two runsc calls (each costs
-	// about 15 ms of CPU); 0 means 1s. Samples in between carry the last answer.
+	// EventsInterval is how often that runsc asks the sentry (whole
+	// seconds, at least 1); 0 means DefaultEventsInterval. Samples carry the
+	// newest answer.
 	EventsInterval time.Duration
 	// GPUs are the NVML indices of the GPUs the job was given; none means
 	// no GPU sampling at all.

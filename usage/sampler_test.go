@@ -3,6 +3,8 @@ package usage
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -110,5 +112,47 @@ func TestFinalPartialIsError(t *testing.T) {
 	}
 	if f.MemUsage != 5 {
 		t.Errorf("Final lost what it read: %+v", f)
+	}
+}
+
+// runsc is started once per job, not once per sample, and not before an
+// events interval has passed; its newest stats line is in every sample
+// after that, and Close stops it.
+func TestSamplerOneRunscStream(t *testing.T) {
+	dir := t.TempDir()
+	calls := dir + "/calls"
+	script := "#!/bin/sh\necho \"$@\" >> " + calls + "\n" +
+		"while :; do echo '{\"type\":\"stats\",\"id\":\"j1\",\"data\":{\"cpu\":{\"usage\":{\"total\":2000000000}},\"memory\":{\"usage\":{\"usage\":4096}},\"pids\":{\"current\":3}}}'; sleep 1; done\n"
+	if err := os.WriteFile(dir+"/runsc", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSampler(Config{CgroupRoot: "testdata/cgroup2", CgroupPath: "/securetrain/job1", Runsc: dir + "/runsc", RunscRoot: "/r", ContainerID: "j1", EventsInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if smp, _ := s.Sample(ctx); smp.Sandbox != nil {
+		t.Errorf("runsc figures %+v before the first interval", smp.Sandbox)
+	}
+	if _, err := os.Stat(calls); err == nil {
+		t.Error("runsc started at the job's start")
+	}
+	time.Sleep(time.Second)
+	var smp Sample
+	for i := 0; i < 50 && smp.Sandbox == nil; i++ {
+		smp, _ = s.Sample(ctx)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if smp.Sandbox == nil || smp.Sandbox.CPU != 2 || smp.Sandbox.Pids != 3 || smp.Sandbox.Memory != 4096 {
+		t.Errorf("sandbox figures %+v", smp.Sandbox)
+	}
+	b, _ := os.ReadFile(calls)
+	if got := strings.TrimSpace(string(b)); got != "--root /r events --interval=1 j1" {
+		t.Errorf("runsc calls %q, want one events stream", got)
+	}
+	s.Close()
+	if b2, _ := os.ReadFile(calls); string(b2) != string(b) {
+		t.Errorf("runsc started again: %q", b2)
 	}
 }

@@ -185,7 +185,7 @@ func (s *testSandbox) waitOutput(substr string) string {
 }
 
 func (s *testSandbox) sampler(t testing.TB, gpus ...int) *Sampler {
-	sm, err := NewSampler(Config{CgroupPath: s.cgPath, Runsc: s.runsc, RunscRoot: s.root, ContainerID: s.id, GPUs: gpus, Logger: discard()})
+	sm, err := NewSampler(Config{CgroupPath: s.cgPath, Runsc: s.runsc, RunscRoot: s.root, ContainerID: s.id, EventsInterval: time.Second, GPUs: gpus, Logger: discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
