@@ -204,6 +204,11 @@ func (s *Server) summarizeRefusals(ctx context.Context) {
 // summarizeRefusalsEvery runs summarizeRefusals every interval until ctx
 // ends (Serve writes the last summary after its handlers are done).
 func (s *Server) summarizeRefusalsEvery(ctx context.Context, every time.Duration) {
+	everyTick(ctx, every, s.summarizeRefusals)
+}
+
+// everyTick calls f every interval until ctx ends.
+func everyTick(ctx context.Context, every time.Duration, f func(context.Context)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -211,7 +216,7 @@ func (s *Server) summarizeRefusalsEvery(ctx context.Context, every time.Duration
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.summarizeRefusals(ctx)
+			f(ctx)
 		}
 	}
 }

@@ -169,14 +169,7 @@ func (s *Server) retryLeftovers(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		every = configs.DefaultGCInterval.D()
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, every, func(ctx context.Context) {
 		rep, err := s.Launcher.GCLeftovers(ctx) // the launcher writes the gc events
 		if len(rep.Jobs) > 0 {
 			s.Log.Info("leftovers collected", "jobs", rep.Jobs, "resources", len(rep.Resources))
@@ -184,7 +177,7 @@ func (s *Server) retryLeftovers(ctx context.Context, every time.Duration) {
 		if err != nil && ctx.Err() == nil {
 			s.Log.Warn("leftovers remain; retried every daemon.gc_interval", "interval", every, "err", oneLine(err.Error()))
 		}
-	}
+	})
 }
 
 // listen creates the socket, mode 0666: anyone may connect, and what they

@@ -132,14 +132,15 @@ func TestRefusals(t *testing.T) {
 	keyT := Trust{Key: k.Public()}
 	caT := Trust{Roots: ca.Roots, Identities: []string{"models@publisher.example"}}
 	sigOut := "/nonexistent/model.sig"
-	cases := []struct {
+	type refusal struct {
 		name  string
 		mod   func(dir string)
 		b     []byte
 		tr    Trust
 		is    error
 		wants []string
-	}{
+	}
+	cases := []refusal{
 		{"tampered file", func(d string) { os.WriteFile(filepath.Join(d, "config.json"), []byte(`{"hidden": 5}`), 0o644) }, good, keyT, pin.ErrMismatch, []string{"config.json", "sha256"}},
 		{"extra file", func(d string) { os.WriteFile(filepath.Join(d, "evil.pkl"), []byte("x"), 0o644) }, good, keyT, pin.ErrUnpinned, []string{"evil.pkl"}},
 		{"missing file", func(d string) { os.Remove(filepath.Join(d, "tokenizer", "vocab.txt")) }, good, keyT, pin.ErrMissing, []string{"tokenizer/vocab.txt"}},
@@ -159,36 +160,15 @@ func TestRefusals(t *testing.T) {
 	h, _ := KeyHint(k.Public())
 	fb["verificationMaterial"] = map[string]any{"publicKey": map[string]string{"hint": h}}
 	forged, _ = json.Marshal(fb)
-	cases = append(cases, struct {
-		name  string
-		mod   func(dir string)
-		b     []byte
-		tr    Trust
-		is    error
-		wants []string
-	}{"signature by another key under the trusted hint", nil, forged, keyT, ErrSignature, []string{"does not verify"}})
+	cases = append(cases, refusal{"signature by another key under the trusted hint", nil, forged, keyT, ErrSignature, []string{"does not verify"}})
 	expired := testenv.NewPKI(t, "models@publisher.example", func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) })
-	cases = append(cases, struct {
-		name  string
-		mod   func(dir string)
-		b     []byte
-		tr    Trust
-		is    error
-		wants []string
-	}{"expired leaf", nil, foreignBundle(t, expired.LeafKey, modelFiles, shape{chain: []*x509.Certificate{expired.Leaf, expired.Inter}}),
+	cases = append(cases, refusal{"expired leaf", nil, foreignBundle(t, expired.LeafKey, modelFiles, shape{chain: []*x509.Certificate{expired.Leaf, expired.Inter}}),
 		Trust{Roots: expired.Roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"expired"}})
 	noSign := testenv.NewPKI(t, "models@publisher.example", func(c *x509.Certificate) {
 		c.KeyUsage = x509.KeyUsageKeyEncipherment
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	})
-	cases = append(cases, struct {
-		name  string
-		mod   func(dir string)
-		b     []byte
-		tr    Trust
-		is    error
-		wants []string
-	}{"leaf not for signing", nil, foreignBundle(t, noSign.LeafKey, modelFiles, shape{chain: []*x509.Certificate{noSign.Leaf, noSign.Inter}}),
+	cases = append(cases, refusal{"leaf not for signing", nil, foreignBundle(t, noSign.LeafKey, modelFiles, shape{chain: []*x509.Certificate{noSign.Leaf, noSign.Inter}}),
 		Trust{Roots: noSign.Roots, Identities: []string{"models@publisher.example"}}, ErrTrust, []string{"may not sign"}})
 
 	for _, tc := range cases {
