@@ -140,12 +140,18 @@ func (j *fedJob) result() result {
 }
 
 // startLive starts securetrain run --user st-e2e FLAGS -- COMMAND in the
-// background; the job reads its stdin from the returned job's in. At
-// cleanup stdin is closed and a launcher still running after 30 s is
-// stopped (SIGTERM: it tears down).
+// background; the job reads its stdin from the returned job's in.
 func (n *netEnv) startLive(t *testing.T, dir string, flags []string, command ...string) *fedJob {
 	t.Helper()
-	c := n.cmd(t.Context(), dir, nil, jobArgs(flags, command...)...)
+	return startFed(t, n.cmd(t.Context(), dir, nil, jobArgs(flags, command...)...))
+}
+
+// startFed starts c in the background with its stdin on a pipe (the
+// returned job's in) and its output in buffers. At cleanup stdin is closed
+// (EOF lets the job go on to its end) and a launcher still running after
+// 30 s is stopped (SIGTERM: it tears down).
+func startFed(t *testing.T, c *exec.Cmd) *fedJob {
+	t.Helper()
 	rd, wr, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

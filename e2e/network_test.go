@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -273,42 +272,13 @@ func TestNetworkConcurrentJobsKeepTheirOwnAllowlists(t *testing.T) {
 	allowed, evil := n.w.AllowedIP.String(), n.w.EvilIP.String()
 	type run struct {
 		name, dir string
-		in        io.WriteCloser
-		out, errb *syncBuffer
-		done      chan struct{} // closed when securetrain has exited
-		code      int
+		*fedJob
 	}
 	start := func(name, allow, own, other string) *run {
 		dir := n.project(t, nil)
 		c := n.cmd(t.Context(), dir, nil, "run", "--user", jobUser, "--allow", allow, "--report", filepath.Join(dir, "report.json"), "--",
 			"/usr/bin/python3", "-I", "net.py", "dial", own, "8080", "wait", "dial", other, "8080")
-		rd, wr, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		j := &run{name: name, dir: dir, in: wr, out: &syncBuffer{}, errb: &syncBuffer{}, done: make(chan struct{})}
-		c.Stdin, c.Stdout, c.Stderr = rd, j.out, j.errb
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		rd.Close()
-		go func() {
-			c.Wait()
-			j.code = c.ProcessState.ExitCode()
-			close(j.done)
-		}()
-		t.Cleanup(func() {
-			// EOF on stdin lets the job go on to its end; a launcher that
-			// does not end is stopped (SIGTERM: it tears down).
-			wr.Close()
-			select {
-			case <-j.done:
-			case <-time.After(30 * time.Second):
-				c.Process.Signal(syscall.SIGTERM)
-				<-j.done
-			}
-		})
-		return j
+		return &run{name: name, dir: dir, fedJob: startFed(t, c)}
 	}
 	a := start("A", "tcp:"+allowed+":8080", allowed, evil)
 	b := start("B", "tcp:"+evil+":8080", evil, allowed)
