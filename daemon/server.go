@@ -602,8 +602,8 @@ func (s *Server) ps(id Identity, all bool) Reply {
 			continue
 		}
 		var extra map[string]string
-		for _, k := range []string{"net_addr", "allocation"} {
-			if v := j.Extra[k]; v != "" {
+		for k, v := range map[string]string{"net_addr": j.NetAddr, "allocation": j.Allocation} {
+			if v != "" {
 				if extra == nil {
 					extra = map[string]string{}
 				}

@@ -206,7 +206,7 @@ func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck er
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(l.Host.DataDir, "jobs", res.ID, AttestationName)
+	p := filepath.Join(l.JobData(res.ID), AttestationName)
 	if err := writeOwned(p, env, int(pl.user.UID), int(pl.user.GID)); err != nil {
 		return "", err
 	}

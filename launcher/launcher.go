@@ -68,6 +68,10 @@ const PinnedGVisor = "v0.0.0-20260905035102-160fafc42237"
 // Store returns the job state store.
 func (l *Launcher) Store() *Store { return &Store{Dir: filepath.Join(l.Host.StateDir, "jobs")} }
 
+// JobData is the job's directory on the host for what outlives it: its log,
+// its result, its attestation and signatures (<data_dir>/jobs/ID).
+func (l *Launcher) JobData(id string) string { return filepath.Join(l.Host.DataDir, "jobs", id) }
+
 func (l *Launcher) runsc() *sandbox.Runsc {
 	return &sandbox.Runsc{Path: l.Runsc, Root: filepath.Join(l.Host.StateDir, "runsc")}
 }

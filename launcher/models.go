@@ -236,7 +236,7 @@ func (l *Launcher) signOutputs(ctx context.Context, pl *plan, res *Result) error
 	} else if h, err := oms.KeyHint(pl.integrity.omsSigner.Public()); err == nil {
 		signer = "key sha256:" + h
 	}
-	p := filepath.Join(l.Host.DataDir, "jobs", res.ID, OutputsSignatureName)
+	p := filepath.Join(l.JobData(res.ID), OutputsSignatureName)
 	if err := writeOwned(p, b, int(pl.user.UID), int(pl.user.GID)); err != nil {
 		return err
 	}

@@ -137,7 +137,7 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 
 	// Per-job data on the host: the log (capped) and the result. The job's
 	// HOME is not here: it is in memory, bounded by limits.home (homeMount).
-	jobData := filepath.Join(l.Host.DataDir, "jobs", id)
+	jobData := l.JobData(id)
 	if err := os.MkdirAll(filepath.Dir(jobData), 0o711); err != nil {
 		return nil, err
 	}
@@ -364,17 +364,12 @@ func (l *Launcher) setupAndRun(ctx context.Context, id string, pl *plan, h *Hand
 	}
 	_ = h.Update(func(s *JobState) {
 		s.Status = StatusRunning
-		if s.Extra == nil {
-			s.Extra = map[string]string{}
-		}
-		s.Extra["runsc_pid"] = fmt.Sprint(cmd.Process.Pid)
+		s.RunscPID = cmd.Process.Pid
 		if guard != nil {
 			// Where the job is on the network, for ps/debugging of
 			// distributed jobs (which rank holds the allocation's address).
-			s.Extra["net_addr"] = guard.JobAddr().String()
-			if pl.net.Allocation != "" {
-				s.Extra["allocation"] = pl.net.Allocation
-			}
+			s.NetAddr = guard.JobAddr().String()
+			s.Allocation = pl.net.Allocation
 		}
 	})
 	log.Info("job started", "pid", cmd.Process.Pid, "user", pl.user.Name, "profile", prof.Name)
@@ -671,7 +666,7 @@ func (l *Launcher) attachTTY(ctx context.Context, console *sandbox.ConsoleSocket
 }
 
 func (l *Launcher) writeResult(pl *plan, res *Result) error {
-	dir := filepath.Join(l.Host.DataDir, "jobs", res.ID)
+	dir := l.JobData(res.ID)
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err

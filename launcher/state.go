@@ -35,8 +35,15 @@ type JobState struct {
 	Log           string              `json:"log,omitempty"`
 	ResultPath    string              `json:"result,omitempty"`
 	Resources     []jobstate.Resource `json:"resources"`
-	Live          bool                `json:"-"` // a launcher holds the lock
-	Extra         map[string]string   `json:"extra,omitempty"`
+	// RunscPID is the `runsc run` process once the job started.
+	RunscPID int `json:"runsc_pid,omitempty"`
+	// NetAddr is the job's address on its veth (jobs with a network), for
+	// ps and for finding which rank holds an allocation's address.
+	NetAddr string `json:"net_addr,omitempty"`
+	// Allocation is the distributed job the job belongs to (--allocation).
+	Allocation string            `json:"allocation,omitempty"`
+	Live       bool              `json:"-"` // a launcher holds the lock
+	Extra      map[string]string `json:"extra,omitempty"`
 }
 
 // Status values.

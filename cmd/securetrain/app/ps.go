@@ -56,7 +56,7 @@ var PsCommand = &cli.Command{
 				}
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-				time.Since(j.Created).Round(time.Second), cpu, mem, gpu, netColumn(j.Extra), profileName(j.Profile), strings.NewReplacer("\n", "\\n", "\t", " ").Replace(strings.Join(j.Command, " ")))
+				time.Since(j.Created).Round(time.Second), cpu, mem, gpu, netColumn(map[string]string{"net_addr": j.NetAddr, "allocation": j.Allocation}), profileName(j.Profile), strings.NewReplacer("\n", "\\n", "\t", " ").Replace(strings.Join(j.Command, " ")))
 		}
 		return w.Flush()
 	},
