@@ -3,12 +3,16 @@ package launcher
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
-	"github.com/securetrain/securetrain/sandbox"
+	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/usage"
 	"github.com/securetrain/securetrain/violation"
 )
@@ -17,6 +21,8 @@ import (
 // gVisor's own processes and the live view) and reads the final account from
 // the job's parent cgroup once runsc is done.
 type accounting struct {
+	job      string
+	start    time.Time
 	live     *usage.Sampler // /securetrain/<id>/sandbox
 	final    *usage.Sampler // /securetrain/<id>
 	viol     <-chan violation.Violation
@@ -26,9 +32,9 @@ type accounting struct {
 	pids     int64
 }
 
-func (l *Launcher) startAccounting(ctx context.Context, id string, pl *plan, rs *sandbox.Runsc, start time.Time) (*accounting, error) {
-	p := pl.prof.Limits
-	a := &accounting{memLimit: uint64(p.Memory), pids: p.Pids}
+func (l *Launcher) startAccounting(ctx context.Context, j *job, start time.Time) (*accounting, error) {
+	p, id, pl, rs := j.pl.prof.Limits, j.id, j.pl, j.rs
+	a := &accounting{job: id, start: start, memLimit: uint64(p.Memory), pids: p.Pids}
 	var err error
 	a.live, err = usage.NewSampler(usage.Config{
 		CgroupPath: sandboxCgroup(id), Runsc: rs.Path, RunscRoot: rs.Root, ContainerID: id,
@@ -92,7 +98,7 @@ func (s *Store) LiveUsage(id string) (usage.Sample, bool) {
 // parent cgroup, the job's share of CPU from the last live sample, and the
 // OOM and pids-limit verdicts. status is the job's exit status; stoppedByUs
 // says the launcher killed it (so a SIGKILL is not an OOM).
-func (a *accounting) finish(ctx context.Context, id string, start, end time.Time, status int, stoppedByUs bool) usage.Record {
+func (a *accounting) finish(ctx context.Context, end time.Time, status int, stoppedByUs bool) usage.Record {
 	a.cancel()
 	for range a.viol {
 	}
@@ -121,8 +127,41 @@ func (a *accounting) finish(ctx context.Context, id string, start, end time.Time
 	if f.PidsMaxHit == 0 && status != 0 && !stoppedByUs && a.pids > 0 && int64(last.HostTasks) >= a.pids*9/10 {
 		f.PidsMaxHit = 1
 	}
-	rec := usage.NewRecord(id, start, end, f, a.memLimit, a.pids)
+	rec := usage.NewRecord(a.job, a.start, end, f, a.memLimit, a.pids)
 	a.live.Close()
 	a.final.Close()
 	return rec
+}
+
+// account is the job's end: the violations recorded before it started, the
+// final counters with the OOM and pids verdicts, egress, the inputs'
+// recheck and the run's provenance, and the audit record of the end.
+func (j *job) account(ctx context.Context) error {
+	res := j.res
+	// After the job's own (a kill names the violation that caused it).
+	for _, v := range j.pl.req.Recorded {
+		v.Job = j.id
+		res.Violations = append(res.Violations, v)
+	}
+	rec := j.acct.finish(ctx, time.Now(), res.JobStatus, res.killedByUs)
+	if j.guard != nil {
+		rec.EgressBytes = j.guard.EgressBytes()
+		if j.pl.req.Learn {
+			res.Suggested = netguard.SuggestAllowlist(j.guard.Contacted())
+		}
+	}
+	for _, v := range rec.Violations {
+		if res.Outcome != OutcomeViolation && res.Outcome != OutcomeLimit {
+			res.Outcome, res.ExitCode, res.Reason = OutcomeLimit, ExitLimit, v.String()
+		}
+	}
+	rec.Violations = append(rec.Violations, res.Violations...)
+	res.Violations = rec.Violations
+	rec.Exit = usage.ExitStatus{Code: res.JobStatus, Reason: res.Reason}
+	if res.JobStatus > 128 && res.JobStatus < 128+65 {
+		rec.Exit.Signal = unix.SignalName(syscall.Signal(res.JobStatus - 128))
+	}
+	res.Usage = &rec
+	res.Summary = rec.Summary()
+	return errors.Join(j.finishInputs(ctx), j.auditEnd(ctx))
 }

@@ -135,7 +135,8 @@ func (l *Launcher) sitePackages(pl *plan) []string {
 
 // attest builds, signs and writes the provenance of a finished job and
 // returns the envelope's path.
-func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck error, codeChanges []string) (string, error) {
+func (j *job) attest(ctx context.Context, recheck error, codeChanges []string) (string, error) {
+	l, pl, res := j.l, j.pl, j.res
 	host, _ := os.Hostname()
 	version := map[string]string{"gvisor": PinnedGVisor}
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -152,12 +153,12 @@ func (l *Launcher) attest(ctx context.Context, pl *plan, res *Result, recheck er
 		Violations:       res.Violations,
 		InputsRecheck:    recheck,
 		OutputsDir:       pl.outputDir,
-		OutputsSignature: pl.integrity.outputsSig,
+		OutputsSignature: j.outputsSig,
 		ExitCode:         res.ExitCode,
 		StartedOn:        time.Now(),
 		FinishedOn:       time.Now(),
 	}
-	if c := pl.integrity.code; c != nil {
+	if c := j.code; c != nil {
 		run.Code, run.CodeChanges = &c.State, codeChanges
 	}
 	for _, in := range pl.integrity.inputs {

@@ -11,17 +11,42 @@ import (
 	"github.com/securetrain/securetrain/audit"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/sandbox"
-	"github.com/securetrain/securetrain/secrets"
 )
 
-// auditStart records what the job runs, with what and under which policy.
-// The job does not start if this cannot be written.
-func (l *Launcher) auditStart(ctx context.Context, lg *audit.Log, id string, pl *plan, mounts []sandbox.Mount, grant *secrets.Grant) error {
+// auditStart opens the audit log and records what the job runs, with what
+// and under which policy. The job does not start if this cannot be written.
+func (j *job) auditStart(ctx context.Context) error {
+	lg, err := j.l.OpenAudit(ctx)
+	if err != nil {
+		return err
+	}
+	j.audit = lg
+	j.undo.push(func() error { return lg.Close(context.Background()) })
+	if _, err := lg.Append(ctx, j.id, j.pl.user.Name, j.startEvent()); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if j.grant == nil {
+		return nil
+	}
+	for _, s := range j.pl.prof.Secrets {
+		if _, err := lg.Append(ctx, j.id, j.pl.user.Name, audit.SecretIssued{
+			Path: s.Path, Accessor: j.grant.Accessor(), TTLSeconds: int64(j.pl.prof.Vault.TTL.D() / time.Second),
+			Delivery: strings.Join(sortedValues(s.Files), ","),
+		}); err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+	}
+	return nil
+}
+
+// startEvent is the audit record of the job's start.
+func (j *job) startEvent() audit.JobStart {
+	pl := j.pl
 	ev := audit.JobStart{
 		Command: pl.req.Command, Workdir: pl.codeDir, UID: int(pl.user.UID), GID: int(pl.user.GID),
 		Profile: pl.prof.Source, ProfileHash: pl.prof.Digest, Runtime: "runsc",
 	}
-	for _, m := range mounts {
+	for _, m := range j.mounts {
 		if m.Kind == sandbox.Bind && !isSystemMount(m.Target) {
 			ev.Mounts = append(ev.Mounts, audit.Mount{Source: m.Source, Dest: m.Target, ReadOnly: m.ReadOnly})
 		}
@@ -42,26 +67,14 @@ func (l *Launcher) auditStart(ctx context.Context, lg *audit.Log, id string, pl 
 			ev.Models = append(ev.Models, audit.ModelSignature{Input: vi.Name, Path: vi.Path, Bundle: s.Bundle, Method: s.Method, Signer: s.Signer, RootDigest: s.RootDigest})
 		}
 	}
-	if _, err := lg.Append(ctx, id, pl.user.Name, ev); err != nil {
-		return fmt.Errorf("audit log: %w", err)
-	}
-	if grant != nil {
-		for _, s := range pl.prof.Secrets {
-			if _, err := lg.Append(ctx, id, pl.user.Name, audit.SecretIssued{
-				Path: s.Path, Accessor: grant.Accessor(), TTLSeconds: int64(pl.prof.Vault.TTL.D() / time.Second),
-				Delivery: strings.Join(sortedValues(s.Files), ","),
-			}); err != nil {
-				return fmt.Errorf("audit log: %w", err)
-			}
-		}
-	}
-	return nil
+	return ev
 }
 
 // auditEnd records the violations, the kill if the launcher stopped the
 // job, and the exit with the usage record. Errors are returned for the
 // caller to report; the job has ended either way.
-func (l *Launcher) auditEnd(ctx context.Context, lg *audit.Log, res *Result) error {
+func (j *job) auditEnd(ctx context.Context) error {
+	lg, res := j.audit, j.res
 	var errs []string
 	app := func(p audit.Payload) {
 		if _, err := lg.Append(ctx, res.ID, res.User, p); err != nil {

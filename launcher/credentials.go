@@ -81,31 +81,31 @@ func (l *Launcher) prepareSecrets(pl *plan) error {
 // issueSecrets logs the launcher in, creates the job's orphan token, reads
 // and delivers the secrets, and rewrites the job's command to go through the
 // entry point. Every step is recorded and undone on failure (fail closed).
-func (l *Launcher) issueSecrets(ctx context.Context, id string, pl *plan, h *Handle, undo *cleanup) (*secrets.Grant, []sandbox.Mount, []string, error) {
-	c, err := secrets.NewClient(ctx, l.vaultClientConfig(), l.Log.With("job", id))
+func (j *job) issueSecrets(ctx context.Context) error {
+	c, err := secrets.NewClient(ctx, j.l.vaultClientConfig(), j.log)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("vault: %w", err)
+		return fmt.Errorf("vault: %w", err)
 	}
-	undo.push(func() error { c.Close(); return nil })
-	spec := jobSpec(pl.prof)
-	spec.JobID, spec.UID, spec.GID = id, int(pl.user.UID), int(pl.user.GID)
-	spec.HostDir = filepath.Join(h.Dir(), "secrets")
-	g, err := c.Issue(ctx, spec, h)
+	j.undo.push(func() error { c.Close(); return nil })
+	spec := jobSpec(j.pl.prof)
+	spec.JobID, spec.UID, spec.GID = j.id, int(j.pl.user.UID), int(j.pl.user.GID)
+	spec.HostDir = filepath.Join(j.h.Dir(), "secrets")
+	g, err := c.Issue(ctx, spec, j.h)
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
-	undo.pushRemoving(g.Records(), func() error {
+	j.grant = g
+	j.undo.pushRemoving(g.Records(), func() error {
 		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return g.Revoke(rctx)
 	})
-	var mounts []sandbox.Mount
 	for _, m := range g.Mounts() {
-		mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: m.Source, Target: m.Destination, ReadOnly: true})
+		j.secrets = append(j.secrets, sandbox.Mount{Kind: sandbox.Bind, Source: m.Source, Target: m.Destination, ReadOnly: true})
 	}
-	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.self, Target: EntryPoint, ReadOnly: true})
-	args := append([]string{EntryPoint, ExecEnvVerb, g.EnvMapFile(), "--"}, pl.args...)
-	return g, mounts, args, nil
+	j.secrets = append(j.secrets, sandbox.Mount{Kind: sandbox.Bind, Source: j.pl.self, Target: EntryPoint, ReadOnly: true})
+	j.args = append([]string{EntryPoint, ExecEnvVerb, g.EnvMapFile(), "--"}, j.pl.args...)
+	return nil
 }
 
 // vaultGC returns the cleaner for Vault records: job tokens are revoked by

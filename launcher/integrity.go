@@ -31,15 +31,12 @@ import (
 type integrityPlan struct {
 	mounts   []sandbox.Mount
 	inputs   []verifiedInput
-	snapshot *pin.Snapshot            // stat state of every input as verified
-	staged   *pin.Snapshot            // the same, rooted at the inputs' staging mounts (what the job sees)
-	code     *provenance.CodeSnapshot // the code the job runs, taken before it starts (attested jobs)
-	stats    pin.Stats                // what verification cost
-	signer   signing.Signer           // nil: no provenance for this job
-	sitePkgs []string                 // Python package directories visible to the job
+	snapshot *pin.Snapshot  // stat state of every input as verified
+	stats    pin.Stats      // what verification cost
+	signer   signing.Signer // nil: no provenance for this job
+	sitePkgs []string       // Python package directories visible to the job
 	// omsSigner signs the outputs as an OMS bundle (integrity.sign_outputs).
-	omsSigner  oms.Signer
-	outputsSig *provenance.ModelSignature // the bundle it made
+	omsSigner oms.Signer
 }
 
 // verifiedInput is one pinned input after verification.
@@ -88,117 +85,187 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 	if len(p.Inputs) == 0 {
 		return nil
 	}
-	uid, gid, groups := int(pl.user.UID), int(pl.user.GID), pl.req.Caller.Groups
+	pins, err := pl.pinInputs()
+	if err != nil {
+		return err
+	}
+	if err := l.verifyInputs(ctx, pl, pins); err != nil {
+		return err
+	}
+	// Model files: scanned after verification, so the bytes judged are
+	// the pinned ones (a change after this is caught by the rechecks).
+	for i, in := range p.Inputs {
+		if in.Kind != "model" {
+			continue
+		}
+		if err := checkModel(ctx, pl.integrity.inputs[i], pins[i], in.Accept); err != nil {
+			return err
+		}
+	}
+	for _, vi := range pl.integrity.inputs {
+		pl.integrity.mounts = append(pl.integrity.mounts, sandbox.Mount{Kind: sandbox.Bind, Source: vi.Path, Target: vi.Target, ReadOnly: true})
+	}
+	return nil
+}
+
+// pinInputs checks each of the profile's inputs as the job's user (its
+// path, kind and target) and returns what to verify it against.
+func (pl *plan) pinInputs() ([]pin.Pin, error) {
 	var pins []pin.Pin
 	targets := map[string]string{}
-	for i, in := range p.Inputs {
+	for i, in := range pl.prof.Inputs {
 		what := fmt.Sprintf("inputs[%d] %s", i, in.Path)
 		if in.Name != "" {
 			what = fmt.Sprintf("input %s (%s)", in.Name, in.Path)
 		}
-		// Resolved as the job's user: root's view must not tell the user
-		// whether a path they cannot reach exists.
-		var real string
-		var fi os.FileInfo
-		if err := asUser(uid, gid, groups, func() error {
-			var err error
-			if real, err = filepath.EvalSymlinks(in.Path); err != nil {
-				return err
-			}
-			fi, err = os.Stat(real)
-			return err
-		}); err != nil {
-			return fmt.Errorf("%s: %w", what, unwrapFS(err))
-		}
-		dir := fi.IsDir()
-		switch {
-		case !dir && !fi.Mode().IsRegular():
-			return fmt.Errorf("%s: not a regular file", what)
-		case in.Signature != nil:
-		case dir && in.Manifest == "":
-			return fmt.Errorf("%s: is a directory: pin it with manifest: (securetrain pin DIR -o FILE), not sha256:", what)
-		case !dir && in.Manifest != "":
-			return fmt.Errorf("%s: is not a directory: pin it with sha256:, not manifest:", what)
+		real, dir, err := pl.resolveInput(in)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		target := inputTarget(in, real)
-		if target == "/" || !path.IsAbs(target) {
-			return fmt.Errorf("%s: target %q must be an absolute path other than /", what, target)
-		}
-		if prev, ok := targets[target]; ok {
-			return fmt.Errorf("%s: target %s is already used by %s; give each input its own target", what, target, prev)
-		}
-		if target == pl.codeDir || target == pl.outputDir || target == pl.user.Home {
-			return fmt.Errorf("%s: target %s would hide the code, output or home directory", what, target)
+		if err := pl.checkTarget(target, targets); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		targets[target] = what
-		// The user must be able to read what they pin: root hashes it, and
-		// a digest (or a manifest parse error) must never tell the user
-		// about a file they cannot read themselves.
-		if in.Signature != nil {
-			readAs := func(fn func() error) error { return asUser(uid, gid, groups, fn) }
-			pp, ms, err := signedInput(p, in, real, dir, readAs)
-			if err != nil {
-				return fmt.Errorf("%s: %s", what, oneLine(err))
-			}
-			vi := verifiedInput{Name: in.Name, Kind: in.Kind, Path: real, Target: target, Dir: dir, Signature: ms, SHA256: pp.Digest.String()}
-			if dir {
-				vi.SHA256 = pin.ManifestDigest(pp.Manifest).String()
-			}
-			if vi.Name == "" {
-				vi.Name = filepath.Base(real)
-			}
-			pins = append(pins, pp)
-			pl.integrity.inputs = append(pl.integrity.inputs, vi)
-			continue
-		}
-		var manifest []pin.Entry
-		if err := asUser(uid, gid, groups, func() error {
-			fd, err := unix.Open(real, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-			if err != nil {
-				return err
-			}
-			unix.Close(fd)
-			if !dir {
-				return nil
-			}
-			mf := in.Manifest
-			if !filepath.IsAbs(mf) {
-				base, err := profileDir(p)
-				if err != nil {
-					return err
-				}
-				mf = filepath.Join(base, mf)
-			}
-			b, err := readSmallFile(mf, 256<<20)
-			if err != nil {
-				return fmt.Errorf("manifest %s: %w", mf, unwrapFS(err))
-			}
-			manifest, err = pin.ParseManifest(bytes.NewReader(b))
-			if err != nil {
-				return fmt.Errorf("manifest %s: %w", mf, err)
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("%s: %w (the job's user %s must be able to read it)", what, unwrapFS(err), pl.user.Name)
-		}
-		pp := pin.Pin{Path: real, Dir: dir, Manifest: manifest}
 		vi := verifiedInput{Name: in.Name, Kind: in.Kind, Path: real, Target: target, Dir: dir}
 		if vi.Name == "" {
 			vi.Name = filepath.Base(real)
 		}
-		if dir {
-			vi.SHA256 = pin.ManifestDigest(manifest).String()
+		// The user must be able to read what they pin: root hashes it, and
+		// a digest (or a manifest parse error) must never tell the user
+		// about a file they cannot read themselves.
+		var pp pin.Pin
+		if in.Signature != nil {
+			pp, err = pl.signedPin(in, &vi)
 		} else {
-			d, err := pin.ParseDigest(in.SHA256)
-			if err != nil {
-				return fmt.Errorf("%s: sha256: %w", what, err)
-			}
-			pp.Digest, vi.SHA256 = d, d.String()
+			pp, err = pl.digestPin(in, &vi)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		pins = append(pins, pp)
 		pl.integrity.inputs = append(pl.integrity.inputs, vi)
 	}
+	return pins, nil
+}
 
+// asUser runs fn as the job's user.
+func (pl *plan) asUser(fn func() error) error {
+	return asUser(int(pl.user.UID), int(pl.user.GID), pl.req.Caller.Groups, fn)
+}
+
+// resolveInput resolves an input's path as the job's user (root's view must
+// not tell the user whether a path they cannot reach exists) and checks its
+// kind against how it is pinned.
+func (pl *plan) resolveInput(in configs.Input) (real string, dir bool, err error) {
+	var fi os.FileInfo
+	if err := pl.asUser(func() error {
+		var err error
+		if real, err = filepath.EvalSymlinks(in.Path); err != nil {
+			return err
+		}
+		fi, err = os.Stat(real)
+		return err
+	}); err != nil {
+		return "", false, unwrapFS(err)
+	}
+	dir = fi.IsDir()
+	switch {
+	case !dir && !fi.Mode().IsRegular():
+		return "", false, errors.New("not a regular file")
+	case in.Signature != nil:
+	case dir && in.Manifest == "":
+		return "", false, errors.New("is a directory: pin it with manifest: (securetrain pin DIR -o FILE), not sha256:")
+	case !dir && in.Manifest != "":
+		return "", false, errors.New("is not a directory: pin it with sha256:, not manifest:")
+	}
+	return real, dir, nil
+}
+
+// checkTarget refuses a target that is not absolute, is taken, or would
+// hide the code, outputs or home directory.
+func (pl *plan) checkTarget(target string, taken map[string]string) error {
+	if target == "/" || !path.IsAbs(target) {
+		return fmt.Errorf("target %q must be an absolute path other than /", target)
+	}
+	if prev, ok := taken[target]; ok {
+		return fmt.Errorf("target %s is already used by %s; give each input its own target", target, prev)
+	}
+	if target == pl.codeDir || target == pl.outputDir || target == pl.user.Home {
+		return fmt.Errorf("target %s would hide the code, output or home directory", target)
+	}
+	return nil
+}
+
+// signedPin verifies an input's OMS signature (read as the job's user) and
+// returns the pin it vouches for.
+func (pl *plan) signedPin(in configs.Input, vi *verifiedInput) (pin.Pin, error) {
+	pp, ms, err := signedInput(pl.prof, in, vi.Path, vi.Dir, pl.asUser)
+	if err != nil {
+		return pin.Pin{}, errors.New(oneLine(err))
+	}
+	vi.Signature, vi.SHA256 = ms, pp.Digest.String()
+	if vi.Dir {
+		vi.SHA256 = pin.ManifestDigest(pp.Manifest).String()
+	}
+	return pp, nil
+}
+
+// digestPin is an input pinned by its sha256 (a file) or its manifest (a
+// directory), which the job's user must be able to read.
+func (pl *plan) digestPin(in configs.Input, vi *verifiedInput) (pin.Pin, error) {
+	manifest, err := pl.readManifest(in, vi.Path, vi.Dir)
+	if err != nil {
+		return pin.Pin{}, fmt.Errorf("%w (the job's user %s must be able to read it)", unwrapFS(err), pl.user.Name)
+	}
+	pp := pin.Pin{Path: vi.Path, Dir: vi.Dir, Manifest: manifest}
+	if vi.Dir {
+		vi.SHA256 = pin.ManifestDigest(manifest).String()
+		return pp, nil
+	}
+	d, err := pin.ParseDigest(in.SHA256)
+	if err != nil {
+		return pin.Pin{}, fmt.Errorf("sha256: %w", err)
+	}
+	pp.Digest, vi.SHA256 = d, d.String()
+	return pp, nil
+}
+
+// readManifest opens the input as the job's user and, for a directory,
+// reads its manifest (relative to the profile's directory).
+func (pl *plan) readManifest(in configs.Input, real string, dir bool) (manifest []pin.Entry, err error) {
+	err = pl.asUser(func() error {
+		fd, err := unix.Open(real, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		if !dir {
+			return nil
+		}
+		mf := in.Manifest
+		if !filepath.IsAbs(mf) {
+			base, err := profileDir(pl.prof)
+			if err != nil {
+				return err
+			}
+			mf = filepath.Join(base, mf)
+		}
+		b, err := readSmallFile(mf, 256<<20)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", mf, unwrapFS(err))
+		}
+		manifest, err = pin.ParseManifest(bytes.NewReader(b))
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", mf, err)
+		}
+		return nil
+	})
+	return manifest, err
+}
+
+// verifyInputs verifies every pin (with the host's verification cache).
+func (l *Launcher) verifyInputs(ctx context.Context, pl *plan, pins []pin.Pin) error {
 	opts := pin.Options{Logger: l.Log}
 	// The cache is root's: under data_dir (0711, as the job data), 0700.
 	if err := os.MkdirAll(l.Host.DataDir, 0o711); err != nil {
@@ -218,20 +285,6 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 	pl.integrity.hideIgnored()
 	l.Log.Debug("inputs verified", "files", res.Stats.Files, "hashed", res.Stats.Hashed,
 		"cached", res.Stats.Cached, "bytes", res.Stats.Bytes, "hashed_bytes", res.Stats.HashedBytes)
-
-	// Model files: scanned after verification, so the bytes judged are
-	// the pinned ones (a change after this is caught by the rechecks).
-	for i, in := range p.Inputs {
-		if in.Kind != "model" {
-			continue
-		}
-		if err := checkModel(ctx, pl.integrity.inputs[i], pins[i], in.Accept); err != nil {
-			return err
-		}
-	}
-	for _, vi := range pl.integrity.inputs {
-		pl.integrity.mounts = append(pl.integrity.mounts, sandbox.Mount{Kind: sandbox.Bind, Source: vi.Path, Target: vi.Target, ReadOnly: true})
-	}
 	return nil
 }
 
@@ -273,45 +326,42 @@ func checkModel(ctx context.Context, vi verifiedInput, p pin.Pin, accept []strin
 	return nil
 }
 
-// recheckMountedInputs runs after the inputs are staged (stage bound what
-// it opened onto root-owned points, and the sandbox mounts those) and
-// before the job starts. The staging points are checked, not the paths: an
-// input swapped (renamed over, rename-exchanged) between verification and
-// staging is refused here, one swapped after it is not what the job sees,
-// and a file changed in place is caught here or by the end-of-run recheck.
-func (l *Launcher) recheckMountedInputs(ctx context.Context, pl *plan) error {
-	snap := pl.integrity.mounted(pl.req.staged)
+// recheckInputs runs after the inputs are staged (stage bound what it
+// opened onto root-owned points, and the sandbox mounts those) and before
+// the job starts. The staging points are checked, not the paths: an input
+// swapped (renamed over, rename-exchanged) between verification and staging
+// is refused here, one swapped after it is not what the job sees, and a
+// file changed in place is caught here or by the end-of-run recheck.
+func (j *job) recheckInputs(ctx context.Context) error {
+	snap := j.pl.integrity.mounted(j.staged)
 	if snap == nil {
 		return nil
 	}
 	if err := pin.Recheck(ctx, snap); err != nil {
-		return fmt.Errorf("inputs changed after verification: %s", oneLine(unstage(err, pl.req.staged)))
+		return fmt.Errorf("inputs changed after verification: %s", oneLine(unstage(err, j.staged)))
 	}
 	return nil
 }
 
 // mounted is the snapshot of the verified inputs rooted where the sandbox
 // mounts them from: their staging points where stage made them.
-func (ip *integrityPlan) mounted(staged map[string]string) *pin.Snapshot {
+func (ip *integrityPlan) mounted(staged staging) *pin.Snapshot {
 	if ip.snapshot == nil {
 		return nil
 	}
-	if ip.staged == nil {
-		s := &pin.Snapshot{}
-		for _, p := range ip.snapshot.Pins {
-			if point, ok := staged[p.Root]; ok {
-				p.Root = point
-			}
-			s.Pins = append(s.Pins, p)
+	s := &pin.Snapshot{}
+	for _, p := range ip.snapshot.Pins {
+		if point, ok := staged[p.Root]; ok {
+			p.Root = point
 		}
-		ip.staged = s
+		s.Pins = append(s.Pins, p)
 	}
-	return ip.staged
+	return s
 }
 
 // unstage names the inputs' own paths, not their staging points, in a
 // recheck's changes.
-func unstage(err error, staged map[string]string) error {
+func unstage(err error, staged staging) error {
 	var ce *pin.ChangedError
 	if !errors.As(err, &ce) {
 		return err
@@ -375,58 +425,73 @@ func oneLine(err error) string {
 // finishInputs rechecks inputs at the end of the run (a change fails the
 // run: violation kind input, exit 123) and writes the signed provenance of
 // the run next to its result record.
-func (l *Launcher) finishInputs(ctx context.Context, pl *plan, res *Result) error {
+func (j *job) finishInputs(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
-	var recheck error
-	if snap := pl.integrity.mounted(pl.req.staged); snap != nil {
-		// What the job saw: the staged inputs (a path swapped and swapped
-		// back meanwhile is not what it read).
-		recheck = unstage(pin.Recheck(ctx, snap), pl.req.staged)
-		var ce *pin.ChangedError
-		if errors.As(recheck, &ce) {
-			v := ce.Violation(res.ID)
-			// The job has already ended: the violation fails the run
-			// and its provenance; there is nothing left to kill.
-			v.Action = violation.Recorded
-			res.Violations = append(res.Violations, v)
-			if res.Usage != nil {
-				res.Usage.Violations = res.Violations
-				res.Summary = res.Usage.Summary()
-			}
-			if res.Outcome != OutcomeViolation && res.Outcome != OutcomeLimit {
-				res.Outcome, res.ExitCode, res.Reason = OutcomeViolation, ExitPolicy, v.String()
-			}
-			l.Log.Warn("input changed during the run", "job", res.ID, "err", recheck)
-		} else if recheck != nil {
-			l.Log.Warn("input recheck", "job", res.ID, "err", recheck)
-		}
-	}
-	var codeChanges []string
-	if pl.integrity.code != nil {
-		ch, err := pl.integrity.code.Recheck(ctx, pl.codeDir)
-		if err != nil {
-			ch = []string{"recheck failed: " + err.Error()}
-		}
-		if len(ch) > 0 {
-			codeChanges = ch
-			l.Log.Warn("the code directory changed on the host during the run; the job ran the snapshot taken at its start",
-				"job", res.ID, "changes", strings.Join(ch, ", "))
-		}
-	}
-	if pl.integrity.omsSigner != nil {
-		if err := l.signOutputs(ctx, pl, res); err != nil {
+	recheck := j.recheckAtEnd(ctx)
+	codeChanges := j.codeChanges(ctx)
+	if j.pl.integrity.omsSigner != nil {
+		if err := j.signOutputs(ctx); err != nil {
 			return fmt.Errorf("outputs signature: %w", err)
 		}
 	}
-	if pl.integrity.signer == nil {
+	if j.pl.integrity.signer == nil {
 		return nil
 	}
-	p, err := l.attest(ctx, pl, res, recheck, codeChanges)
+	p, err := j.attest(ctx, recheck, codeChanges)
 	if err != nil {
 		return fmt.Errorf("provenance: %w", err)
 	}
-	res.Attestation = p
+	j.res.Attestation = p
 	return nil
+}
+
+// recheckAtEnd rechecks what the job saw: the staged inputs (a path swapped
+// and swapped back meanwhile is not what it read). A change is a recorded
+// violation that fails the run and its provenance; the job has already
+// ended, so there is nothing left to kill.
+func (j *job) recheckAtEnd(ctx context.Context) error {
+	snap := j.pl.integrity.mounted(j.staged)
+	if snap == nil {
+		return nil
+	}
+	res := j.res
+	recheck := unstage(pin.Recheck(ctx, snap), j.staged)
+	var ce *pin.ChangedError
+	if !errors.As(recheck, &ce) {
+		if recheck != nil {
+			j.log.Warn("input recheck", "err", recheck)
+		}
+		return recheck
+	}
+	v := ce.Violation(res.ID)
+	v.Action = violation.Recorded
+	res.Violations = append(res.Violations, v)
+	if res.Usage != nil {
+		res.Usage.Violations = res.Violations
+		res.Summary = res.Usage.Summary()
+	}
+	if res.Outcome != OutcomeViolation && res.Outcome != OutcomeLimit {
+		res.Outcome, res.ExitCode, res.Reason = OutcomeViolation, ExitPolicy, v.String()
+	}
+	j.log.Warn("input changed during the run", "err", recheck)
+	return recheck
+}
+
+// codeChanges lists what changed on the host in an attested job's code
+// directory during the run (the job ran the snapshot taken at its start).
+func (j *job) codeChanges(ctx context.Context) []string {
+	if j.code == nil {
+		return nil
+	}
+	ch, err := j.code.Recheck(ctx, j.pl.codeDir)
+	if err != nil {
+		ch = []string{"recheck failed: " + err.Error()}
+	}
+	if len(ch) > 0 {
+		j.log.Warn("the code directory changed on the host during the run; the job ran the snapshot taken at its start",
+			"changes", strings.Join(ch, ", "))
+	}
+	return ch
 }
 
 // snapshotCode copies the code directory of an attested job, before it
@@ -439,13 +504,14 @@ func (l *Launcher) finishInputs(ctx context.Context, pl *plan, res *Result) erro
 // names the live mount masks, and whatever another mount covers (the
 // outputs directory, an environment inside the code directory), for which
 // an empty mount point stands. It is bounded by integrity.code_snapshot_max.
-func (l *Launcher) snapshotCode(ctx context.Context, pl *plan, h *Handle, undo *cleanup, jobData string, extra []sandbox.Mount) error {
+func (j *job) snapshotCode(ctx context.Context) error {
+	pl := j.pl
 	if pl.integrity.signer == nil {
 		return nil
 	}
 	t0 := time.Now()
 	from := pl.codeDir
-	if point, ok := pl.req.staged[pl.codeDir]; ok {
+	if point, ok := j.staged[pl.codeDir]; ok {
 		from = point
 	}
 	var exclude []string
@@ -453,7 +519,7 @@ func (l *Launcher) snapshotCode(ctx context.Context, pl *plan, h *Handle, undo *
 		exclude = append(exclude, filepath.Clean(name))
 	}
 	points := map[string]bool{} // mount points under the code directory: rel -> directory
-	targets := append(append(append([]sandbox.Mount(nil), pl.mounts...), pl.integrity.mounts...), extra...)
+	targets := append(append(append([]sandbox.Mount(nil), pl.mounts...), pl.integrity.mounts...), j.secrets...)
 	targets = append(targets, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
 	for _, m := range targets {
 		rel, ok := strings.CutPrefix(m.Target, pl.codeDir+"/")
@@ -468,8 +534,8 @@ func (l *Launcher) snapshotCode(ctx context.Context, pl *plan, h *Handle, undo *
 		}
 		points[rel] = dir
 	}
-	base := filepath.Join(jobData, "snapshot")
-	if err := l.record(h, undo, jobstate.Resource{Kind: KindDir, Name: base}); err != nil {
+	base := filepath.Join(j.l.JobData(j.id), "snapshot")
+	if err := j.l.record(j.h, &j.undo, jobstate.Resource{Kind: KindDir, Name: base}); err != nil {
 		return err
 	}
 	if err := os.Mkdir(base, 0o700); err != nil {
@@ -477,7 +543,7 @@ func (l *Launcher) snapshotCode(ctx context.Context, pl *plan, h *Handle, undo *
 	}
 	copyDir := filepath.Join(base, "code")
 	snap, err := provenance.SnapshotCode(ctx, pl.codeDir, from, copyDir,
-		provenance.SnapshotOptions{Exclude: exclude, MaxBytes: int64(l.Host.Integrity.CodeSnapshotMax)})
+		provenance.SnapshotOptions{Exclude: exclude, MaxBytes: int64(j.l.Host.Integrity.CodeSnapshotMax)})
 	if err != nil {
 		return fmt.Errorf("code snapshot: %w", err)
 	}
@@ -495,13 +561,12 @@ func (l *Launcher) snapshotCode(ctx context.Context, pl *plan, h *Handle, undo *
 			return fmt.Errorf("code snapshot: mount point %s: %w", rel, err)
 		}
 	}
-	if pl.req.staged == nil {
-		pl.req.staged = map[string]string{}
+	if j.staged == nil {
+		j.staged = staging{}
 	}
-	pl.req.staged[pl.codeDir] = copyDir
-	pl.masks = nil // the credentials were never copied
-	pl.integrity.code = snap
-	l.Log.Debug("code snapshot", "files", snap.State.Files, "bytes", snap.Bytes, "took", time.Since(t0),
+	j.staged[pl.codeDir] = copyDir
+	j.code = snap // the bundle masks no credentials: they were never copied
+	j.log.Debug("code snapshot", "files", snap.State.Files, "bytes", snap.Bytes, "took", time.Since(t0),
 		"tree_sha256", snap.State.TreeSHA256)
 	return nil
 }

@@ -118,7 +118,7 @@ func TestInputsVerifiedMountedCachedAndRefused(t *testing.T) {
 	if fi, err := os.Stat(f.l.PinCacheDir()); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("cache dir: %v %v", fi, err)
 	}
-	if err := f.l.recheckMountedInputs(ctx, pl); err != nil {
+	if err := f.l.newJob("", pl).recheckInputs(ctx); err != nil {
 		t.Fatalf("recheck of unchanged inputs: %v", err)
 	}
 
@@ -130,7 +130,7 @@ func TestInputsVerifiedMountedCachedAndRefused(t *testing.T) {
 	// Changed between verification and start: refused before runsc runs.
 	a := filepath.Join(data, "a.txt")
 	os.WriteFile(a, []byte("poison\n"), 0o644)
-	if err := f.l.recheckMountedInputs(ctx, pl); err == nil || !strings.Contains(err.Error(), a+" (modified)") {
+	if err := f.l.newJob("", pl).recheckInputs(ctx); err == nil || !strings.Contains(err.Error(), a+" (modified)") {
 		t.Fatalf("recheck before start must name the changed file: %v", err)
 	}
 	// And at the next run, refused naming the file and both digests.
@@ -239,7 +239,9 @@ func TestFinishInputsRecheckAndAttestation(t *testing.T) {
 		t.Helper()
 		os.MkdirAll(filepath.Join(f.l.Host.DataDir, "jobs", id), 0o711)
 		res := &Result{ID: id, Command: []string{"/bin/true"}, Outcome: OutcomeExited, Usage: &usage.Record{Job: id}}
-		if err := f.l.finishInputs(ctx, pl, res); err != nil {
+		j := f.l.newJob(id, pl)
+		j.res = res
+		if err := j.finishInputs(ctx); err != nil {
 			t.Fatal(err)
 		}
 		return res
@@ -318,42 +320,43 @@ func TestInputsMountedAsVerified(t *testing.T) {
 		}
 		return pl
 	}
-	stage := func(pl *plan, id string) *cleanup {
+	stage := func(pl *plan, id string) *job {
 		t.Helper()
 		h, err := f.l.Store().Create(JobState{ID: id})
 		if err != nil {
 			t.Fatal(err)
 		}
-		undo := &cleanup{}
-		undo.push(h.Remove)
-		t.Cleanup(func() { undo.run() })
-		if err := f.l.stage(id, pl, h, undo); err != nil {
+		j := f.l.newJob(id, pl)
+		j.h = h
+		j.undo.push(h.Remove)
+		t.Cleanup(func() { j.undo.run() })
+		if j.staged, err = f.l.stage(id, pl, h, &j.undo); err != nil {
 			t.Fatal(err)
 		}
-		return undo
+		return j
 	}
 
 	pl := verify()
-	undo := stage(pl, "stagedinput1")
+	j := stage(pl, "stagedinput1")
 	exchange() // after staging: the job must not see it
-	if err := f.l.recheckMountedInputs(ctx, pl); err != nil {
+	if err := j.recheckInputs(ctx); err != nil {
 		t.Fatalf("the staged input is the verified one: %v", err)
 	}
-	src := pl.req.stagedSources(pl.integrity.mounts)[0].Source
+	src := j.staged.sources(pl.integrity.mounts)[0].Source
 	if b, err := os.ReadFile(filepath.Join(src, "a.txt")); err != nil || string(b) != "verified\n" {
 		t.Fatalf("the mount source shows %q (%v), not the verified content", b, err)
 	}
 	res := &Result{ID: "stagedinput1", Outcome: OutcomeExited}
-	if err := f.l.finishInputs(ctx, pl, res); err != nil || len(res.Violations) != 0 {
+	j.res = res
+	if err := j.finishInputs(ctx); err != nil || len(res.Violations) != 0 {
 		t.Fatalf("what the job saw did not change: %v %+v", err, res.Violations)
 	}
-	undo.run()
+	j.undo.run()
 	exchange()
 
 	pl = verify()
 	exchange() // between verification and staging
-	stage(pl, "stagedinput2")
-	err := f.l.recheckMountedInputs(ctx, pl)
+	err := stage(pl, "stagedinput2").recheckInputs(ctx)
 	if want := filepath.Join(data, "a.txt") + " (replaced)"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("an input swapped before staging must be refused naming %s: %v", want, err)
 	}
@@ -389,20 +392,22 @@ func TestSnapshotCodeMountsTheCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	undo := &cleanup{}
+	j := f.l.newJob("snapshottest", pl)
+	j.h = h
+	undo := &j.undo
 	undo.push(h.Remove)
 	defer undo.run()
-	if err := f.l.stage("snapshottest", pl, h, undo); err != nil {
+	if j.staged, err = f.l.stage("snapshottest", pl, h, undo); err != nil {
 		t.Fatal(err)
 	}
 	jobData := filepath.Join(f.l.Host.DataDir, "jobs", "snapshottest")
 	os.MkdirAll(jobData, 0o711)
-	if err := f.l.snapshotCode(ctx, pl, h, undo, jobData, nil); err != nil {
+	if err := j.snapshotCode(ctx); err != nil {
 		t.Fatal(err)
 	}
-	src := pl.req.stagedSources([]sandbox.Mount{{Kind: sandbox.Bind, Source: code, Target: code, ReadOnly: true}})[0].Source
-	if src != filepath.Join(jobData, "snapshot", "code") || pl.masks != nil {
-		t.Fatalf("code mount source %s, masks %v", src, pl.masks)
+	src := j.staged.sources([]sandbox.Mount{{Kind: sandbox.Bind, Source: code, Target: code, ReadOnly: true}})[0].Source
+	if masks := j.masks(); src != filepath.Join(jobData, "snapshot", "code") || masks != nil {
+		t.Fatalf("code mount source %s, masks %v", src, masks)
 	}
 	if fi, err := os.Stat(filepath.Dir(src)); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("the copy's parent must be root-only: %v %v", fi, err)
@@ -417,7 +422,7 @@ func TestSnapshotCodeMountsTheCopy(t *testing.T) {
 			t.Errorf("mount point %s missing in the copy: %v", point, err)
 		}
 	}
-	if st := pl.integrity.code.State; st.Files != 1 || st.Dir != code {
+	if st := j.code.State; st.Files != 1 || st.Dir != code {
 		t.Fatalf("the digest must cover train.py only: %+v", st)
 	}
 	f.file(t, "code/train.py", "print('v2')\n", 0o644)

@@ -204,7 +204,8 @@ func (l *Launcher) outputsSigner(p *configs.Profile, prov signing.Signer) (oms.S
 // outputs directory (regular files only, never
 // following a symlink: see provenance.HashOutputs) and writes its OMS
 // bundle to the job's data directory, owned by the job's user.
-func (l *Launcher) signOutputs(ctx context.Context, pl *plan, res *Result) error {
+func (j *job) signOutputs(ctx context.Context) error {
+	l, pl, res := j.l, j.pl, j.res
 	if res.ExitCode != 0 || len(res.Violations) > 0 {
 		// Outputs of a failed or violating run (an input changed, a
 		// destination refused, a limit hit) are not vouched for.
@@ -241,7 +242,7 @@ func (l *Launcher) signOutputs(ctx context.Context, pl *plan, res *Result) error
 		return err
 	}
 	res.OutputsSignature = p
-	pl.integrity.outputsSig = &provenance.ModelSignature{Bundle: p, BundleSHA256: pin.Digest(sha256.Sum256(b)).String(),
+	j.outputsSig = &provenance.ModelSignature{Bundle: p, BundleSHA256: pin.Digest(sha256.Sum256(b)).String(),
 		Method: method, Signer: signer, RootDigest: st.Subject[0].Digest["sha256"]}
 	return nil
 }

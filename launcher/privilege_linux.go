@@ -60,20 +60,71 @@ func (e *PathError) Is(target error) bool { return target == ErrNotPermitted }
 // --report file's directory must be writable by the user; the report itself
 // is written as the user. Without Confine (root ran securetrain) the paths
 // are opened as root, as prepare resolved them, and the outputs directory,
-// which setupAndRun creates as the user, is mounted by name.
-func (l *Launcher) stage(id string, pl *plan, h *Handle, undo *cleanup) error {
+// which the job's outputs step creates as the user, is mounted by name.
+func (l *Launcher) stage(id string, pl *plan, h *Handle, undo *cleanup) (staging, error) {
+	items := stageItems(pl)
+	fds := make([]int, len(items))
+	for i := range fds {
+		fds[i] = -1
+	}
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
 	u := pl.req.Caller
-	type item struct {
-		src   string // the Source string the mounts use
-		what  string
-		write bool
-	}
-	items := []item{{pl.codeDir, "code directory", false}}
+	open := func() error { return openItems(pl, items, fds) }
+	var err error
 	if pl.req.Confine {
-		items = append(items, item{pl.outputDir, "output", true})
+		err = asUser(u.UID, u.GID, u.Groups, open)
+	} else {
+		err = open()
 	}
-	// The launcher's own mounts (the host-minimal root, the GPU driver
-	// libraries) are the host's, not named by the user; everything else is.
+	if err != nil {
+		return nil, err
+	}
+	stageDir := filepath.Join(l.Host.StateDir, "stage", id)
+	if err := os.MkdirAll(filepath.Dir(stageDir), 0o700); err != nil {
+		return nil, err
+	}
+	if err := l.record(h, undo, jobstate.Resource{Kind: KindEmptyDir, Name: stageDir}); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(stageDir, 0o700); err != nil {
+		return nil, err
+	}
+	st := staging{}
+	for i, it := range items {
+		point := filepath.Join(stageDir, strconv.Itoa(i))
+		if err := l.record(h, undo, jobstate.Resource{Kind: KindMount, Name: point}); err != nil {
+			return nil, err
+		}
+		if err := bindOpened(fds[i], point, it); err != nil {
+			return nil, err
+		}
+		st[it.src] = point
+	}
+	return st, nil
+}
+
+// stageItem is one source the user named.
+type stageItem struct {
+	src   string // the Source string the mounts use
+	what  string
+	write bool
+}
+
+// stageItems lists the sources the user named: the code directory, the
+// outputs (daemon requests), data, interpreter environments and inputs.
+// The launcher's own mounts (the host-minimal root, the GPU driver
+// libraries) are the host's, not named by the user.
+func stageItems(pl *plan) []stageItem {
+	items := []stageItem{{pl.codeDir, "code directory", false}}
+	if pl.req.Confine {
+		items = append(items, stageItem{pl.outputDir, "output", true})
+	}
 	own := map[[2]string]bool{}
 	if hostMounts, _, err := sandbox.HostRoot("/"); err == nil {
 		for _, m := range hostMounts {
@@ -87,117 +138,92 @@ func (l *Launcher) stage(id string, pl *plan, h *Handle, undo *cleanup) error {
 	for _, d := range pl.req.Data {
 		dataTargets[d.Target] = "--data " + d.Source + " ->"
 	}
+	named := func(src string) bool {
+		return slices.ContainsFunc(items, func(it stageItem) bool { return it.src == src })
+	}
 	for _, m := range pl.mounts {
 		// A source under /usr or /opt is staged like any other: the host
 		// root shows those directories, but not at another target, and a
 		// user-writable place there (/usr/local for group staff, a conda
 		// install in /opt) can have a link to /root swapped in.
-		if m.Kind != sandbox.Bind || own[[2]string{m.Source, m.Target}] ||
-			slices.ContainsFunc(items, func(it item) bool { return it.src == m.Source }) {
+		if m.Kind != sandbox.Bind || own[[2]string{m.Source, m.Target}] || named(m.Source) {
 			continue
 		}
 		what := dataTargets[m.Target]
 		if what == "" {
 			what = "interpreter environment"
 		}
-		items = append(items, item{m.Source, what, !m.ReadOnly})
+		items = append(items, stageItem{m.Source, what, !m.ReadOnly})
 	}
 	for _, in := range pl.integrity.inputs {
-		if !slices.ContainsFunc(items, func(it item) bool { return it.src == in.Path }) {
-			items = append(items, item{in.Path, "input " + in.Name, false})
+		if !named(in.Path) {
+			items = append(items, stageItem{in.Path, "input " + in.Name, false})
 		}
 	}
-	fds := make([]int, len(items))
-	for i := range fds {
-		fds[i] = -1
-	}
-	defer func() {
-		for _, fd := range fds {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-		}
-	}()
+	return items
+}
+
+// openItems opens every item (creating the writable ones) into fds and
+// checks the --report file's directory, as the current thread's identity.
+func openItems(pl *plan, items []stageItem, fds []int) error {
+	u := pl.req.Caller
 	who := u.Name
 	if !pl.req.Confine {
 		who = "root"
 	}
-	open := func() error {
-		for i, it := range items {
-			if it.write {
-				// Created as the user, with the user's permissions.
-				if err := os.MkdirAll(it.src, 0o755); err != nil {
-					return &PathError{it.what, it.src, fmt.Sprintf("user %s cannot create it (%v)", u.Name, unwrapFS(err))}
-				}
+	for i, it := range items {
+		if it.write {
+			// Created as the user, with the user's permissions.
+			if err := os.MkdirAll(it.src, 0o755); err != nil {
+				return &PathError{it.what, it.src, fmt.Sprintf("user %s cannot create it (%v)", u.Name, unwrapFS(err))}
 			}
-			fd, why := openChecked(it.src, it.write)
-			if why != "" {
-				return &PathError{it.what, it.src, fmt.Sprintf(why, who)}
-			}
-			fds[i] = fd
 		}
-		if rp := pl.req.ReportPath; rp != "" && pl.req.Confine {
-			if !filepath.IsAbs(rp) {
-				rp = filepath.Join(pl.codeDir, rp)
-			}
-			fd, why := openChecked(filepath.Dir(rp), true)
-			if why != "" {
-				return &PathError{"--report", pl.req.ReportPath, fmt.Sprintf(why, u.Name) + " (its directory)"}
-			}
-			unix.Close(fd)
+		fd, why := openChecked(it.src, it.write)
+		if why != "" {
+			return &PathError{it.what, it.src, fmt.Sprintf(why, who)}
 		}
-		return nil
+		fds[i] = fd
+	}
+	if rp := pl.req.ReportPath; rp != "" && pl.req.Confine {
+		if !filepath.IsAbs(rp) {
+			rp = filepath.Join(pl.codeDir, rp)
+		}
+		fd, why := openChecked(filepath.Dir(rp), true)
+		if why != "" {
+			return &PathError{"--report", pl.req.ReportPath, fmt.Sprintf(why, u.Name) + " (its directory)"}
+		}
+		unix.Close(fd)
+	}
+	return nil
+}
+
+// bindOpened makes point (created like what fd is) and bind-mounts fd's
+// file there, private, and read-only unless the item is written.
+func bindOpened(fd int, point string, it stageItem) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
 	}
 	var err error
-	if pl.req.Confine {
-		err = asUser(u.UID, u.GID, u.Groups, open)
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		err = os.Mkdir(point, 0o700)
 	} else {
-		err = open()
+		err = os.WriteFile(point, nil, 0o600)
 	}
 	if err != nil {
 		return err
 	}
-	stageDir := filepath.Join(l.Host.StateDir, "stage", id)
-	if err := os.MkdirAll(filepath.Dir(stageDir), 0o700); err != nil {
-		return err
+	src := "/proc/self/fd/" + strconv.Itoa(fd)
+	if err := unix.Mount(src, point, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("staging %s %s: %w", it.what, it.src, err)
 	}
-	if err := l.record(h, undo, jobstate.Resource{Kind: KindEmptyDir, Name: stageDir}); err != nil {
-		return err
+	if err := unix.Mount("", point, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("staging %s %s: %w", it.what, it.src, err)
 	}
-	if err := os.Mkdir(stageDir, 0o700); err != nil {
-		return err
-	}
-	pl.req.staged = map[string]string{}
-	for i, it := range items {
-		var st unix.Stat_t
-		if err := unix.Fstat(fds[i], &st); err != nil {
-			return err
+	if !it.write {
+		if err := unix.Mount("", point, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("staging %s %s read-only: %w", it.what, it.src, err)
 		}
-		point := filepath.Join(stageDir, strconv.Itoa(i))
-		if err := l.record(h, undo, jobstate.Resource{Kind: KindMount, Name: point}); err != nil {
-			return err
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			err = os.Mkdir(point, 0o700)
-		} else {
-			err = os.WriteFile(point, nil, 0o600)
-		}
-		if err != nil {
-			return err
-		}
-		src := "/proc/self/fd/" + strconv.Itoa(fds[i])
-		if err := unix.Mount(src, point, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("staging %s %s: %w", it.what, it.src, err)
-		}
-		if err := unix.Mount("", point, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("staging %s %s: %w", it.what, it.src, err)
-		}
-		if !it.write {
-			if err := unix.Mount("", point, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-				return fmt.Errorf("staging %s %s read-only: %w", it.what, it.src, err)
-			}
-		}
-		pl.req.staged[it.src] = point
 	}
 	return nil
 }
@@ -249,12 +275,16 @@ func openChecked(p string, write bool) (int, string) {
 	return fd, ""
 }
 
-// stagedSources returns a copy of the mounts in which those whose sources
-// confine checked come from their staging points.
-func (r *Request) stagedSources(ms []sandbox.Mount) []sandbox.Mount {
+// staging maps each source stage checked to its staging mount point (and
+// an attested job's code directory to its snapshot).
+type staging map[string]string
+
+// sources returns a copy of the mounts in which those whose sources were
+// staged come from their staging points.
+func (st staging) sources(ms []sandbox.Mount) []sandbox.Mount {
 	out := slices.Clone(ms)
 	for i := range out {
-		if s, ok := r.staged[out[i].Source]; ok && out[i].Kind == sandbox.Bind {
+		if s, ok := st[out[i].Source]; ok && out[i].Kind == sandbox.Bind {
 			out[i].Source = s
 		}
 	}

@@ -69,12 +69,13 @@ func testConfineMountsWhatWasChecked(t *testing.T, parent string) {
 	var undo cleanup
 	undo.push(h.Remove)
 	defer undo.run()
-	if err := l.stage("confinetest1", pl, h, &undo); err != nil {
+	staged, err := l.stage("confinetest1", pl, h, &undo)
+	if err != nil {
 		t.Fatal(err)
 	}
-	point := pl.req.staged[data]
-	if point == "" || pl.req.staged[pl.codeDir] == "" || pl.req.staged[pl.outputDir] == "" {
-		t.Fatalf("staged = %v", pl.req.staged)
+	point := staged[data]
+	if point == "" || staged[pl.codeDir] == "" || staged[pl.outputDir] == "" {
+		t.Fatalf("staged = %v", staged)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(pl.outputDir, &st); err != nil || st.Uid != nobody {
@@ -88,7 +89,7 @@ func testConfineMountsWhatWasChecked(t *testing.T, parent string) {
 		t.Fatal(err)
 	}
 	ms := []sandbox.Mount{{Kind: sandbox.Bind, Source: data, Target: "/data/x", ReadOnly: true}}
-	ms = pl.req.stagedSources(ms)
+	ms = staged.sources(ms)
 	if ms[0].Source != point {
 		t.Fatalf("mount source = %s, want the staging point %s", ms[0].Source, point)
 	}
@@ -134,7 +135,7 @@ func TestConfineRefuses(t *testing.T) {
 			c.mod(pl, data)
 			var undo cleanup
 			undo.push(h.Remove)
-			err := l.stage("confinetest1", pl, h, &undo)
+			_, err := l.stage("confinetest1", pl, h, &undo)
 			if _, rerr := undo.run(); rerr != nil {
 				t.Errorf("undo: %v", rerr)
 			}

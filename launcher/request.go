@@ -49,7 +49,6 @@ type Request struct {
 	// what gets mounted (privilege_linux.go).
 	Confine bool
 
-	staged map[string]string // checked source -> staging mount point
 	// Allow adds allowlist entries for this run (--allow); Peers adds
 	// distributed-training peers (--peers); Learn runs in audit mode and
 	// suggests an allowlist (--learn). NetworkOff is --network none.

@@ -26,7 +26,6 @@ func exitErr(t *testing.T, script string) error {
 }
 
 func TestFinish(t *testing.T) {
-	l := &Launcher{}
 	for _, tc := range []struct {
 		name        string
 		pre         Result // outcome set by supervise before the exit
@@ -52,7 +51,7 @@ func TestFinish(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := tc.pre
-			l.finish(&res, tc.err(t))
+			res.finish(tc.err(t))
 			if res.Outcome != tc.wantOutcome || res.ExitCode != tc.wantExit || res.JobStatus != tc.wantStatus || res.Reason != tc.wantReason {
 				t.Errorf("got outcome %q exit %d status %d reason %q\nwant outcome %q exit %d status %d reason %q",
 					res.Outcome, res.ExitCode, res.JobStatus, res.Reason, tc.wantOutcome, tc.wantExit, tc.wantStatus, tc.wantReason)

@@ -185,7 +185,7 @@ func TestWriteReportNeverWaitsOnAReader(t *testing.T) {
 	}
 	big := bytes.Repeat([]byte("x"), 1<<20) // more than a pipe holds
 	t0 := time.Now()
-	err := writeReport(fifo, big, 0, 0, nil, 300*time.Millisecond)
+	err := writeReport(fifo, big, Caller{}, 300*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "a FIFO with no reader") {
 		t.Errorf("FIFO without a reader: %v", err)
 	}
@@ -195,7 +195,7 @@ func TestWriteReportNeverWaitsOnAReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = writeReport(fifo, big, 0, 0, nil, 300*time.Millisecond)
+	err = writeReport(fifo, big, Caller{}, 300*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "did not take the report within 300ms") {
 		t.Errorf("FIFO with a stalled reader: %v", err)
 	}
@@ -203,7 +203,7 @@ func TestWriteReportNeverWaitsOnAReader(t *testing.T) {
 		t.Fatalf("writeReport took %s with a 300ms deadline", d)
 	}
 	p := filepath.Join(dir, "report.json")
-	if err := writeReport(p, []byte("{}\n"), 0, 0, nil, time.Second); err != nil {
+	if err := writeReport(p, []byte("{}\n"), Caller{}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "{}\n" {

@@ -70,7 +70,8 @@ func startSupervise(ctx context.Context, t *testing.T, f *fakeRunsc, limits func
 	}
 	l := &Launcher{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	s := &supervised{exited: make(chan error), sigs: make(chan os.Signal), done: make(chan error, 1), res: &Result{ID: "j1"}}
-	go func() { s.done <- l.supervise(ctx, "j1", &plan{prof: p}, f.rs, s.exited, s.sigs, nil, nil, nil, s.res) }()
+	sv := &supervisor{id: "j1", limits: p.Limits, rs: f.rs, log: l.Log, res: s.res, exited: s.exited, sigs: s.sigs}
+	go func() { s.done <- sv.run(ctx) }()
 	return s
 }
 

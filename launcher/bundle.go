@@ -1,0 +1,142 @@
+package launcher
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+
+	"github.com/securetrain/securetrain/sandbox"
+)
+
+// writeBundle writes the job's OCI bundle: the root skeleton, the generated
+// /etc, the mounts (credential masks and hidden files included) and the spec.
+func (j *job) writeBundle(context.Context) error {
+	pl := j.pl
+	j.bundle = filepath.Join(j.h.Dir(), "bundle")
+	if err := os.Mkdir(j.bundle, 0o711); err != nil {
+		return err
+	}
+	resolv, hosts := []byte{}, []byte(nil)
+	j.hostname = j.hostName()
+	if j.guard != nil {
+		resolv, hosts = j.guard.ResolvConf(), j.guard.Hosts(j.hostname)
+	}
+	etc, err := sandbox.EtcFiles(filepath.Join(j.bundle, "etc"), pl.user, j.hostname, resolv, hosts)
+	if err != nil {
+		return err
+	}
+	if j.mounts, err = j.sandboxMounts(etc); err != nil {
+		return err
+	}
+	// Privilege boundary: runsc mounts what was checked (the audit record
+	// keeps the names).
+	specMounts := j.staged.sources(j.mounts)
+	root := pl.rootfs
+	if root == "" {
+		root = filepath.Join(j.bundle, "rootfs")
+		if err := sandbox.PrepareRoot(root, pl.links, specMounts); err != nil {
+			return err
+		}
+	}
+	spec, err := sandbox.BuildSpec(j.spec(root, specMounts))
+	if err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(j.bundle, "config.json"), spec); err != nil {
+		return err
+	}
+	j.log.Debug("bundle written", "bundle", j.bundle, "mounts", len(spec.Mounts))
+	return nil
+}
+
+// hostName is the job's host name: "st-ID", or, for the job holding its
+// allocation's address on this node, this node's name. The host name is the
+// job's own address, answered locally: torch (torchrun's agent, Gloo without
+// an interface name) resolves it and advertises the result to the other
+// ranks; the other nodes' jobs resolve this node's name to that address, so
+// torchrun's rendezvous host recognises itself by it.
+func (j *job) hostName() string {
+	if j.guard != nil && j.pl.net.Allocation != "" {
+		if self := j.l.nodeName(); self != "" && j.pl.net.HostNames[self] == j.guard.JobAddr() {
+			return self
+		}
+	}
+	return "st-" + j.id
+}
+
+// sandboxMounts is every mount of the sandbox, by the names the user gave,
+// sorted for mounting.
+func (j *job) sandboxMounts(etc []sandbox.Mount) ([]sandbox.Mount, error) {
+	pl := j.pl
+	mounts := append([]sandbox.Mount(nil), pl.mounts...)
+	mounts = append(mounts, etc...)
+	mounts = append(mounts,
+		homeMount(pl),
+		sandbox.Mount{Kind: sandbox.Bind, Source: pl.codeDir, Target: pl.codeDir, ReadOnly: true},
+		sandbox.Mount{Kind: sandbox.Tmpfs, Target: "/tmp", Size: uint64(pl.prof.Limits.Scratch), Mode: 0o1777},
+	)
+	empty := filepath.Join(j.bundle, "empty")
+	if err := os.WriteFile(empty, nil, 0o400); err != nil {
+		return nil, err
+	}
+	mounts = append(mounts, maskMounts(j.masks(), empty)...)
+	mounts = append(mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pl.outputDir, Target: pl.outputDir})
+	mounts = append(mounts, pl.integrity.mounts...)
+	mounts = append(mounts, pl.integrity.hideMounts(empty)...)
+	mounts = append(mounts, j.secrets...)
+	sandbox.SortMounts(mounts)
+	return mounts, nil
+}
+
+// masks are the credential paths to cover in the code directory: none
+// when the job runs a snapshot of it, which never copied them.
+func (j *job) masks() []string {
+	if j.code != nil {
+		return nil
+	}
+	return j.pl.masks
+}
+
+// maskMounts covers each credential path that exists: a directory with an
+// empty read-only tmpfs, a file with the empty file.
+func maskMounts(masks []string, empty string) []sandbox.Mount {
+	var out []sandbox.Mount
+	for _, m := range masks {
+		fi, err := os.Lstat(m)
+		if err != nil {
+			continue
+		}
+		if fi.IsDir() {
+			out = append(out, sandbox.Mount{Kind: sandbox.Tmpfs, Target: m, ReadOnly: true, Size: 4096, Mode: 0o500})
+		} else {
+			out = append(out, sandbox.Mount{Kind: sandbox.Bind, Source: empty, Target: m, ReadOnly: true})
+		}
+	}
+	return out
+}
+
+// spec is what the OCI spec is built from.
+func (j *job) spec(root string, mounts []sandbox.Mount) sandbox.Spec {
+	pl, lim := j.pl, j.pl.prof.Limits
+	netns := ""
+	if j.guard != nil {
+		netns = j.guard.NetnsPath()
+	}
+	return sandbox.Spec{
+		ID: j.id, Args: j.args, Env: j.env, Cwd: pl.codeDir,
+		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
+		Hostname: j.hostname, Terminal: pl.req.TTY, Root: root, Mounts: mounts,
+		Shm:         uint64(lim.Shm),
+		Resources:   sandbox.Resources{CPUs: lim.CPUs, Memory: int64(lim.Memory), Pids: lim.Pids},
+		CgroupsPath: sandboxCgroup(j.id), Devices: pl.devices, NetnsPath: netns,
+	}
+}
+
+// homeMount is the job's $HOME: a fresh, empty directory owned by the job's
+// user, in the sandbox's memory and bounded by limits.home, so that filling
+// it (~/.cache, HF_HOME) is ENOSPC for the job and never fills the host's
+// disk. What it holds counts against limits.memory, as /tmp does.
+func homeMount(pl *plan) sandbox.Mount {
+	return sandbox.Mount{Kind: sandbox.Tmpfs, Target: pl.user.Home, Size: uint64(pl.prof.Limits.Home),
+		Mode: 0o700, UID: int(pl.user.UID), GID: int(pl.user.GID)}
+}
