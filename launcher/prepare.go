@@ -64,126 +64,26 @@ type plan struct {
 // prepare checks everything the job needs and computes its sandbox without
 // creating anything.
 func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
-	if os.Geteuid() != 0 {
-		return nil, ErrNeedRoot
+	if err := l.checkRequest(req); err != nil {
+		return nil, err
 	}
-	if len(req.Command) == 0 {
-		return nil, errors.New("no command: use securetrain run [flags] -- COMMAND [ARGS...]")
+	pl := &plan{req: req, prof: req.Profile}
+	if err := pl.resolveDirs(); err != nil {
+		return nil, err
 	}
-	p := req.Profile
-	if p == nil {
-		return nil, errors.New("no profile")
+	pl.setUser()
+	if err := pl.setRoot(); err != nil {
+		return nil, err
 	}
-	if req.Caller.UID <= 0 {
-		return nil, errors.New("jobs never run as root: give an unprivileged user")
-	}
-	if _, err := os.Stat(l.Runsc); err != nil {
-		return nil, fmt.Errorf("runsc not found at %s: run `make runsc` or set runsc: in %s", l.Runsc, configs.DefaultHostConfig)
-	}
-	pl := &plan{req: req, prof: p}
-	code := req.CodeDir
-	if code == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		code = wd
-	}
-	code, err := resolveDir(code, "code directory")
+	path, err := pl.setInterpreter()
 	if err != nil {
 		return nil, err
 	}
-	if code == "/" {
-		return nil, errors.New("code directory is /: run from your project directory or pass --code DIR")
-	}
-	pl.codeDir = code
-	out := req.Output
-	if out == "" {
-		out = p.Sandbox.Output
-	}
-	if !filepath.IsAbs(out) {
-		out = filepath.Join(code, out)
-	}
-	out = filepath.Clean(out)
-	if fi, err := os.Lstat(out); err == nil && !fi.IsDir() {
-		return nil, fmt.Errorf("output %s exists and is not a directory (a symlink is not accepted)", out)
-	}
-	pl.outputDir = out
-
-	u := req.Caller
-	pl.user = sandbox.User{Name: u.Name, UID: uint32(u.UID), GID: uint32(u.GID), Home: u.Home}
-	for _, g := range u.Groups {
-		pl.user.Groups = append(pl.user.Groups, uint32(g))
-	}
-	// The job's HOME is a fresh writable directory at the user's home path,
-	// unless the code directory is the home (or above it).
-	if u.Home == code || strings.HasPrefix(u.Home, code+"/") || u.Home == "" {
-		pl.user.Home = "/var/tmp/home"
-	}
-
-	// Root file system.
-	if p.Sandbox.Rootfs == "host" {
-		mounts, links, err := sandbox.HostRoot("/")
-		if err != nil {
-			return nil, err
-		}
-		pl.mounts, pl.links = append(pl.mounts, mounts...), links
-	} else {
-		rf, err := resolveDir(p.Sandbox.Rootfs, "sandbox.rootfs")
-		if err != nil {
-			return nil, err
-		}
-		pl.rootfs = rf
-	}
-
-	// Interpreter environment.
-	caller := envMap(req.CallerEnv)
-	python := req.Python
-	if python == "" {
-		python = p.Sandbox.Python
-	}
-	if python != "" {
-		if _, err := os.Stat(python); err != nil {
-			return nil, fmt.Errorf("--python %s: %w", python, unwrapFS(err))
-		}
-		// --python venv/bin/python is relative to where the user typed it;
-		// inside the sandbox the job starts in the code directory.
-		abs, err := filepath.Abs(python)
-		if err != nil {
-			return nil, fmt.Errorf("--python %s: %w", python, err)
-		}
-		python = abs
-	}
-	py := detectPython(python, req.Command, code, caller)
-	for _, pref := range py.Prefixes {
-		if pref == code {
-			continue // the code directory: already mounted
-		}
-		// One inside the code directory is mounted on its own too: the
-		// code snapshot of an attested job leaves it out.
-		pl.mounts = append(pl.mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pref, Target: pref, ReadOnly: true})
-	}
-	path := strings.Join(append(py.Bins, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"), ":")
-	args := append([]string(nil), req.Command...)
-	if python != "" && (args[0] == "python" || args[0] == "python3") {
-		args[0] = python
-	}
-	pl.args = args
-
-	// GPUs.
-	var gpuCaps, gpuLibDirs []string
-	if !p.Limits.GPUs.None() {
+	if !pl.prof.Limits.GPUs.None() {
 		if err := l.prepareGPUs(ctx, pl); err != nil {
 			return nil, err
 		}
-		gpuCaps = p.GPU.Capabilities
-		gpuLibDirs = libDirs(pl.gpuLibs)
-		if p.Sandbox.Rootfs != "host" {
-			gpuLibDirs = []string{"/usr/local/securetrain-nvidia/lib"}
-		}
 	}
-
-	// Data.
 	for _, d := range req.Data {
 		src, err := resolveDir(d.Source, "--data")
 		if err != nil {
@@ -191,32 +91,13 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		}
 		pl.mounts = append(pl.mounts, sandbox.Mount{Kind: sandbox.Bind, Source: src, Target: d.Target, ReadOnly: true})
 	}
-
 	// Credential masks inside the code directory.
-	pl.masks = credentialMasks(code, append(append([]string(nil), CredentialNames...), p.Sandbox.Mask...))
-
-	env, err := buildEnv(envInput{
-		caller: caller, profile: p.Env, flags: req.Env, path: path,
-		home: pl.user.Home, user: pl.user.Name, cpus: p.Limits.CPUs, memory: uint64(p.Limits.Memory),
-		gpuCaps: gpuCaps, gpuLibDir: gpuLibDirs,
-	})
-	if err != nil {
+	pl.masks = credentialMasks(pl.codeDir, append(append([]string(nil), CredentialNames...), pl.prof.Sandbox.Mask...))
+	if err := pl.setEnv(path); err != nil {
 		return nil, err
 	}
-	if req.TTY {
-		if _, ok := caller["TERM"]; !ok {
-			env = append(env, "TERM=xterm-256color")
-		}
-	}
-	pl.env = env
-	if !req.NetworkOff {
-		nc, err := l.netConfig(p, req)
-		if err != nil {
-			return nil, err
-		}
-		pl.net = nc
-	} else if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn || req.Allocation != "" {
-		return nil, errors.New("--network none cannot be combined with --allow, --peers, --allocation or --learn")
+	if err := l.prepareNetwork(pl); err != nil {
+		return nil, err
 	}
 	if err := l.prepareSecrets(pl); err != nil {
 		return nil, err
@@ -225,6 +106,175 @@ func (l *Launcher) prepare(ctx context.Context, req Request) (*plan, error) {
 		return nil, err
 	}
 	return pl, nil
+}
+
+// checkRequest refuses what no plan can come of.
+func (l *Launcher) checkRequest(req Request) error {
+	if os.Geteuid() != 0 {
+		return ErrNeedRoot
+	}
+	if len(req.Command) == 0 {
+		return errors.New("no command: use securetrain run [flags] -- COMMAND [ARGS...]")
+	}
+	if req.Profile == nil {
+		return errors.New("no profile")
+	}
+	if req.Caller.UID <= 0 {
+		return errors.New("jobs never run as root: give an unprivileged user")
+	}
+	if _, err := os.Stat(l.Runsc); err != nil {
+		return fmt.Errorf("runsc not found at %s: run `make runsc` or set runsc: in %s", l.Runsc, configs.DefaultHostConfig)
+	}
+	return nil
+}
+
+// resolveDirs resolves the code directory (the working directory unless
+// given) and the outputs directory (relative to the code directory).
+func (pl *plan) resolveDirs() error {
+	code := pl.req.CodeDir
+	if code == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		code = wd
+	}
+	code, err := resolveDir(code, "code directory")
+	if err != nil {
+		return err
+	}
+	if code == "/" {
+		return errors.New("code directory is /: run from your project directory or pass --code DIR")
+	}
+	pl.codeDir = code
+	out := pl.req.Output
+	if out == "" {
+		out = pl.prof.Sandbox.Output
+	}
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(code, out)
+	}
+	out = filepath.Clean(out)
+	if fi, err := os.Lstat(out); err == nil && !fi.IsDir() {
+		return fmt.Errorf("output %s exists and is not a directory (a symlink is not accepted)", out)
+	}
+	pl.outputDir = out
+	return nil
+}
+
+// setUser is the job's identity. Its HOME is a fresh writable directory at
+// the user's home path, unless the code directory is the home (or above it).
+func (pl *plan) setUser() {
+	u := pl.req.Caller
+	pl.user = sandbox.User{Name: u.Name, UID: uint32(u.UID), GID: uint32(u.GID), Home: u.Home}
+	for _, g := range u.Groups {
+		pl.user.Groups = append(pl.user.Groups, uint32(g))
+	}
+	if u.Home == pl.codeDir || strings.HasPrefix(u.Home, pl.codeDir+"/") || u.Home == "" {
+		pl.user.Home = "/var/tmp/home"
+	}
+}
+
+// setRoot is the sandbox's root file system: the host-minimal skeleton, or
+// the profile's rootfs directory.
+func (pl *plan) setRoot() error {
+	if pl.prof.Sandbox.Rootfs == "host" {
+		mounts, links, err := sandbox.HostRoot("/")
+		if err != nil {
+			return err
+		}
+		pl.mounts, pl.links = append(pl.mounts, mounts...), links
+		return nil
+	}
+	rf, err := resolveDir(pl.prof.Sandbox.Rootfs, "sandbox.rootfs")
+	if err != nil {
+		return err
+	}
+	pl.rootfs = rf
+	return nil
+}
+
+// setInterpreter finds the job's Python environment (--python, the
+// profile's, or the one the command names), mounts its prefixes and
+// returns the job's PATH.
+func (pl *plan) setInterpreter() (string, error) {
+	req := pl.req
+	python := req.Python
+	if python == "" {
+		python = pl.prof.Sandbox.Python
+	}
+	if python != "" {
+		if _, err := os.Stat(python); err != nil {
+			return "", fmt.Errorf("--python %s: %w", python, unwrapFS(err))
+		}
+		// --python venv/bin/python is relative to where the user typed it;
+		// inside the sandbox the job starts in the code directory.
+		abs, err := filepath.Abs(python)
+		if err != nil {
+			return "", fmt.Errorf("--python %s: %w", python, err)
+		}
+		python = abs
+	}
+	py := detectPython(python, req.Command, pl.codeDir, envMap(req.CallerEnv))
+	for _, pref := range py.Prefixes {
+		if pref == pl.codeDir {
+			continue // the code directory: already mounted
+		}
+		// One inside the code directory is mounted on its own too: the
+		// code snapshot of an attested job leaves it out.
+		pl.mounts = append(pl.mounts, sandbox.Mount{Kind: sandbox.Bind, Source: pref, Target: pref, ReadOnly: true})
+	}
+	args := append([]string(nil), req.Command...)
+	if python != "" && (args[0] == "python" || args[0] == "python3") {
+		args[0] = python
+	}
+	pl.args = args
+	return strings.Join(append(py.Bins, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"), ":"), nil
+}
+
+// setEnv is the job's environment: the caller's, the profile's and the
+// flags', with PATH, the thread counts and the GPU variables.
+func (pl *plan) setEnv(path string) error {
+	p, caller := pl.prof, envMap(pl.req.CallerEnv)
+	var gpuCaps, gpuLibDirs []string
+	if !p.Limits.GPUs.None() {
+		gpuCaps = p.GPU.Capabilities
+		gpuLibDirs = libDirs(pl.gpuLibs)
+		if p.Sandbox.Rootfs != "host" {
+			gpuLibDirs = []string{"/usr/local/securetrain-nvidia/lib"}
+		}
+	}
+	env, err := buildEnv(envInput{
+		caller: caller, profile: p.Env, flags: pl.req.Env, path: path,
+		home: pl.user.Home, user: pl.user.Name, cpus: p.Limits.CPUs, memory: uint64(p.Limits.Memory),
+		gpuCaps: gpuCaps, gpuLibDir: gpuLibDirs,
+	})
+	if err != nil {
+		return err
+	}
+	if _, ok := caller["TERM"]; pl.req.TTY && !ok {
+		env = append(env, "TERM=xterm-256color")
+	}
+	pl.env = env
+	return nil
+}
+
+// prepareNetwork is the job's network: none with --network none, else what
+// netConfig makes of the profile and the flags.
+func (l *Launcher) prepareNetwork(pl *plan) error {
+	req := pl.req
+	if req.NetworkOff {
+		if len(req.Allow) > 0 || len(req.Peers) > 0 || req.Learn || req.Allocation != "" {
+			return errors.New("--network none cannot be combined with --allow, --peers, --allocation or --learn")
+		}
+		return nil
+	}
+	nc, err := l.netConfig(pl.prof, req)
+	if err != nil {
+		return err
+	}
+	pl.net = nc
+	return nil
 }
 
 // credentialMasks returns the paths to cover for names inside the code
