@@ -63,6 +63,32 @@ func TestReadmeIsAMap(t *testing.T) {
 	}
 }
 
+// TestReadmeListsEveryPage keeps the README's table of contents complete:
+// every page of docs/ is linked from the README.
+func TestReadmeListsEveryPage(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	lines, _ := mdLines(string(data))
+	for _, l := range lines {
+		for _, m := range inlineRE.FindAllStringSubmatch(l, -1) {
+			path, _, _ := strings.Cut(m[2], "#")
+			linked[path] = true
+		}
+	}
+	pages, err := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pages {
+		if name := "docs/" + filepath.Base(p); !linked[name] {
+			t.Errorf("README.md does not link %s: add it to the table of contents", name)
+		}
+	}
+}
+
 // TestDocLinksCheckerFindsBrokenLinks feeds the checker pages with each
 // kind of broken link, so that a checker that passes everything fails here.
 func TestDocLinksCheckerFindsBrokenLinks(t *testing.T) {
