@@ -22,9 +22,9 @@ import (
 // interleaved (one run of every variant per round, so that a host whose
 // load changes shifts them all alike): a bare process, plain
 // `runsc --network=none do` and securetrain. Each figure goes to the log
-// and, through testenv.BenchRow, to the README's table. `make bench` runs
-// them (scripts/bench.sh); BENCH_TINY=1 shrinks the workloads to a smoke
-// run (TestBenchScriptTiny).
+// and, through testenv.BenchRow, to the table in docs/performance.md.
+// `make bench` runs them (scripts/bench.sh); BENCH_TINY=1 shrinks the
+// workloads to a smoke run (TestBenchScriptTiny).
 
 // variant is one way of running the same thing; run returns the workload's
 // own rate (steps/s, iters/s; 0 when it has none).
@@ -282,8 +282,8 @@ func median(xs []float64) float64 {
 
 // TestBenchScriptTiny runs scripts/bench.sh (what `make bench` runs) on tiny
 // workloads, one round each, so that the benchmarks cannot rot: every row of
-// the README's table that the launch, training and supervisor benchmarks
-// write must come out.
+// the table in docs/performance.md that the launch, training and supervisor
+// benchmarks write must come out.
 func TestBenchScriptTiny(t *testing.T) {
 	e := baseSetup(t)
 	testenv.Python(t)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks securetrain against its baselines in the same run and writes the
-# figures to .bench/results.txt and the README's table to .bench/table.md.
+# figures to .bench/results.txt and the table in docs/performance.md (the
+# README keeps only a summary line) to .bench/table.md.
 # Needs root, the pinned runsc, PyTorch and (for the secrets figures) Vault
 # and PostgreSQL, all of which `make setup` installs. Benchmarks are not part
 # of .ci/run.
@@ -37,5 +38,5 @@ printf '%s\n\n| what | baseline (same run) | securetrain | ratio |\n|---|---|---
   if want netguard; then go test -run '^$' -bench 'SetupClose|ViolationLatency' -benchtime 30x ./netguard; fi
   echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } 2>&1 | tee "$out"
-echo "bench: figures in $out, the README's table in $BENCH_TABLE"
+echo "bench: figures in $out, the table for docs/performance.md in $BENCH_TABLE"
 cat "$BENCH_TABLE"

@@ -25,8 +25,9 @@ func FinalBenchRun(b *testing.B) bool {
 	return true
 }
 
-// BenchRow appends one row of the README's benchmark table to the file
-// named by $BENCH_TABLE (scripts/bench.sh sets it); without it, nothing.
+// BenchRow appends one row of the benchmark table (docs/performance.md) to
+// the file named by $BENCH_TABLE (scripts/bench.sh sets it); without it,
+// nothing.
 // Columns: what | baseline (same run) | securetrain | ratio.
 func BenchRow(tb interface{ Logf(string, ...any) }, what, baseline, securetrain, ratio string) {
 	row := fmt.Sprintf("| %s | %s | %s | %s |\n", what, baseline, securetrain, ratio)
