@@ -26,6 +26,9 @@ type Identity struct {
 // Root reports whether the caller is root.
 func (id Identity) Root() bool { return id.UID == 0 }
 
+// viewer is the caller as the launcher's ps, logs and kill see it.
+func (id Identity) viewer() launcher.Viewer { return launcher.Viewer{UID: id.UID, Admin: id.Admin} }
+
 // isAdmin reports whether the caller is root or in an admin group.
 func isAdmin(uid int, groupNames, adminGroups []string) bool {
 	if uid == 0 {

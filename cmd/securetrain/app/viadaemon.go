@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -102,17 +100,7 @@ func psViaDaemon(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("ps: %w", err)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tNET\tPROFILE\tCOMMAND")
-	for _, j := range jobs {
-		status := j.Status
-		if !j.Live {
-			status = "dead (gc)"
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-			time.Since(j.Created).Round(time.Second), netColumn(j.Extra), profileName(j.Profile), strings.Join(j.Command, " "))
-	}
-	return w.Flush()
+	return printJobs(os.Stdout, jobs, time.Now())
 }
 
 // killViaDaemon stops a job through the daemon when one listens: for a user
