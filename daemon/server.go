@@ -26,7 +26,6 @@ import (
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/launcher"
 	"github.com/securetrain/securetrain/metrics"
-	"github.com/securetrain/securetrain/sandbox"
 	"github.com/securetrain/securetrain/sdnotify"
 	"github.com/securetrain/securetrain/slurm"
 )
@@ -71,7 +70,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
 	if s.GPUs == nil {
-		s.GPUs = func() ([]int, error) { return sandbox.GPUHost{}.Indices() }
+		s.GPUs = launcher.HostGPUs
 	}
 	s.alloc = NewGPUAllocator()
 	s.holds = newAllocLedger(s.Launcher.Store().List)
