@@ -420,7 +420,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		Output: args.Output, Data: data, Python: abs(args.Python), Env: args.Env, CallerEnv: args.CallerEnv,
 		Stdin: files[0], Stdout: files[1], Stderr: files[2], TTY: args.TTY,
 		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
-		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: args.Network == "none",
+		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: launcher.Overrides{Network: args.Network}.NetworkOff(),
 	}
 	if req.Allocation, err = daemonAllocation(id, sj, args.Allocation); err != nil {
 		return Reply{Error: err.Error()}

@@ -113,6 +113,11 @@ type Overrides struct {
 	Network  string // none turns networking off
 }
 
+// NetworkOff reports whether the overrides turn the job's network off
+// (--network none): ApplyOverrides makes the profile's mode none, and the
+// request says so (Request.NetworkOff).
+func (o Overrides) NetworkOff() bool { return o.Network == "none" }
+
 // ApplyOverrides applies flag overrides to a copy of p and validates it again.
 func ApplyOverrides(p *configs.Profile, o Overrides) (*configs.Profile, error) {
 	q := *p

@@ -70,10 +70,11 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return refuse(err)
 	}
-	prof, err = launcher.ApplyOverrides(prof, launcher.Overrides{
+	over := launcher.Overrides{
 		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
-		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"),
-	})
+		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
+	}
+	prof, err = launcher.ApplyOverrides(prof, over)
 	if err != nil {
 		return refuse(err)
 	}
@@ -108,15 +109,7 @@ func runAction(c *cli.Context) error {
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
 		ReportPath: c.String("report"), Extra: slurmRunExtra(c),
 		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
-		Allocation: c.String("allocation"),
-	}
-	switch c.String("network") {
-	case "":
-	case "none":
-		req.NetworkOff = true
-		prof.Network.Mode, prof.Network.Allow, prof.Network.Peers = "none", nil, nil
-	default:
-		return refuse(fmt.Errorf("--network: want none, got %q", c.String("network")))
+		Allocation: c.String("allocation"), NetworkOff: over.NetworkOff(),
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
