@@ -111,6 +111,11 @@ type Overrides struct {
 	WallTime time.Duration
 	GPUs     string
 	Network  string // none turns networking off
+	// Rootfs replaces sandbox.rootfs (--rootfs), Unrestricted sets
+	// network.unrestricted (--unrestricted); the daemon lets only admins
+	// use them.
+	Rootfs       string
+	Unrestricted bool
 }
 
 // NetworkOff reports whether the overrides turn the job's network off
@@ -154,6 +159,12 @@ func ApplyOverrides(p *configs.Profile, o Overrides) (*configs.Profile, error) {
 		q.Network.Allow, q.Network.Peers = nil, nil
 	default:
 		return nil, fmt.Errorf("--network: want none, got %q", o.Network)
+	}
+	if o.Rootfs != "" {
+		q.Sandbox.Rootfs = o.Rootfs
+	}
+	if o.Unrestricted {
+		q.Network.Unrestricted = true
 	}
 	if err := q.Validate(); err != nil {
 		return nil, overrideError(err)
