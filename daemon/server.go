@@ -428,7 +428,8 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	var notes []string
 	if sj != nil {
 		// The epilog finds (and stops) the job by its Slurm job.
-		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
+		req.Extra = launcher.SlurmJobExtra(sj.job.ID)
+		req.Extra["slurm_gpus"] = gpuMapString(sj.job)
 		maps.Copy(req.Extra, held)
 		req.Recorded = sj.forged
 		if !req.NetworkOff && len(prof.Network.PeerPorts) > 0 {

@@ -111,7 +111,7 @@ func runAction(c *cli.Context) error {
 		Output: c.String("output"), Data: data, Python: c.String("python"),
 		Env: c.StringSlice("env"), CallerEnv: env,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
-		ReportPath: c.String("report"), Extra: slurmRunExtra(c),
+		ReportPath: c.String("report"), Extra: l.SlurmRunExtra(c.Context, os.Getenv),
 		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
 		Allocation: c.String("allocation"), NetworkOff: over.NetworkOff(),
 	}
