@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/term"
+
+	"github.com/securetrain/securetrain/launcher"
 )
 
 // ErrNoDaemon means no daemon socket exists at the path.
@@ -117,7 +119,7 @@ func (cl *Client) Run(args RunArgs, stdin, stdout, stderr *os.File, sigs <-chan 
 }
 
 // Ps lists the jobs the caller may see.
-func (cl *Client) Ps(all bool) ([]JobInfo, error) {
+func (cl *Client) Ps(all bool) ([]launcher.JobRow, error) {
 	rep, err := cl.roundTrip(Request{Op: OpPs, All: all})
 	return rep.Jobs, err
 }

@@ -46,8 +46,8 @@ func (h hold) extra() map[string]string {
 // records no hold (a root `securetrain run` inside the allocation, which the
 // allocation does not bound) holds nothing of it.
 func holdOf(st launcher.JobState) (hold, bool) {
-	id, err := slurm.ParseJobID(st.Extra[launcher.ExtraSlurmJob])
-	if _, recorded := st.Extra[extraHeldCPUs]; err != nil || !recorded {
+	id, inJob := launcher.SlurmJobOf(st)
+	if _, recorded := st.Extra[extraHeldCPUs]; !inJob || !recorded {
 		return hold{}, false
 	}
 	h := hold{job: id}

@@ -26,6 +26,9 @@ type Identity struct {
 // Root reports whether the caller is root.
 func (id Identity) Root() bool { return id.UID == 0 }
 
+// viewer is the caller as the launcher's ps, logs and kill see it.
+func (id Identity) viewer() launcher.Viewer { return launcher.Viewer{UID: id.UID, Admin: id.Admin} }
+
 // isAdmin reports whether the caller is root or in an admin group.
 func isAdmin(uid int, groupNames, adminGroups []string) bool {
 	if uid == 0 {
@@ -133,24 +136,13 @@ func Authorize(h *configs.Host, id Identity, args *RunArgs, avail []int, read Pr
 
 	q, err := launcher.ApplyOverrides(prof, launcher.Overrides{
 		CPUs: args.CPUs, Memory: args.Memory, Pids: args.Pids, WallTime: args.WallTime,
-		GPUs: args.GPUs, Network: args.Network,
+		GPUs: args.GPUs, Network: args.Network, Rootfs: args.Rootfs, Unrestricted: args.Unrestricted,
 	})
 	if err != nil {
 		return nil, err
 	}
 	// --allow and --peers go to the launcher with the request (bounded
 	// above for users who are not admins).
-	if args.Rootfs != "" || args.Unrestricted {
-		if args.Rootfs != "" {
-			q.Sandbox.Rootfs = args.Rootfs
-		}
-		if args.Unrestricted {
-			q.Network.Unrestricted = true
-		}
-		if err := q.Validate(); err != nil {
-			return nil, fmt.Errorf("with command-line overrides: %w", err)
-		}
-	}
 	dec.Profile = q
 	return dec, nil
 }

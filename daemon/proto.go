@@ -86,24 +86,10 @@ type Reply struct {
 	Notes []string `json:"notes,omitempty"` // lines for the caller's stderr
 	// Summary is the job's usage summary, Suggested the allowlist --learn
 	// suggests (printed by the client as a root run prints them).
-	Summary   string    `json:"summary,omitempty"`
-	Suggested []string  `json:"suggested,omitempty"`
-	ID        string    `json:"id,omitempty"`
-	Jobs      []JobInfo `json:"jobs,omitempty"`
-}
-
-// JobInfo is one line of ps.
-type JobInfo struct {
-	ID      string    `json:"id"`
-	User    string    `json:"user"`
-	UID     int       `json:"uid"`
-	Status  string    `json:"status"`
-	Live    bool      `json:"live"`
-	Created time.Time `json:"created"`
-	Profile string    `json:"profile"`
-	Command []string  `json:"command"`
-	// Extra: the job's address and allocation (net_addr, allocation).
-	Extra map[string]string `json:"extra,omitempty"`
+	Summary   string            `json:"summary,omitempty"`
+	Suggested []string          `json:"suggested,omitempty"`
+	ID        string            `json:"id,omitempty"`
+	Jobs      []launcher.JobRow `json:"jobs,omitempty"` // ps's rows
 }
 
 // maxMessage bounds one message (a request with the caller's environment).

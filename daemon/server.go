@@ -26,7 +26,6 @@ import (
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/launcher"
 	"github.com/securetrain/securetrain/metrics"
-	"github.com/securetrain/securetrain/sandbox"
 	"github.com/securetrain/securetrain/sdnotify"
 	"github.com/securetrain/securetrain/slurm"
 )
@@ -71,7 +70,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
 	if s.GPUs == nil {
-		s.GPUs = func() ([]int, error) { return sandbox.GPUHost{}.Indices() }
+		s.GPUs = launcher.HostGPUs
 	}
 	s.alloc = NewGPUAllocator()
 	s.holds = newAllocLedger(s.Launcher.Store().List)
@@ -421,7 +420,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 		Output: args.Output, Data: data, Python: abs(args.Python), Env: args.Env, CallerEnv: args.CallerEnv,
 		Stdin: files[0], Stdout: files[1], Stderr: files[2], TTY: args.TTY,
 		ReportPath: args.Report, ID: jobID, Confine: !id.Root(),
-		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: args.Network == "none",
+		Allow: args.Allow, Peers: args.Peers, Learn: args.Learn, NetworkOff: launcher.Overrides{Network: args.Network}.NetworkOff(),
 	}
 	if req.Allocation, err = daemonAllocation(id, sj, args.Allocation); err != nil {
 		return Reply{Error: err.Error()}
@@ -429,7 +428,8 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	var notes []string
 	if sj != nil {
 		// The epilog finds (and stops) the job by its Slurm job.
-		req.Extra = map[string]string{launcher.ExtraSlurmJob: strconv.FormatUint(sj.job.ID, 10), "slurm_gpus": gpuMapString(sj.job)}
+		req.Extra = launcher.SlurmJobExtra(sj.job.ID)
+		req.Extra["slurm_gpus"] = gpuMapString(sj.job)
 		maps.Copy(req.Extra, held)
 		req.Recorded = sj.forged
 		if !req.NetworkOff && len(prof.Network.PeerPorts) > 0 {
@@ -589,31 +589,14 @@ func outcome(o string) metrics.Outcome {
 }
 
 // visible reports whether the caller may see a job of uid.
-func visible(id Identity, uid int) bool { return id.Admin || id.UID == uid }
+func visible(id Identity, uid int) bool { return id.viewer().Sees(uid) }
 
 func (s *Server) ps(id Identity, all bool) Reply {
-	jobs, err := s.Launcher.Store().List()
+	rows, err := s.Launcher.Jobs(id.viewer(), all)
 	if err != nil {
 		return Reply{Error: err.Error()}
 	}
-	var out []JobInfo
-	for _, j := range jobs {
-		if !visible(id, j.UID) || (!j.Live && !all) {
-			continue
-		}
-		var extra map[string]string
-		for k, v := range map[string]string{"net_addr": j.NetAddr, "allocation": j.Allocation} {
-			if v != "" {
-				if extra == nil {
-					extra = map[string]string{}
-				}
-				extra[k] = v
-			}
-		}
-		out = append(out, JobInfo{ID: j.ID, User: j.User, UID: j.UID, Status: j.Status, Live: j.Live,
-			Created: j.Created, Profile: j.Profile, Command: j.Command, Extra: extra})
-	}
-	return Reply{Jobs: out}
+	return Reply{Jobs: rows}
 }
 
 func (s *Server) kill(ctx context.Context, id Identity, jobID string, force bool) Reply {
@@ -642,7 +625,7 @@ func (s *Server) kill(ctx context.Context, id Identity, jobID string, force bool
 	default:
 		// A job the daemon does not run (sudo securetrain run).
 		st, err := s.Launcher.Store().Load(jobID)
-		if err != nil || !visible(id, st.UID) || filepath.Base(jobID) != jobID {
+		if err != nil || !visible(id, st.UID) || launcher.CheckJobID(jobID) != nil {
 			return noJob
 		}
 		if st.LauncherPID == os.Getpid() {
@@ -661,20 +644,11 @@ func (s *Server) kill(ctx context.Context, id Identity, jobID string, force bool
 }
 
 func (s *Server) logs(id Identity, jobID string, out *os.File) Reply {
-	noLog := Reply{Error: fmt.Sprintf("logs: no log for job %s", jobID)}
-	if filepath.Base(jobID) != jobID || jobID == "." || jobID == ".." || jobID == "" {
-		return Reply{Error: fmt.Sprintf("logs: %q is not a job id", jobID)}
-	}
-	p := filepath.Join(s.Launcher.Host.DataDir, "jobs", jobID, "job.log")
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := s.Launcher.OpenLog(id.viewer(), jobID)
 	if err != nil {
-		return noLog
+		return Reply{Error: "logs: " + err.Error()}
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || !visible(id, int(st.Uid)) {
-		return noLog
-	}
 	if _, err := io.Copy(out, f); err != nil {
 		return Reply{Error: "logs: " + err.Error()}
 	}

@@ -110,7 +110,17 @@ type Overrides struct {
 	WallTime time.Duration
 	GPUs     string
 	Network  string // none turns networking off
+	// Rootfs replaces sandbox.rootfs (--rootfs), Unrestricted sets
+	// network.unrestricted (--unrestricted); the daemon lets only admins
+	// use them.
+	Rootfs       string
+	Unrestricted bool
 }
+
+// NetworkOff reports whether the overrides turn the job's network off
+// (--network none): ApplyOverrides makes the profile's mode none, and the
+// request says so (Request.NetworkOff).
+func (o Overrides) NetworkOff() bool { return o.Network == "none" }
 
 // ApplyOverrides applies flag overrides to a copy of p and validates it again.
 func ApplyOverrides(p *configs.Profile, o Overrides) (*configs.Profile, error) {
@@ -148,6 +158,12 @@ func ApplyOverrides(p *configs.Profile, o Overrides) (*configs.Profile, error) {
 		q.Network.Allow, q.Network.Peers = nil, nil
 	default:
 		return nil, fmt.Errorf("--network: want none, got %q", o.Network)
+	}
+	if o.Rootfs != "" {
+		q.Sandbox.Rootfs = o.Rootfs
+	}
+	if o.Unrestricted {
+		q.Network.Unrestricted = true
 	}
 	if err := q.Validate(); err != nil {
 		return nil, overrideError(err)

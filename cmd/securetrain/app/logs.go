@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
+
+	"github.com/securetrain/securetrain/launcher"
 )
 
 // LogsCommand prints a job's log (running or finished).
@@ -22,27 +22,16 @@ var LogsCommand = &cli.Command{
 		if viaDaemon(c) {
 			return logsViaDaemon(c)
 		}
-		h, err := loadHost(c)
+		l, err := newLauncher(c)
 		if err != nil {
 			return err
 		}
-		id := c.Args().First()
-		if filepath.Base(id) != id || id == "." || id == ".." {
-			return fmt.Errorf("logs: %q is not a job id", id)
-		}
-		p := filepath.Join(h.DataDir, "jobs", id, "job.log")
-		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		uid := uidOf()
+		f, err := l.OpenLog(launcher.Viewer{UID: uid, Admin: uid == 0}, c.Args().First())
 		if err != nil {
-			return fmt.Errorf("logs: no log for job %s", id)
+			return fmt.Errorf("logs: %w", err)
 		}
 		defer f.Close()
-		var st unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-			return err
-		}
-		if uid := uidOf(); uid != 0 && int(st.Uid) != uid {
-			return fmt.Errorf("logs: no log for job %s", id)
-		}
 		_, err = io.Copy(os.Stdout, f)
 		return err
 	},

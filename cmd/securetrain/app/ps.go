@@ -2,12 +2,14 @@ package app
 
 import (
 	"fmt"
+	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/securetrain/securetrain/launcher"
 )
 
 // PsCommand lists jobs: a user sees their own, root sees all.
@@ -25,58 +27,33 @@ var PsCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		jobs, err := l.Store().List()
+		uid := os.Getuid()
+		rows, err := l.Jobs(launcher.Viewer{UID: uid, Admin: uid == 0}, c.Bool("all"))
 		if err != nil {
 			return err
 		}
-		uid := os.Getuid()
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tCPU\tMEM\tGPU\tNET\tPROFILE\tCOMMAND")
-		for _, j := range jobs {
-			if uid != 0 && j.UID != uid {
-				continue
-			}
-			status := j.Status
-			if !j.Live {
-				if !c.Bool("all") {
-					continue
-				}
-				status = "dead (gc)"
-			}
-			cpu, mem, gpu := "-", "-", "-"
-			if u, ok := l.Store().LiveUsage(j.ID); ok && j.Live {
-				cpu = fmt.Sprintf("%.1fs", u.JobCPU())
-				mem = humanBytes(u.MemUsage)
-				if u.GPUs != nil {
-					var used uint64
-					for _, g := range u.GPUs {
-						used += g.JobMem()
-					}
-					gpu = fmt.Sprintf("%d:%s", len(u.GPUs), humanBytes(used))
-				}
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-				time.Since(j.Created).Round(time.Second), cpu, mem, gpu, netColumn(map[string]string{"net_addr": j.NetAddr, "allocation": j.Allocation}), profileName(j.Profile), strings.NewReplacer("\n", "\\n", "\t", " ").Replace(strings.Join(j.Command, " ")))
-		}
-		return w.Flush()
+		return printJobs(os.Stdout, rows, time.Now())
 	},
 }
 
-// netColumn is a job's address and, for a job of an allocation, "@ID":
-// "10.213.0.22@1234"; "-" without a network.
-func netColumn(extra map[string]string) string {
-	a := extra["net_addr"]
-	if a == "" {
-		return "-"
+// printJobs prints ps's table, the same whether the rows come from the
+// launcher or from the daemon.
+func printJobs(out io.Writer, rows []launcher.JobRow, now time.Time) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tCPU\tMEM\tGPU\tNET\tPROFILE\tCOMMAND")
+	for _, r := range rows {
+		cpu, mem, gpu := "-", "-", "-"
+		if u := r.Usage; u != nil {
+			cpu = fmt.Sprintf("%.1fs", u.CPUSeconds)
+			mem = humanBytes(u.MemBytes)
+			if u.GPUs >= 0 {
+				gpu = fmt.Sprintf("%d:%s", u.GPUs, humanBytes(u.GPUMem))
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, r.Status,
+			now.Sub(r.Created).Round(time.Second), cpu, mem, gpu, r.Net(), r.ProfileName(), r.CommandLine())
 	}
-	if al := extra["allocation"]; al != "" {
-		a += "@" + al
-	}
-	return a
-}
-
-func profileName(src string) string {
-	return strings.TrimPrefix(src, "builtin:")
+	return w.Flush()
 }
 
 func humanBytes(b uint64) string {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -42,6 +43,8 @@ limit, 125 refused before it started.`,
 		&cli.DurationFlag{Name: "wall-time", Usage: "wall-clock limit such as 2h (overrides limits.wall_time)"},
 		&cli.StringFlag{Name: "gpus", Usage: "GPUs: all, none, a count N, or a list such as 0,1 (overrides limits.gpus)"},
 		&cli.StringFlag{Name: "network", Usage: "none turns networking off for this run"},
+		&cli.StringFlag{Name: "rootfs", Usage: "root file system `DIR` for the job instead of the host's system directories (overrides sandbox.rootfs; through the daemon: admins only)"},
+		&cli.BoolFlag{Name: "unrestricted", Usage: "no egress allowlist for this run (overrides network.unrestricted; through the daemon: admins only)"},
 		&cli.StringSliceFlag{Name: "allow", Usage: "allow `DEST` for this run: HOST, HOST:PORT, *.SUFFIX, CIDR, CIDR:PORT-PORT, optional tcp:/udp: prefix (repeatable)"},
 		&cli.StringSliceFlag{Name: "peers", Usage: "distributed-training peer `NODE|ADDR|CIDR` reachable on network.peer_ports (repeatable)"},
 		&cli.StringFlag{Name: "allocation", Usage: "distributed job `ID` (e.g. $SLURM_JOB_ID): its jobs on this node are peers, node names resolve to its address on each node (the daemon sets it from the caller's Slurm job)"},
@@ -70,10 +73,12 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return refuse(err)
 	}
-	prof, err = launcher.ApplyOverrides(prof, launcher.Overrides{
+	over := launcher.Overrides{
 		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
-		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"),
-	})
+		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
+		Rootfs: c.String("rootfs"), Unrestricted: c.Bool("unrestricted"),
+	}
+	prof, err = launcher.ApplyOverrides(prof, over)
 	if err != nil {
 		return refuse(err)
 	}
@@ -106,17 +111,9 @@ func runAction(c *cli.Context) error {
 		Output: c.String("output"), Data: data, Python: c.String("python"),
 		Env: c.StringSlice("env"), CallerEnv: env,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, TTY: tty,
-		ReportPath: c.String("report"), Extra: slurmRunExtra(c),
+		ReportPath: c.String("report"), Extra: l.SlurmRunExtra(c.Context, os.Getenv),
 		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Learn: c.Bool("learn"),
-		Allocation: c.String("allocation"),
-	}
-	switch c.String("network") {
-	case "":
-	case "none":
-		req.NetworkOff = true
-		prof.Network.Mode, prof.Network.Allow, prof.Network.Peers = "none", nil, nil
-	default:
-		return refuse(fmt.Errorf("--network: want none, got %q", c.String("network")))
+		Allocation: c.String("allocation"), NetworkOff: over.NetworkOff(),
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -135,10 +132,7 @@ func runAction(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "securetrain: job %s: %s\n", res.ID, n)
 	}
 	if c.Bool("learn") {
-		fmt.Fprintf(os.Stderr, "securetrain: --learn: %d destination(s) contacted; to allow them, add to the profile:\nnetwork:\n  mode: sandbox\n  allow:\n", len(res.Suggested))
-		for _, a := range res.Suggested {
-			fmt.Fprintf(os.Stderr, "    - %q\n", a)
-		}
+		printSuggested(res.Suggested)
 	}
 	switch res.Outcome {
 	case launcher.OutcomeViolation, launcher.OutcomeLimit:
@@ -178,8 +172,27 @@ func wantTTY(mode string) (bool, error) {
 	return false, fmt.Errorf("--tty: want auto, always or never, got %q", mode)
 }
 
+// printSuggested prints --learn's suggested allowlist on stderr.
+func printSuggested(dests []string) {
+	fmt.Fprintf(os.Stderr, "securetrain: --learn: %d destination(s) contacted; to allow them, add to the profile:\nnetwork:\n  mode: sandbox\n  allow:\n", len(dests))
+	for _, a := range dests {
+		fmt.Fprintf(os.Stderr, "    - %q\n", a)
+	}
+}
+
+// runFlags reads run's flags; *cli.Context is one. The daemon client reads
+// through it, so that a test can check it reads only flags run defines.
+type runFlags interface {
+	String(name string) string
+	StringSlice(name string) []string
+	Bool(name string) bool
+	Float64(name string) float64
+	Int64(name string) int64
+	Duration(name string) time.Duration
+}
+
 // modelFlag collects --model and its companions.
-func modelFlag(c *cli.Context) *launcher.ModelFlag {
+func modelFlag(c runFlags) *launcher.ModelFlag {
 	return &launcher.ModelFlag{Path: c.String("model"), Signature: c.String("model-signature"),
 		Key: c.String("model-key"), CA: c.String("model-ca"), Identity: c.String("model-identity")}
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -52,20 +50,9 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 	if err != nil {
 		return refuse(err)
 	}
-	tty, err := wantTTY(c.String("tty"))
+	args, err := daemonRunArgs(c, argv, dir)
 	if err != nil {
 		return refuse(err)
-	}
-	args := daemon.RunArgs{
-		Command: argv, Profile: c.String("profile"), Dir: dir, Code: c.String("code"),
-		Output: c.String("output"), Data: c.StringSlice("data"), Python: c.String("python"),
-		Env: c.StringSlice("env"), CallerEnv: os.Environ(),
-		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
-		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
-		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Allocation: c.String("allocation"),
-		Report: c.String("report"), TTY: tty,
-		User: c.String("user"), Learn: c.Bool("learn"), Rootfs: c.String("rootfs"), Unrestricted: c.Bool("unrestricted"),
-		Model: modelFlag(c),
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -77,11 +64,8 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 	if !c.Bool("quiet") && rep.Summary != "" {
 		fmt.Fprintln(os.Stderr, rep.Summary)
 	}
-	if c.Bool("learn") {
-		fmt.Fprintf(os.Stderr, "securetrain: --learn: %d destination(s) contacted; to allow them, add to the profile:\nnetwork:\n  mode: sandbox\n  allow:\n", len(rep.Suggested))
-		for _, a := range rep.Suggested {
-			fmt.Fprintf(os.Stderr, "    - %q\n", a)
-		}
+	if args.Learn {
+		printSuggested(rep.Suggested)
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintln(os.Stderr, "securetrain: "+n)
@@ -90,6 +74,27 @@ func runViaDaemon(c *cli.Context, argv []string) error {
 		return cli.Exit("", *rep.Exit)
 	}
 	return nil
+}
+
+// daemonRunArgs is the daemon's request for `securetrain run` from run's
+// flags (c), the command and the caller's working directory. It reads only
+// flags RunCommand defines (TestDaemonRunArgsReadRunFlags).
+func daemonRunArgs(c runFlags, argv []string, dir string) (daemon.RunArgs, error) {
+	tty, err := wantTTY(c.String("tty"))
+	if err != nil {
+		return daemon.RunArgs{}, err
+	}
+	return daemon.RunArgs{
+		Command: argv, Profile: c.String("profile"), Dir: dir, Code: c.String("code"),
+		Output: c.String("output"), Data: c.StringSlice("data"), Python: c.String("python"),
+		Env: c.StringSlice("env"), CallerEnv: os.Environ(),
+		CPUs: c.Float64("cpus"), Memory: c.String("memory"), Pids: c.Int64("pids"),
+		WallTime: c.Duration("wall-time"), GPUs: c.String("gpus"), Network: c.String("network"),
+		Allow: c.StringSlice("allow"), Peers: c.StringSlice("peers"), Allocation: c.String("allocation"),
+		Report: c.String("report"), TTY: tty,
+		User: c.String("user"), Learn: c.Bool("learn"), Rootfs: c.String("rootfs"), Unrestricted: c.Bool("unrestricted"),
+		Model: modelFlag(c),
+	}, nil
 }
 
 func psViaDaemon(c *cli.Context) error {
@@ -102,17 +107,7 @@ func psViaDaemon(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("ps: %w", err)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tUSER\tSTATUS\tAGE\tNET\tPROFILE\tCOMMAND")
-	for _, j := range jobs {
-		status := j.Status
-		if !j.Live {
-			status = "dead (gc)"
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.User, status,
-			time.Since(j.Created).Round(time.Second), netColumn(j.Extra), profileName(j.Profile), strings.Join(j.Command, " "))
-	}
-	return w.Flush()
+	return printJobs(os.Stdout, jobs, time.Now())
 }
 
 // killViaDaemon stops a job through the daemon when one listens: for a user
