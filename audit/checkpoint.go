@@ -178,7 +178,7 @@ func (v Ed25519Verifier) Verify(_ context.Context, msg, sig []byte) error {
 		}
 		raw, err := base64.StdEncoding.DecodeString(s[len("vault:v")+i+1:])
 		if err != nil {
-			return fmt.Errorf("%w: Vault signature: %v", ErrBadSignature, err)
+			return fmt.Errorf("%w: Vault signature: %w", ErrBadSignature, err)
 		}
 		sig = raw
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/internal/oneline"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/oms"
 	"github.com/securetrain/securetrain/pin"
@@ -138,7 +139,7 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 			readAs := func(fn func() error) error { return asUser(uid, gid, groups, fn) }
 			pp, ms, err := signedInput(p, in, real, dir, readAs)
 			if err != nil {
-				return fmt.Errorf("%s: %s", what, oneLine(err))
+				return fmt.Errorf("%s: %w", what, oneline.Error(err))
 			}
 			vi := verifiedInput{Name: in.Name, Kind: in.Kind, Path: real, Target: target, Dir: dir, Signature: ms, SHA256: pp.Digest.String()}
 			if dir {
@@ -212,7 +213,7 @@ func (l *Launcher) prepareInputs(ctx context.Context, pl *plan) error {
 	}
 	res, err := pin.New(opts).VerifyAll(ctx, pins)
 	if err != nil {
-		return fmt.Errorf("%s", oneLine(err))
+		return oneline.Error(err)
 	}
 	pl.integrity.snapshot, pl.integrity.stats = res.Snapshot, res.Stats
 	pl.integrity.hideIgnored()
@@ -285,7 +286,7 @@ func (l *Launcher) recheckMountedInputs(ctx context.Context, pl *plan) error {
 		return nil
 	}
 	if err := pin.Recheck(ctx, snap); err != nil {
-		return fmt.Errorf("inputs changed after verification: %s", oneLine(unstage(err, pl.req.staged)))
+		return fmt.Errorf("inputs changed after verification: %w", oneline.Error(unstage(err, pl.req.staged)))
 	}
 	return nil
 }
@@ -365,11 +366,6 @@ func readSmallFile(p string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d bytes", limit)
 	}
 	return b, nil
-}
-
-// oneLine joins a multi-line (errors.Join) message with "; ".
-func oneLine(err error) string {
-	return strings.Join(strings.Split(strings.TrimSpace(err.Error()), "\n"), "; ")
 }
 
 // finishInputs rechecks inputs at the end of the run (a change fails the

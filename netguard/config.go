@@ -116,7 +116,7 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Upstreams) == 0 {
 		ups, err := ResolvConfServers(DefaultResolvConf)
 		if err != nil {
-			return c, fmt.Errorf("%w: upstreams: none given and %v", ErrConfig, err)
+			return c, fmt.Errorf("%w: upstreams: none given and %w", ErrConfig, err)
 		}
 		c.Upstreams = ups
 	}
