@@ -131,11 +131,11 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// RefusedError is a job that did not start. Its message is one line.
-type RefusedError struct{ Err error }
+// JobRefusedError is a job that did not start. Its message is one line.
+type JobRefusedError struct{ Err error }
 
-func (e *RefusedError) Error() string { return e.Err.Error() }
-func (e *RefusedError) Unwrap() error { return e.Err }
+func (e *JobRefusedError) Error() string { return e.Err.Error() }
+func (e *JobRefusedError) Unwrap() error { return e.Err }
 
 // cleanup is a stack of undo steps; every step runs, errors are joined. A
 // step may name the recorded resources it removes: run returns those of the

@@ -30,12 +30,12 @@ import (
 // Run runs one job to its end. Signals on sigs (SIGINT, SIGTERM, SIGHUP) are
 // forwarded to the job; a second one, or the stop grace running out, kills
 // it. A non-nil error with a nil Result means the job never started
-// (*RefusedError); teardown errors come back joined with a Result.
+// (*JobRefusedError); teardown errors come back joined with a Result.
 func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) (*Result, error) {
 	t0 := time.Now()
 	pl, err := l.prepare(ctx, req)
 	if err != nil {
-		return nil, &RefusedError{err}
+		return nil, &JobRefusedError{err}
 	}
 	id := req.ID
 	if id == "" {
@@ -51,14 +51,14 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 		Extra: maps.Clone(req.Extra),
 	})
 	if err != nil {
-		return nil, &RefusedError{err}
+		return nil, &JobRefusedError{err}
 	}
 	var undo cleanup
 	if err := l.stage(id, pl, h, &undo); err != nil {
 		if tdErr := l.teardown(h, &undo); tdErr != nil {
 			log.Error("teardown after refused paths", "err", tdErr)
 		}
-		return nil, &RefusedError{err}
+		return nil, &JobRefusedError{err}
 	}
 	started := time.Now()
 	res, runErr := l.setupAndRun(ctx, id, pl, h, &undo, sigs)
@@ -67,7 +67,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 		if tdErr != nil {
 			log.Error("teardown after failed setup", "err", tdErr)
 		}
-		return nil, &RefusedError{runErr}
+		return nil, &JobRefusedError{runErr}
 	}
 	res.Started, res.Ended = started.UTC(), time.Now().UTC()
 	res.WallSeconds = res.Ended.Sub(res.Started).Seconds()
