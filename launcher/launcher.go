@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/internal/versions"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
@@ -62,8 +63,9 @@ func DefaultRunsc() string {
 	return "/var/cache/securetrain/tools/runsc-" + PinnedGVisor
 }
 
-// PinnedGVisor is the gVisor version securetrain is built and tested against.
-const PinnedGVisor = "v0.0.0-20260905035102-160fafc42237"
+// PinnedGVisor is the gVisor version securetrain is built and tested against
+// (internal/versions/versions.env).
+var PinnedGVisor = versions.GVisor
 
 // Store returns the job state store.
 func (l *Launcher) Store() *Store { return &Store{Dir: filepath.Join(l.Host.StateDir, "jobs")} }
