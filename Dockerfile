@@ -25,9 +25,12 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
+# The pinned gVisor is internal/versions/versions.env's; --build-arg
+# GVISOR_VERSION=... overrides it.
+ARG GVISOR_VERSION
 # runsc must be static: a cgo runsc fails at sandbox start after pivot_root.
-RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath gvisor.dev/gvisor/runsc@${GVISOR_VERSION}
+RUN pinned=$(. ./internal/versions/versions.env && echo "$GVISOR_VERSION") && \
+    CGO_ENABLED=0 GOBIN=/out go install -trimpath "gvisor.dev/gvisor/runsc@${GVISOR_VERSION:-$pinned}"
 RUN go build -trimpath -o /out/securetrain ./cmd/securetrain
 
 FROM debian:bookworm-slim

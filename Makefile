@@ -5,7 +5,6 @@ BIN := bin/securetrain
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/securetrain/securetrain/cmd/securetrain/app.Version=$(VERSION)
 TOOLS_DIR ?= /var/cache/securetrain/tools
-RUNSC = $(shell scripts/build-runsc.sh)
 export SECURETRAIN_TOOLS := $(TOOLS_DIR)
 
 .PHONY: all build runsc vault setup setup-runtime test test-unit demo bench gpu-acceptance install clean
@@ -16,10 +15,11 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securetrain
 
 # The pinned, static runsc (CGO_ENABLED=0), cached in $(TOOLS_DIR) and linked at bin/runsc.
+# The pinned versions are internal/versions/versions.env's, which the scripts source.
 runsc:
 	@mkdir -p bin && ln -sf "$$(scripts/build-runsc.sh)" bin/runsc && echo "bin/runsc -> $$(readlink bin/runsc)"
 
-# Vault v1.13.0 (MPL-2.0) for the tests, cached in $(TOOLS_DIR).
+# The pinned Vault (MPL-2.0) for the tests, cached in $(TOOLS_DIR).
 vault:
 	@scripts/build-vault.sh
 

@@ -92,28 +92,9 @@ func (s *SignedCheckpointer) Checkpoint(ctx context.Context, seq uint64, head st
 	return c, nil
 }
 
-// WriterSink writes each checkpoint as one JSON line to W (a connection to a
-// remote log collector, for instance). It does not serialize writers across
-// processes; use FileSink for a file.
-type WriterSink struct {
-	W io.Writer
-}
-
-// Put implements CheckpointSink.
-func (w WriterSink) Put(_ context.Context, c Checkpoint) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	if _, err := w.W.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	return nil
-}
-
-// ReadCheckpoints reads JSON-lines checkpoints (as FileSink and WriterSink
-// write them). Blank lines are skipped; anything else that does not decode is
-// an error naming the line.
+// ReadCheckpoints reads JSON-lines checkpoints (as FileSink writes them).
+// Blank lines are skipped; anything else that does not decode is an error
+// naming the line.
 func ReadCheckpoints(r io.Reader) ([]Checkpoint, error) {
 	var out []Checkpoint
 	sc := bufio.NewScanner(r)
@@ -178,7 +159,7 @@ func (v Ed25519Verifier) Verify(_ context.Context, msg, sig []byte) error {
 		}
 		raw, err := base64.StdEncoding.DecodeString(s[len("vault:v")+i+1:])
 		if err != nil {
-			return fmt.Errorf("%w: Vault signature: %v", ErrBadSignature, err)
+			return fmt.Errorf("%w: Vault signature: %w", ErrBadSignature, err)
 		}
 		sig = raw
 	}

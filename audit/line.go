@@ -67,7 +67,7 @@ func parseLine(line []byte) (Event, error) {
 	dec.DisallowUnknownFields()
 	var b body
 	if err := dec.Decode(&b); err != nil {
-		return ev, fmt.Errorf("%w: %v", errMalformed, err)
+		return ev, fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	if dec.More() {
 		return ev, fmt.Errorf("%w: trailing data after the event", errMalformed)

@@ -316,7 +316,7 @@ func readTail(f *os.File, size int64) (tail, error) {
 		}
 		prev, err = parseLine(line)
 		if err != nil {
-			return t, fmt.Errorf("%w: line at byte %d: %v", ErrCorruptTail, start, err)
+			return t, fmt.Errorf("%w: line at byte %d: %w", ErrCorruptTail, start, err)
 		}
 		t.seq, t.head = prev.Seq, prev.Hash
 	}

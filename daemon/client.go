@@ -16,10 +16,11 @@ import (
 // ErrNoDaemon means no daemon socket exists at the path.
 var ErrNoDaemon = errors.New("no securetrain daemon socket")
 
-// RefusedError is the daemon's one-line refusal.
-type RefusedError struct{ Msg string }
+// ReplyError is the daemon's refusal of a request: the one-line error its
+// reply carried.
+type ReplyError struct{ Msg string }
 
-func (e *RefusedError) Error() string { return e.Msg }
+func (e *ReplyError) Error() string { return e.Msg }
 
 // Client talks to the daemon; one Client serves one request.
 type Client struct {
@@ -66,7 +67,7 @@ func (cl *Client) reply() (Reply, error) {
 		return Reply{}, fmt.Errorf("securetrain daemon: %w", err)
 	}
 	if rep.Error != "" {
-		return rep, &RefusedError{rep.Error}
+		return rep, &ReplyError{rep.Error}
 	}
 	return rep, nil
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/internal/oneline"
 	"github.com/securetrain/securetrain/launcher"
 	"github.com/securetrain/securetrain/slurm"
 )
@@ -120,7 +121,7 @@ func (l *allocLedger) reserve(job string, ji slurm.JobInfo, h hold) error {
 	defer l.mu.Unlock()
 	got, n, err := l.held(ji.ID)
 	if err != nil {
-		return fmt.Errorf("slurm: what Slurm job %d's running jobs hold cannot be read: %s", ji.ID, oneLine(err.Error()))
+		return fmt.Errorf("slurm: what Slurm job %d's running jobs hold cannot be read: %w", ji.ID, oneline.Error(err))
 	}
 	gpus := len(ji.SandboxGPUs())
 	over := (ji.CPUs > 0 && got.cpus+h.cpus > float64(ji.CPUs)+l.float) ||

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -106,13 +105,15 @@ func (s *Server) Serve(ctx context.Context) error {
 			ln.Close()
 			return fmt.Errorf("daemon.metrics_addr %s: %w", h.Daemon.MetricsAddr, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", s.Metrics.Handler())
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(mln)
-		defer srv.Close()
+		// Served until every job is torn down, not only until ctx ends.
+		mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopMetrics()
+		go func() {
+			if err := s.Metrics.Serve(mctx, mln, s.Log); err != nil {
+				s.Log.Warn("metrics", "err", err)
+			}
+		}()
 		go s.publishUsage(ctx, 2*time.Second)
-		s.Log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	if err := s.Notify.Ready("accepting jobs on " + h.Daemon.Socket); err != nil {
 		s.Log.Warn("sd_notify", "err", err)

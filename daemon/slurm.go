@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/internal/oneline"
 	"github.com/securetrain/securetrain/slurm"
 	"github.com/securetrain/securetrain/violation"
 )
@@ -52,7 +53,7 @@ func (s *Server) slurmCaller(ctx context.Context, id Identity, args *RunArgs, no
 		}
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("slurm: the caller's job cannot be established: %s", oneLine(err.Error()))
+		return nil, fmt.Errorf("slurm: the caller's job cannot be established: %w", oneline.Error(err))
 	}
 	env := map[string]string{}
 	for _, kvs := range [][]string{args.CallerEnv, args.Env} { // --env may forge them as well

@@ -248,7 +248,7 @@ func benchSetup(b *testing.B) *env {
 	}
 	runsc := os.Getenv("SECURETRAIN_RUNSC")
 	if runsc == "" {
-		runsc = "/var/cache/securetrain/tools/runsc-v0.0.0-20260905035102-160fafc42237"
+		runsc = filepath.Join(testenv.ToolsDir(), "runsc-"+testenv.GVisorVersion)
 	}
 	once.Do(func() { shared, setupErr = build(runsc) })
 	if shared == nil {

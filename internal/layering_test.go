@@ -1,6 +1,7 @@
 // Package internal_test checks the module's layering and documentation
-// (after Tailscale's tstest/deptest and pkgdoc_test): the table below says
-// which packages may import which, and every package has a doc comment.
+// (after Tailscale's tstest/deptest and pkgdoc_test): the rules below, one
+// a row, say which packages may import which, and every package has a doc
+// comment.
 package internal_test
 
 import (
@@ -19,7 +20,7 @@ import (
 
 const module = "github.com/securetrain/securetrain"
 
-// layer is a package's place in the architecture (docs/architecture.md).
+// layer is a package's place in the architecture.
 type layer string
 
 const (
@@ -54,7 +55,7 @@ var layers = map[string]layer{
 	"configs":   leaf,
 	"jobstate":  leaf,
 	"violation": leaf,
-	"internal":  leaf, // test helpers (internal/testenv, internal/nettest) and internal/hostnet: import nothing of the module
+	"internal":  leaf, // test support, internal/hostnet and small helpers: import nothing of the module outside internal
 
 	"sandbox":    subsystem,
 	"netguard":   subsystem,
@@ -77,39 +78,110 @@ var layers = map[string]layer{
 	"packaging": tests, // unit files and their tests
 }
 
-// mayImport lists, per layer, which top-level packages or layers it may
-// import besides itself ("internal" is open to everyone but leaves).
-var mayImport = map[layer][]string{
-	leaf:      {},
-	library:   {"jobstate", "violation", "internal"},
-	subsystem: {"jobstate", "violation", "internal", string(library)},
-	driver:    {string(leaf), string(library), string(subsystem), "internal"},
-	service:   {string(leaf), string(library), string(subsystem), string(driver), "internal"},
-	binary:    {string(leaf), string(library), string(subsystem), string(driver), string(service), "internal"},
-	tests:     {string(leaf), string(library), string(subsystem), string(driver), string(service), "internal"},
-	unlisted:  {"jobstate", "violation", "internal"},
+// files says which of a package's files a rule holds for.
+type files int
+
+const (
+	code      files = 1 << iota // non-test files
+	testFiles                   // _test.go files
+	allFiles  = code | testFiles
+)
+
+// rule is one row of the layering. It holds for the files of every package
+// that from names: a layer ("layer:subsystem"), "*" (every package), or a
+// package path relative to the module, with everything below it. If only is
+// not nil, they may import of the module nothing but what it names (none:
+// nothing); they must never import what not names. Names in only and not
+// are layers or package paths in the same way. Imports within one's own
+// top-level package are never checked (internal/slurmtest uses
+// internal/testenv). A package must satisfy every row that holds for it.
+type rule struct {
+	from  string
+	files files
+	only  []string
+	not   []string
+	why   string
 }
 
-// testOnly are test-support packages: only _test.go files may import them
-// (internal/nettest builds namespaces, servers and nftables tables).
-var testOnly = []string{"internal/nettest", "internal/testenv"}
+var none = []string{}
 
-// allowed reports whether a package in top-level dir from may import the
-// module package in top-level dir to.
-func allowed(from, to string, test bool) bool {
-	if from == to {
-		return true
+// rules is the layering, one rule a row: first each layer's, then the
+// packages held tighter than their layer.
+var rules = []rule{
+	{from: "layer:leaf", files: code, only: none,
+		why: "leaf packages (the profile schema, shared types) import nothing of the module"},
+	{from: "layer:leaf", files: testFiles, only: []string{"internal"},
+		why: "a leaf package's tests may use only the test support in internal"},
+	{from: "layer:library", files: allFiles, only: []string{"jobstate", "violation", "internal"},
+		why: "library packages build on the shared types only: configs is the launcher's to translate"},
+	{from: "layer:subsystem", files: allFiles, only: []string{"jobstate", "violation", "internal", "layer:library"},
+		why: "a subsystem knows one thing and imports only the shared types and the libraries: it meets the other subsystems only in the launcher, which translates configs for it"},
+	{from: "layer:driver", files: allFiles, only: []string{"layer:leaf", "layer:library", "layer:subsystem", "internal"},
+		why: "the launcher wires the subsystems; nothing it imports may import it back"},
+	{from: "layer:service", files: allFiles, only: []string{"layer:leaf", "layer:library", "layer:subsystem", "layer:driver", "internal"},
+		why: "the daemon reaches the same launcher for others; the command line is above it"},
+	{from: "layer:binary", files: allFiles, only: []string{"layer:leaf", "layer:library", "layer:subsystem", "layer:driver", "layer:service", "internal"},
+		why: "the command line is the top"},
+	{from: "layer:tests", files: allFiles, only: []string{"layer:leaf", "layer:library", "layer:subsystem", "layer:driver", "layer:service", "internal"},
+		why: "end-to-end tests drive the built binary and may use every package but the command line's"},
+	{from: "layer:unlisted", files: allFiles, only: []string{"jobstate", "violation", "internal"},
+		why: "a package not yet placed in the layers table (add it) gets the least"},
+	{from: "*", files: code, not: []string{"internal/nettest", "internal/testenv"},
+		why: "test support (namespaces, servers, nftables tables, Vault): only _test.go files may import it"},
+
+	{from: "netguard", files: code, only: []string{"jobstate", "violation", "internal/hostnet"},
+		why: "netguard knows netlink, nftables and DNS; its host primitives are internal/hostnet, shared with the test world"},
+	{from: "netguard", files: testFiles, only: []string{"jobstate", "violation", "internal/hostnet", "internal/testenv", "internal/nettest"},
+		why: "netguard's tests build their world with internal/nettest"},
+	{from: "usage", files: code, only: []string{"jobstate", "violation"},
+		why: "usage measures and limits; the launcher drives it"},
+	{from: "pin", files: code, only: []string{"jobstate", "violation"},
+		why: "the integrity packages import only each other and the shared types"},
+	{from: "provenance", files: code, only: []string{"pin", "scan", "signing", "jobstate", "violation"},
+		why: "the integrity packages import only each other and the shared types, never the launcher or another subsystem"},
+	{from: "signing", files: code, only: none,
+		why: "signing is a leaf for the audit log"},
+	{from: "scan", files: code, only: none,
+		why: "scan judges model files by their bytes alone"},
+	{from: "daemon", files: code, not: []string{"sandbox", "netguard", "secrets", "usage"},
+		why: "the daemon serves callers through the launcher and reaches no subsystem itself: what it shares with the command line (GPUs, logs, ps, Slurm) is the launcher's"},
+	{from: "cmd", files: code, not: []string{"sandbox", "netguard"},
+		why: "the command line runs jobs through the launcher; it never sets up a sandbox or a network itself (it reads the delivered secrets inside the sandbox as the exec-env entry point)"},
+}
+
+// matches reports whether name (a layer, "*", or a package path with
+// everything below it) names the module package at path rel.
+func matches(name, rel string) bool {
+	if l, ok := strings.CutPrefix(name, "layer:"); ok {
+		return layerOf(top(rel)) == layer(l)
 	}
-	if test && to == "internal" {
-		return true // every package's tests may use internal/testenv
+	return name == "*" || rel == name || strings.HasPrefix(rel, name+"/")
+}
+
+// broken returns the rules that the package at from breaks by importing the
+// module package at to (both relative to the module), in a test file or not.
+func broken(from, to string, test bool) []rule {
+	if top(from) == top(to) {
+		return nil
 	}
-	l := layerOf(from)
-	for _, a := range mayImport[l] {
-		if a == to || a == string(layerOf(to)) {
-			return true
+	kind := code
+	if test {
+		kind = testFiles
+	}
+	var out []rule
+	for _, r := range rules {
+		if r.files&kind == 0 || !matches(r.from, from) {
+			continue
+		}
+		ok := r.only == nil || slices.ContainsFunc(r.only, func(n string) bool { return matches(n, to) })
+		if slices.ContainsFunc(r.not, func(n string) bool { return matches(n, to) }) {
+			ok = false
+		}
+		if !ok {
+			out = append(out, r)
 		}
 	}
-	return false
+	return out
 }
 
 func layerOf(top string) layer {
@@ -207,35 +279,30 @@ func top(rel string) string {
 
 func TestLayering(t *testing.T) {
 	for _, pkg := range loadPackages(t) {
-		from := top(pkg.dir)
 		for i, f := range pkg.files {
 			for _, imp := range f.Imports {
 				path, _ := strconv.Unquote(imp.Path.Value)
 				if path != module && !strings.HasPrefix(path, module+"/") {
 					continue
 				}
-				to := top(strings.TrimPrefix(strings.TrimPrefix(path, module), "/"))
+				to := strings.TrimPrefix(strings.TrimPrefix(path, module), "/")
 				if to == "" {
 					t.Errorf("%s/%s imports the module root %s", pkg.dir, pkg.names[i], path)
 					continue
 				}
-				if sub := strings.TrimPrefix(path, module+"/"); slices.Contains(testOnly, sub) && !pkg.isTest[i] && top(pkg.dir) != "internal" {
-					t.Errorf("%s/%s imports %s, which is test support: only _test.go files may", pkg.dir, pkg.names[i], path)
-				}
-				if !allowed(from, to, pkg.isTest[i]) {
+				for _, r := range broken(pkg.dir, to, pkg.isTest[i]) {
 					hint := ""
-					if layerOf(from) == unlisted {
-						hint = " (" + from + " is not in the layering table in internal/layering_test.go: add it)"
+					if layerOf(top(pkg.dir)) == unlisted {
+						hint = " (" + top(pkg.dir) + " is not in the layers table in internal/layering_test.go: add it)"
 					}
-					t.Errorf("%s/%s imports %s: a %s package may import only %v%s",
-						pkg.dir, pkg.names[i], path, layerOf(from), mayImport[layerOf(from)], hint)
+					t.Errorf("%s/%s imports %s, which the rule for %s forbids: %s%s", pkg.dir, pkg.names[i], to, r.from, r.why, hint)
 				}
 			}
 		}
 	}
 }
 
-// TestLayeringTable checks the rule itself, so a loosened table fails too.
+// TestLayeringTable checks the rules themselves, so a loosened row fails too.
 func TestLayeringTable(t *testing.T) {
 	for _, tc := range []struct {
 		from, to string
@@ -245,12 +312,13 @@ func TestLayeringTable(t *testing.T) {
 		{"configs", "jobstate", false, false},
 		{"jobstate", "violation", false, false},
 		{"violation", "configs", false, false},
-		{"configs", "internal", true, true},
+		{"configs", "internal/testenv", true, true},
 		{"sandbox", "jobstate", false, true},
 		{"sandbox", "violation", false, true},
 		{"sandbox", "configs", false, false},
 		{"sandbox", "launcher", false, false},
 		{"sandbox", "secrets", false, false},
+		{"sandbox", "pin", false, true},
 		{"netguard", "sandbox", false, false},
 		{"secrets", "netguard", false, false},
 		{"metrics", "audit", false, false},
@@ -258,19 +326,39 @@ func TestLayeringTable(t *testing.T) {
 		{"launcher", "sandbox", false, true},
 		{"launcher", "configs", false, true},
 		{"launcher", "netguard", false, true},
+		{"launcher", "internal/versions", false, true},
+		{"launcher", "internal/testenv", false, false}, // test support
+		{"launcher", "internal/testenv", true, true},
 		{"launcher", "cmd", false, false},
+		{"launcher", "daemon", false, false},
+		{"daemon", "launcher", false, true},
 		{"cmd", "launcher", false, true},
 		{"cmd", "configs", false, true},
 		{"e2e", "launcher", true, true},
-		{"e2e", "internal", true, true},      // internal/nettest's world
-		{"netguard", "internal", true, true}, // internal/nettest's world
-		{"netguard", "internal", false, true},
-		{"internal", "netguard", true, false},  // nettest must not depend on what it tests
+		{"e2e", "internal/nettest", true, true},
+		{"e2e", "cmd/securetrain/app", true, false},
+		{"internal/nettest", "netguard", true, false}, // nettest must not depend on what it tests
+		{"internal/slurmtest", "internal/testenv", false, true},
 		{"slurmhook", "sandbox", false, false}, // unlisted
 		{"slurmhook", "jobstate", false, true},
+		// Packages held tighter than their layer.
+		{"netguard", "internal/hostnet", false, true},
+		{"netguard", "internal/nettest", true, true},
+		{"netguard", "internal/versions", false, false},
+		{"netguard", "pin", false, false},
+		{"usage", "internal/hostnet", false, false},
+		{"usage", "pin", false, false},
+		{"usage", "jobstate", false, true},
+		{"pin", "internal/hostnet", false, false},
+		{"provenance", "pin", false, true},
+		{"provenance", "scan", false, false}, // a subsystem: its layer forbids it
+		{"provenance", "internal/hostnet", false, false},
+		{"signing", "jobstate", false, false},
+		{"scan", "violation", false, false},
+		{"scan", "internal/modeltest", true, true},
 	} {
-		if got := allowed(tc.from, tc.to, tc.test); got != tc.want {
-			t.Errorf("allowed(%s -> %s, test %v) = %v, want %v", tc.from, tc.to, tc.test, got, tc.want)
+		if got := len(broken(tc.from, tc.to, tc.test)) == 0; got != tc.want {
+			t.Errorf("%s -> %s (test %v) allowed = %v, want %v", tc.from, tc.to, tc.test, got, tc.want)
 		}
 	}
 }

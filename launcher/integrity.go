@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/internal/oneline"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/oms"
 	"github.com/securetrain/securetrain/pin"
@@ -202,7 +203,7 @@ func (pl *plan) checkTarget(target string, taken map[string]string) error {
 func (pl *plan) signedPin(in configs.Input, vi *verifiedInput) (pin.Pin, error) {
 	pp, ms, err := signedInput(pl.prof, in, vi.Path, vi.Dir, pl.asUser)
 	if err != nil {
-		return pin.Pin{}, errors.New(oneLine(err))
+		return pin.Pin{}, oneline.Error(err)
 	}
 	vi.Signature, vi.SHA256 = ms, pp.Digest.String()
 	if vi.Dir {
@@ -279,7 +280,7 @@ func (l *Launcher) verifyInputs(ctx context.Context, pl *plan, pins []pin.Pin) e
 	}
 	res, err := pin.New(opts).VerifyAll(ctx, pins)
 	if err != nil {
-		return fmt.Errorf("%s", oneLine(err))
+		return oneline.Error(err)
 	}
 	pl.integrity.snapshot, pl.integrity.stats = res.Snapshot, res.Stats
 	pl.integrity.hideIgnored()
@@ -338,7 +339,7 @@ func (j *job) recheckInputs(ctx context.Context) error {
 		return nil
 	}
 	if err := pin.Recheck(ctx, snap); err != nil {
-		return fmt.Errorf("inputs changed after verification: %s", oneLine(unstage(err, j.staged)))
+		return fmt.Errorf("inputs changed after verification: %w", oneline.Error(unstage(err, j.staged)))
 	}
 	return nil
 }
@@ -415,11 +416,6 @@ func readSmallFile(p string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d bytes", limit)
 	}
 	return b, nil
-}
-
-// oneLine joins a multi-line (errors.Join) message with "; ".
-func oneLine(err error) string {
-	return strings.Join(strings.Split(strings.TrimSpace(err.Error()), "\n"), "; ")
 }
 
 // finishInputs rechecks inputs at the end of the run (a change fails the

@@ -179,7 +179,7 @@ func TestModelInputsScanned(t *testing.T) {
 	ctx := context.Background()
 	evil, sum := f.file(t, "evil.pkl", evilPickle, 0o644)
 	err := f.l.prepareInputs(ctx, f.pl(configs.Input{Kind: "model", Path: evil, SHA256: sum}))
-	var re *scan.RefusedError
+	var re *scan.ModelRefusedError
 	if !errors.As(err, &re) || re.Digest != sum || !strings.Contains(err.Error(), "system") {
 		t.Fatalf("a pickle calling os.system must be refused with its digest: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securetrain/securetrain/configs"
+	"github.com/securetrain/securetrain/internal/versions"
 	"github.com/securetrain/securetrain/jobstate"
 	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
@@ -62,8 +63,9 @@ func DefaultRunsc() string {
 	return "/var/cache/securetrain/tools/runsc-" + PinnedGVisor
 }
 
-// PinnedGVisor is the gVisor version securetrain is built and tested against.
-const PinnedGVisor = "v0.0.0-20260905035102-160fafc42237"
+// PinnedGVisor is the gVisor version securetrain is built and tested against
+// (internal/versions/versions.env).
+var PinnedGVisor = versions.GVisor
 
 // Store returns the job state store.
 func (l *Launcher) Store() *Store { return &Store{Dir: filepath.Join(l.Host.StateDir, "jobs")} }
@@ -135,11 +137,11 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// RefusedError is a job that did not start. Its message is one line.
-type RefusedError struct{ Err error }
+// JobRefusedError is a job that did not start. Its message is one line.
+type JobRefusedError struct{ Err error }
 
-func (e *RefusedError) Error() string { return e.Err.Error() }
-func (e *RefusedError) Unwrap() error { return e.Err }
+func (e *JobRefusedError) Error() string { return e.Err.Error() }
+func (e *JobRefusedError) Unwrap() error { return e.Err }
 
 // cleanup is a stack of undo steps; every step runs, errors are joined. A
 // step may name the recorded resources it removes: run returns those of the

@@ -45,7 +45,6 @@ type plan struct {
 	user      sandbox.User
 	codeDir   string
 	outputDir string
-	homeHost  string // created at setup
 	args      []string
 	env       []string
 	mounts    []sandbox.Mount

@@ -21,11 +21,11 @@ import (
 // Run runs one job to its end. Signals on sigs (SIGINT, SIGTERM, SIGHUP) are
 // forwarded to the job; a second one, or the stop grace running out, kills
 // it. A non-nil error with a nil Result means the job never started
-// (*RefusedError); teardown errors come back joined with a Result.
+// (*JobRefusedError); teardown errors come back joined with a Result.
 func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) (*Result, error) {
 	j, err := l.startJob(ctx, req)
 	if err != nil {
-		return nil, &RefusedError{err}
+		return nil, &JobRefusedError{err}
 	}
 	started := time.Now()
 	res, runErr := j.run(ctx, sigs)
@@ -34,7 +34,7 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 		if tdErr != nil {
 			j.log.Error("teardown after failed setup", "err", tdErr)
 		}
-		return nil, &RefusedError{runErr}
+		return nil, &JobRefusedError{runErr}
 	}
 	res.Started, res.Ended = started.UTC(), time.Now().UTC()
 	res.WallSeconds = res.Ended.Sub(res.Started).Seconds()

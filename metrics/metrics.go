@@ -227,15 +227,12 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
 }
 
-// Serve serves /metrics on addr until ctx is done. A listen error is returned
-// at once; a clean shutdown returns nil.
-func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
+// Serve serves /metrics on ln until ctx is done, then shuts the server down
+// (ln is closed). The caller listens, so that a bad address fails at once;
+// a clean shutdown returns nil.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
@@ -251,11 +248,11 @@ func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) erro
 		_ = srv.Shutdown(sctx)
 	}()
 	log.Info("metrics listening", "addr", ln.Addr().String())
-	err = srv.Serve(ln)
+	err := srv.Serve(ln)
 	cancel()
 	<-done
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
-	return fmt.Errorf("metrics serve %s: %w", addr, err)
+	return fmt.Errorf("metrics serve %s: %w", ln.Addr(), err)
 }

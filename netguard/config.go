@@ -71,7 +71,7 @@ type Config struct {
 	Pool netip.Prefix
 	// NodeRoutes lead to other nodes' job subnets (multi-node training).
 	// netguard adds the missing ones with a job's lease and removes those
-	// it added when the last job of StateDir ends (see EnsureNodeRoutes).
+	// it added when the last job of StateDir ends (routes_linux.go).
 	// They carry no permission: only Peers on PeerPorts pass.
 	NodeRoutes []NodeRoute
 	// StateDir holds the address leases and their lock (default
@@ -116,7 +116,7 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Upstreams) == 0 {
 		ups, err := ResolvConfServers(DefaultResolvConf)
 		if err != nil {
-			return c, fmt.Errorf("%w: upstreams: none given and %v", ErrConfig, err)
+			return c, fmt.Errorf("%w: upstreams: none given and %w", ErrConfig, err)
 		}
 		c.Upstreams = ups
 	}

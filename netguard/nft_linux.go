@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -238,16 +237,4 @@ func prefixMask(p netip.Prefix) []byte {
 		b[i/8] |= 0x80 >> (i % 8)
 	}
 	return b
-}
-
-// addHostAddrs puts DNS answers into a host set with a timeout.
-func addHostAddrs(c *nftables.Conn, s *nftables.Set, addrs []netip.Addr, ttl time.Duration) error {
-	els := make([]nftables.SetElement, 0, len(addrs))
-	for _, a := range addrs {
-		els = append(els, nftables.SetElement{Key: a.AsSlice(), Timeout: ttl})
-	}
-	if err := c.SetAddElements(s, els); err != nil {
-		return err
-	}
-	return c.Flush()
 }

@@ -35,17 +35,6 @@ const RouteProtocol netlink.RouteProtocol = 0x53
 // with the last lease of its state directory.
 const KindRoute = "netguard.route"
 
-// EnsureNodeRoutes adds the missing routes to other nodes' job subnets and
-// lists them in dir for removal with the last lease. Setup calls it with
-// every job's lease; it is exported for callers that install routes
-// outside a job (they stay until the last job of dir ends).
-func EnsureNodeRoutes(dir string, routes []NodeRoute, rec jobstate.Recorder) error {
-	if errs := validateNodeRoutes(routes, netip.Prefix{}); len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	return withLock(dir, func() error { return ensureNodeRoutes(dir, routes, rec) })
-}
-
 func routesDir(dir string) string { return filepath.Join(dir, "routes") }
 
 // routeFile names a subnet's file: "10.213.2.0_24".

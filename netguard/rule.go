@@ -243,7 +243,7 @@ type PortRange struct{ Lo, Hi uint16 }
 func ParsePortRange(s string) (PortRange, error) {
 	lo, hi, err := parsePorts(strings.TrimSpace(s))
 	if err != nil {
-		return PortRange{}, fmt.Errorf("peer port range %q: %v (allowed: N or N-M, 1-65535)", s, err)
+		return PortRange{}, fmt.Errorf("peer port range %q: %w (allowed: N or N-M, 1-65535)", s, err)
 	}
 	return PortRange{lo, hi}, nil
 }

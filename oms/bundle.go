@@ -140,7 +140,7 @@ type Serialization struct {
 func checkKeys(b []byte, what string, allowed ...string) error {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBundle, what, err)
+		return fmt.Errorf("%w: %s: %w", ErrBundle, what, err)
 	}
 	for k := range m {
 		if !slices.Contains(allowed, k) {
@@ -164,7 +164,7 @@ func ParseBundle(b []byte) (*Bundle, error) {
 	var bu Bundle
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&bu); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBundle, err)
+		return nil, fmt.Errorf("%w: %w", ErrBundle, err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: data after the bundle", ErrBundle)
@@ -186,7 +186,7 @@ func ParseBundle(b []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: dsseEnvelope.payload is empty", ErrBundle)
 	}
 	if _, err := decodeB64(e.Payload); err != nil {
-		return nil, fmt.Errorf("%w: dsseEnvelope.payload: %v", ErrBundle, err)
+		return nil, fmt.Errorf("%w: dsseEnvelope.payload: %w", ErrBundle, err)
 	}
 	if len(e.Signatures) == 0 {
 		return nil, fmt.Errorf("%w: dsseEnvelope has no signatures", ErrBundle)
@@ -249,7 +249,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		PredicateType string `json:"predicateType"`
 	}
 	if err := json.Unmarshal(payload, &probe); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrBundle, err)
+		return nil, fmt.Errorf("%w: payload: %w", ErrBundle, err)
 	}
 	if probe.Type != StatementType {
 		return nil, fmt.Errorf("%w: statement _type %q, want %q", ErrBundle, probe.Type, StatementType)
@@ -263,7 +263,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 	}
 	var st Statement
 	if err := json.Unmarshal(payload, &st); err != nil {
-		return nil, fmt.Errorf("%w: statement: %v", ErrBundle, err)
+		return nil, fmt.Errorf("%w: statement: %w", ErrBundle, err)
 	}
 	if len(st.Subject) != 1 {
 		return nil, fmt.Errorf("%w: statement has %d subjects, want 1 (the model)", ErrBundle, len(st.Subject))
@@ -298,7 +298,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 	var cat []byte
 	for _, r := range st.Predicate.Resources {
 		if err := checkName(r.Name); err != nil {
-			return nil, fmt.Errorf("%w: resource %q: %v", ErrBundle, r.Name, err)
+			return nil, fmt.Errorf("%w: resource %q: %w", ErrBundle, r.Name, err)
 		}
 		if seen[r.Name] {
 			return nil, fmt.Errorf("%w: resource %q listed twice", ErrBundle, r.Name)

@@ -177,7 +177,7 @@ func NewStatement(name string, entries []pin.Entry, ignore []string) (*Statement
 	var cat []byte
 	for _, e := range es {
 		if err := checkName(e.Path); err != nil {
-			return nil, fmt.Errorf("oms: %q: %v", e.Path, err)
+			return nil, fmt.Errorf("oms: %q: %w", e.Path, err)
 		}
 		st.Predicate.Resources = append(st.Predicate.Resources, Resource{Name: e.Path, Algorithm: "sha256", Digest: e.Digest.String()})
 		cat = append(cat, e.Digest[:]...)

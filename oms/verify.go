@@ -135,7 +135,7 @@ func checkKey(id *PublicKeyIdentifier, trusted crypto.PublicKey) (crypto.PublicK
 	}
 	hint, err := KeyHint(trusted)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: trusted key: %v", ErrTrust, err)
+		return nil, "", fmt.Errorf("%w: trusted key: %w", ErrTrust, err)
 	}
 	who := "key sha256:" + hint
 	if id.Hint != "" && id.Hint != hint {
@@ -144,7 +144,7 @@ func checkKey(id *PublicKeyIdentifier, trusted crypto.PublicKey) (crypto.PublicK
 	if id.RawBytes != "" {
 		der, err := decodeB64(id.RawBytes)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: verificationMaterial.publicKey.rawBytes: %v", ErrBundle, err)
+			return nil, "", fmt.Errorf("%w: verificationMaterial.publicKey.rawBytes: %w", ErrBundle, err)
 		}
 		want, _ := x509.MarshalPKIXPublicKey(trusted)
 		if !bytes.Equal(der, want) {
@@ -210,11 +210,11 @@ func checkChain(ch *CertificateChain, t Trust) (crypto.PublicKey, string, error)
 	for i, c := range ch.Certificates {
 		der, err := decodeB64(c.RawBytes)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: x509CertificateChain.certificates[%d]: %v", ErrBundle, i, err)
+			return nil, "", fmt.Errorf("%w: x509CertificateChain.certificates[%d]: %w", ErrBundle, i, err)
 		}
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: x509CertificateChain.certificates[%d]: %v", ErrBundle, i, err)
+			return nil, "", fmt.Errorf("%w: x509CertificateChain.certificates[%d]: %w", ErrBundle, i, err)
 		}
 		certs = append(certs, cert)
 	}
@@ -231,7 +231,7 @@ func checkChain(ch *CertificateChain, t Trust) (crypto.PublicKey, string, error)
 	who := fmt.Sprintf("certificate %s (issuer %s)", strings.Join(ids, ", "), leaf.Issuer.String())
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.Roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, "", fmt.Errorf("%w: %s: chain: %v", ErrTrust, who, err)
+		return nil, "", fmt.Errorf("%w: %s: chain: %w", ErrTrust, who, err)
 	}
 	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageCodeSigning) {
 		return nil, "", fmt.Errorf("%w: %s: the certificate may not sign (no digitalSignature key usage or code-signing extended key usage)", ErrTrust, who)

@@ -51,7 +51,7 @@ func OpenCache(dir string) (*Cache, error) {
 		return nil, fmt.Errorf("%w: %s: path must be absolute", ErrBadCache, dir)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadCache, dir, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadCache, dir, err)
 	}
 	if err := checkTrusted(dir, true); err != nil {
 		return nil, err
@@ -74,7 +74,7 @@ func OpenCache(dir string) (*Cache, error) {
 func checkTrusted(p string, wantDir bool) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBadCache, p, err)
+		return fmt.Errorf("%w: %s: %w", ErrBadCache, p, err)
 	}
 	typ := st.Mode & unix.S_IFMT
 	switch {
@@ -91,7 +91,7 @@ func checkTrusted(p string, wantDir bool) error {
 func checkParent(p string) error {
 	var st unix.Stat_t
 	if err := unix.Stat(p, &st); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBadCache, p, err)
+		return fmt.Errorf("%w: %s: %w", ErrBadCache, p, err)
 	}
 	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
 		return fmt.Errorf("%w: parent %s is owned by uid %d, must be root's", ErrBadCache, p, st.Uid)
@@ -109,7 +109,7 @@ func (c *Cache) load() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBadCache, p, err)
+		return fmt.Errorf("%w: %s: %w", ErrBadCache, p, err)
 	}
 	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
@@ -133,7 +133,7 @@ func (c *Cache) load() error {
 		}
 		k, d, err := parseCacheLine(sc.Text())
 		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrBadCache, p, err)
+			return fmt.Errorf("%w: %s: %w", ErrBadCache, p, err)
 		}
 		c.m[k] = d
 	}

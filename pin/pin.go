@@ -95,7 +95,7 @@ func WriteManifest(w io.Writer, entries []Entry) error {
 	bw := bufio.NewWriter(w)
 	for _, e := range es {
 		if err := checkRel(e.Path); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadManifest, err)
+			return fmt.Errorf("%w: %w", ErrBadManifest, err)
 		}
 		fmt.Fprintf(bw, "%s  %s\n", e.Digest, e.Path)
 	}
@@ -121,14 +121,14 @@ func ParseManifest(r io.Reader) ([]Entry, error) {
 		}
 		d, err := ParseDigest(line[:64])
 		if err != nil {
-			return nil, fmt.Errorf("%w: line %d: %v", ErrBadManifest, n, err)
+			return nil, fmt.Errorf("%w: line %d: %w", ErrBadManifest, n, err)
 		}
 		p := line[66:]
 		for strings.HasPrefix(p, "./") {
 			p = p[2:]
 		}
 		if err := checkRel(p); err != nil {
-			return nil, fmt.Errorf("%w: line %d: %v", ErrBadManifest, n, err)
+			return nil, fmt.Errorf("%w: line %d: %w", ErrBadManifest, n, err)
 		}
 		if prev, ok := seen[p]; ok {
 			return nil, fmt.Errorf("%w: line %d: %q already listed on line %d", ErrBadManifest, n, p, prev)
@@ -137,7 +137,7 @@ func ParseManifest(r io.Reader) ([]Entry, error) {
 		out = append(out, Entry{Path: p, Digest: d})
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadManifest, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadManifest, err)
 	}
 	sortEntries(out)
 	return out, nil

@@ -217,7 +217,7 @@ func Verify(ctx context.Context, envelope []byte, trusted ed25519.PublicKey, out
 	dec.DisallowUnknownFields()
 	var st Statement
 	if err := dec.Decode(&st); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStatement, err)
+		return nil, fmt.Errorf("%w: %w", ErrStatement, err)
 	}
 	if st.Type != StatementType || st.PredicateType != PredicateType || st.Predicate.BuildDefinition.BuildType != BuildType {
 		return nil, fmt.Errorf("%w: _type %q, predicateType %q", ErrStatement, st.Type, st.PredicateType)

@@ -94,7 +94,7 @@ func gitState(cs CodeState, files map[string]codeFile, gitDir, common string, is
 	hashLen := newHash().Size()
 	entries, unmerged, err := parseIndex(idxBytes, hashLen)
 	if err != nil {
-		return cs, fmt.Errorf("%w: %s: %v", ErrGit, idxPath, err)
+		return cs, fmt.Errorf("%w: %s: %w", ErrGit, idxPath, err)
 	}
 	var changes []string
 	inIndex := map[string]bool{}
@@ -524,7 +524,7 @@ func isHexID(s string) bool {
 func resolveHEAD(gitDir, common string) (string, string, error) {
 	b, err := readSmall(filepath.Join(gitDir, "HEAD"))
 	if err != nil {
-		return "", "", fmt.Errorf("%w: HEAD: %v", ErrGit, err)
+		return "", "", fmt.Errorf("%w: HEAD: %w", ErrGit, err)
 	}
 	head := strings.TrimSpace(string(b))
 	if isHexID(head) {

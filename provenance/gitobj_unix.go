@@ -120,7 +120,7 @@ func readObject(common, id string, hashLen int) ([]byte, error) {
 	if b, err := readSmall(filepath.Join(obj, id[:2], id[2:])); err == nil {
 		zr, err := zlib.NewReader(bytes.NewReader(b))
 		if err != nil {
-			return nil, fmt.Errorf("%w: object %s: %v", ErrGit, id, err)
+			return nil, fmt.Errorf("%w: object %s: %w", ErrGit, id, err)
 		}
 		return io.ReadAll(io.LimitReader(zr, maxObject))
 	}
@@ -201,11 +201,11 @@ func readPacked(packPath string, off int64) ([]byte, error) {
 	}
 	zr, err := zlib.NewReader(r)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrGit, packPath, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrGit, packPath, err)
 	}
 	body, err := io.ReadAll(io.LimitReader(zr, int64(size)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrGit, packPath, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrGit, packPath, err)
 	}
 	return append([]byte(fmt.Sprintf("commit %d\x00", len(body))), body...), nil
 }

@@ -41,7 +41,7 @@ type outFile struct {
 func HashOutputs(ctx context.Context, dir string) ([]pin.Entry, []Skipped, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: open %s: %v", ErrOutputs, dir, err)
+		return nil, nil, fmt.Errorf("%w: open %s: %w", ErrOutputs, dir, err)
 	}
 	root := os.NewFile(uintptr(fd), dir)
 	var files []outFile
@@ -63,7 +63,7 @@ func HashOutputs(ctx context.Context, dir string) ([]pin.Entry, []Skipped, error
 		}
 		ents, err := d.ReadDir(-1)
 		if err != nil {
-			return fmt.Errorf("%w: read %s: %v", ErrOutputs, filepath.Join(dir, rel), err)
+			return fmt.Errorf("%w: read %s: %w", ErrOutputs, filepath.Join(dir, rel), err)
 		}
 		for _, e := range ents {
 			r := filepath.ToSlash(filepath.Join(rel, e.Name()))

@@ -644,7 +644,7 @@ func scanPickleStream(r io.Reader, member string, rep *Report) string {
 				return format
 			}
 			if n > 0 && limit < 0 && !errors.Is(err, errMalformed) {
-				err = fmt.Errorf("%w: %v", errMalformed, err)
+				err = fmt.Errorf("%w: %w", errMalformed, err)
 			}
 			rep.add(Finding{Verdict: Malformed, Member: member, Detail: malformedDetail(err, n)})
 			return format

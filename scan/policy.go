@@ -5,21 +5,22 @@ import (
 	"fmt"
 )
 
-// ErrRefused is wrapped by RefusedError.
+// ErrRefused is wrapped by ModelRefusedError.
 var ErrRefused = errors.New("model file refused")
 
-// RefusedError says why a model input may not be used.
-type RefusedError struct {
+// ModelRefusedError is the scan policy's refusal of a model file: it says
+// why the model input may not be used.
+type ModelRefusedError struct {
 	Report *Report
 	Digest string // sha256 of the file, for the profile's accept list
 }
 
-func (e *RefusedError) Error() string {
+func (e *ModelRefusedError) Error() string {
 	return fmt.Sprintf("model %s is %s (%s); to use it anyway, accept sha256 %s in the profile", e.Report.Path, e.Report.Verdict, e.Report.Summary(), e.Digest)
 }
 
 // Unwrap lets errors.Is(err, ErrRefused) match.
-func (e *RefusedError) Unwrap() error { return ErrRefused }
+func (e *ModelRefusedError) Unwrap() error { return ErrRefused }
 
 // Check applies the launcher's rule to a scanned model input: only Safe
 // passes, unless the profile accepts the file's exact digest (accepted).
@@ -31,7 +32,7 @@ func Check(r *Report, sha256 string, accepted func(sha256 string) bool) error {
 	if accepted != nil && sha256 != "" && accepted(sha256) {
 		return nil
 	}
-	return &RefusedError{Report: r, Digest: sha256}
+	return &ModelRefusedError{Report: r, Digest: sha256}
 }
 
 // UnsafeEnv lists environment variables that switch PyTorch's safe loading

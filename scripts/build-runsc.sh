@@ -3,7 +3,7 @@
 # A cgo (dynamic) runsc fails at sandbox start: after pivot_root the loader is gone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/versions.env"
+. "$here/env.sh"
 out="$TOOLS_DIR/runsc-$GVISOR_VERSION"
 if [ -x "$out" ]; then echo "$out"; exit 0; fi
 mkdir -p "$TOOLS_DIR"

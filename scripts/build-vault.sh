@@ -3,7 +3,7 @@
 # Run it with GODEBUG=x509negativeserial=1 (gosnowflake panics at start otherwise).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/versions.env"
+. "$here/env.sh"
 out="$TOOLS_DIR/vault-$VAULT_VERSION"
 if [ -x "$out" ]; then echo "$out"; exit 0; fi
 mkdir -p "$TOOLS_DIR"

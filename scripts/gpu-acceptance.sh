@@ -104,7 +104,7 @@ st() { "$bin" --config "$work/host.yaml" "$@"; }
 say "securetrain gpu acceptance run, $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ $dry = 1 ] && echo ' (dry run)')"
 say "host: $(uname -srm)"
 say "securetrain: $("$bin" --version 2>&1 | head -n1)"
-. "$here/scripts/versions.env"
+. "$here/internal/versions/versions.env"
 say "runsc: $runsc (pinned gvisor.dev/gvisor $GVISOR_VERSION)"
 
 # 1. Kernel, driver, GPUs, and whether the pinned runsc supports the driver.

@@ -11,7 +11,7 @@
 # it is for manual runs and for end-to-end checks in .ci/run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/versions.env"
+. "$here/env.sh"
 stop=0
 if [ "${1:-}" = "--stop" ]; then stop=1; shift; fi
 state=${1:-/run/securetrain-testenv}

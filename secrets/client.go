@@ -74,11 +74,11 @@ func newAPIClient(cc ClientConfig) (*api.Client, error) {
 	cfg.MinRetryWait = 200 * time.Millisecond
 	cfg.MaxRetryWait = time.Second
 	if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: cc.CACert, ClientCert: cc.ClientCert, ClientKey: cc.ClientKey}); err != nil {
-		return nil, fmt.Errorf("%w: vault TLS (ca_cert %q, client_cert %q): %v", ErrConfig, cc.CACert, cc.ClientCert, err)
+		return nil, fmt.Errorf("%w: vault TLS (ca_cert %q, client_cert %q): %w", ErrConfig, cc.CACert, cc.ClientCert, err)
 	}
 	ac, err := api.NewClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: vault client: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: vault client: %w", ErrConfig, err)
 	}
 	ac.ClearToken()
 	ac.SetNamespace(cc.Namespace)
@@ -89,7 +89,7 @@ func newAPIClient(cc ClientConfig) (*api.Client, error) {
 func (c *Client) withToken(token string) (*api.Client, error) {
 	jc, err := c.api.Clone()
 	if err != nil {
-		return nil, fmt.Errorf("%w: clone vault client: %v", ErrVault, err)
+		return nil, fmt.Errorf("%w: clone vault client: %w", ErrVault, err)
 	}
 	jc.SetToken(token)
 	jc.SetNamespace(c.cc.Namespace)
@@ -131,7 +131,7 @@ func (c *Client) launcherDo(ctx context.Context, fn func(*api.Client) error) err
 func readFileTrim(what, path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s %s: %v", ErrConfig, what, path, errors.Unwrap(err))
+		return "", fmt.Errorf("%w: %s %s: %w", ErrConfig, what, path, errors.Unwrap(err))
 	}
 	s := strings.TrimSpace(string(b))
 	if s == "" {

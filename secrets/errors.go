@@ -58,16 +58,16 @@ func vaultErr(err error) error {
 		if op.Addr != nil {
 			addr = " at " + op.Addr.String()
 		}
-		return fmt.Errorf("%w%s: %s: %v", ErrUnreachable, addr, op.Op, op.Err)
+		return fmt.Errorf("%w%s: %s: %w", ErrUnreachable, addr, op.Op, op.Err)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("%w: %v", ErrUnreachable, ue.Err)
+		return fmt.Errorf("%w: %w", ErrUnreachable, ue.Err)
 	}
 	if errors.Is(err, ErrUnreachable) || errors.Is(err, ErrVault) {
 		return err
 	}
-	return fmt.Errorf("%w: %v", ErrVault, err)
+	return fmt.Errorf("%w: %w", ErrVault, err)
 }
 
 // oneLine flattens Vault's error list ("1 error occurred:\n\t* x\n\n").

@@ -62,7 +62,7 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	dec.DisallowUnknownFields()
 	var e Envelope
 	if err := dec.Decode(&e); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)
+		return nil, fmt.Errorf("%w: %w", ErrEnvelope, err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: data after the envelope", ErrEnvelope)
@@ -79,7 +79,7 @@ func VerifyEnvelope(e *Envelope, trusted ed25519.PublicKey, wantType string) ([]
 	}
 	payload, err := base64.StdEncoding.Strict().DecodeString(e.Payload)
 	if err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrEnvelope, err)
+		return nil, fmt.Errorf("%w: payload: %w", ErrEnvelope, err)
 	}
 	if len(e.Signatures) == 0 {
 		return nil, fmt.Errorf("%w: no signatures", ErrEnvelope)

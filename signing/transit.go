@@ -55,7 +55,7 @@ func (s *TransitSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 		"key_version": s.version,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: sign with %s/%s: %v", ErrTransit, s.mount, s.key, err)
+		return nil, fmt.Errorf("%w: sign with %s/%s: %w", ErrTransit, s.mount, s.key, err)
 	}
 	if sec == nil || sec.Data == nil {
 		return nil, fmt.Errorf("%w: sign with %s/%s: empty response", ErrTransit, s.mount, s.key)
@@ -68,7 +68,7 @@ func (s *TransitSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 	}
 	sig, err := base64.StdEncoding.DecodeString(parts[2])
 	if err != nil {
-		return nil, fmt.Errorf("%w: sign with %s/%s: %v", ErrTransit, s.mount, s.key, err)
+		return nil, fmt.Errorf("%w: sign with %s/%s: %w", ErrTransit, s.mount, s.key, err)
 	}
 	if err := Verify(s.pub, msg, sig); err != nil {
 		return nil, fmt.Errorf("%w: signature from %s/%s v%d does not verify with its public key", ErrTransit, s.mount, s.key, s.version)
@@ -82,7 +82,7 @@ func TransitPublicKey(ctx context.Context, c *vault.Client, mount, key string, v
 	mount = strings.Trim(mount, "/")
 	sec, err := c.Logical().ReadWithContext(ctx, mount+"/keys/"+key)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: read %s/keys/%s: %v", ErrTransit, mount, key, err)
+		return nil, 0, fmt.Errorf("%w: read %s/keys/%s: %w", ErrTransit, mount, key, err)
 	}
 	if sec == nil || sec.Data == nil {
 		return nil, 0, fmt.Errorf("%w: %s/keys/%s not found", ErrTransit, mount, key)

@@ -86,12 +86,6 @@ type Client struct {
 	run func(ctx context.Context, tool string, args ...string) ([]byte, error)
 }
 
-// Default is a Client for this process: SLURM_CONF and SLURMD_NODENAME from
-// its own environment (the daemon's or slurmd's, which the admin controls).
-func Default() *Client {
-	return &Client{Conf: os.Getenv("SLURM_CONF"), NodeName: os.Getenv("SLURMD_NODENAME")}
-}
-
 func (c *Client) log() *slog.Logger {
 	if c.Log == nil {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -406,12 +400,6 @@ func (c *Client) JobOfPID(ctx context.Context, pid int) (uint64, error) {
 		return 0, fmt.Errorf("pid %d: %w (scontrol pidinfo said %q)", pid, ErrNotInJob, strings.TrimSpace(string(out)))
 	}
 	return strconv.ParseUint(string(m[1]), 10, 64)
-}
-
-// CallerJob establishes the Slurm job of process pid and reads its
-// allocation with Default(). See (*Client).CallerJob.
-func CallerJob(pid int) (JobInfo, error) {
-	return Default().CallerJob(context.Background(), pid)
 }
 
 var cgroupJobRe = regexp.MustCompile(`/job_(\d+)(?:/|$)`)

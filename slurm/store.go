@@ -12,8 +12,8 @@ import (
 
 // Store keeps one directory per Slurm job that has an allocation on this
 // node: Dir/<slurm job id>/allocation.json, written by the prolog (root
-// only, 0700) and removed by the epilog. The daemon may read it to bound a
-// caller's job without asking slurmctld again.
+// only, 0700) and removed by the epilog: what Slurm allocated, as the
+// prolog saw it, for the node's administrator.
 type Store struct {
 	Dir string // e.g. /run/securetrain/slurm
 }
@@ -49,41 +49,10 @@ func (s *Store) Save(ji JobInfo) error {
 	return nil
 }
 
-// Load reads the allocation the prolog recorded.
-func (s *Store) Load(id uint64) (JobInfo, error) {
-	var ji JobInfo
-	b, err := os.ReadFile(filepath.Join(s.Path(id), "allocation.json"))
-	if err != nil {
-		return ji, fmt.Errorf("slurm state: %w", err)
-	}
-	if err := json.Unmarshal(b, &ji); err != nil {
-		return ji, fmt.Errorf("slurm state %s: %w", s.Path(id), err)
-	}
-	return ji, nil
-}
-
 // Remove deletes the job's state; a job without state is already clean.
 func (s *Store) Remove(id uint64) error {
 	if err := os.RemoveAll(s.Path(id)); err != nil {
 		return fmt.Errorf("slurm state: %w", err)
 	}
 	return nil
-}
-
-// List returns the Slurm job ids that have state on this node.
-func (s *Store) List() ([]uint64, error) {
-	ents, err := os.ReadDir(s.Dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("slurm state: %w", err)
-	}
-	var out []uint64
-	for _, e := range ents {
-		if id, err := ParseJobID(e.Name()); err == nil && e.IsDir() {
-			out = append(out, id)
-		}
-	}
-	return out, nil
 }

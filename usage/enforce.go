@@ -89,9 +89,6 @@ func NewEnforcer(l Limits) (*Enforcer, error) {
 	return &Enforcer{l: l, start: l.Start, gpuOver: map[int]time.Time{}, reported: map[string]bool{}}, nil
 }
 
-// Limits returns the limits enforced.
-func (e *Enforcer) Limits() Limits { return e.l }
-
 // Observe takes the next sample (in time order) and returns the first
 // violation it shows that was not returned before, or nil. Each limit (each
 // GPU, for gpu_memory) is reported once; if several break at once, later

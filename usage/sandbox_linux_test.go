@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,12 +34,10 @@ type testSandbox struct {
 }
 
 type sandboxOpts struct {
-	args     []string
-	memory   int64 // bytes; 0: none
-	cpus     float64
-	pids     int64
-	id       string
-	cgPrefix string
+	args   []string
+	memory int64 // bytes; 0: none
+	cpus   float64
+	pids   int64
 }
 
 func randID(t testing.TB) string {
@@ -169,19 +166,6 @@ func (s *testSandbox) kill() {
 	if out, err := s.runscCmd("kill", "--all", s.id, "KILL"); err != nil {
 		s.t.Logf("runsc kill: %v: %s", err, out)
 	}
-}
-
-// waitOutput polls the job's output for substr (the job prints it and
-// then sleeps).
-func (s *testSandbox) waitOutput(substr string) string {
-	for i := 0; i < 600; i++ {
-		if out := s.output(); strings.Contains(out, substr) {
-			return out
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.t.Fatalf("job never printed %q; output: %s", substr, s.output())
-	return ""
 }
 
 func (s *testSandbox) sampler(t testing.TB, gpus ...int) *Sampler {

@@ -108,27 +108,3 @@ func TestRecord(t *testing.T) {
 		t.Errorf("summary: %s", sum)
 	}
 }
-
-func TestMetrics(t *testing.T) {
-	names := func(ms []Metric) map[string]Metric {
-		m := map[string]Metric{}
-		for _, x := range ms {
-			m[x.Name+x.Labels["gpu"]] = x
-		}
-		return m
-	}
-	m := names(Sample{CPUUser: 3, MemUsage: 10}.Metrics())
-	if m["securetrain_job_cpu_user_seconds_total"].Value != 3 || !m["securetrain_job_cpu_user_seconds_total"].Counter || m["securetrain_job_memory_bytes"].Value != 10 {
-		t.Errorf("%v", m)
-	}
-	if _, ok := m["securetrain_job_gpu_memory_bytes0"]; ok {
-		t.Error("GPU metric without GPUs")
-	}
-	if _, ok := m["securetrain_job_processes"]; ok {
-		t.Error("sandbox metric without runsc figures")
-	}
-	m = names(Sample{GPUs: []GPUSample{{Index: 1, UUID: "GPU-x", Util: 50, MemUsed: 7}}, Sandbox: &SandboxStats{Pids: 3}}.Metrics())
-	if g := m["securetrain_job_gpu_utilization_ratio1"]; g.Value != 0.5 || g.Labels["uuid"] != "GPU-x" || m["securetrain_job_gpu_memory_bytes1"].Value != 7 || m["securetrain_job_processes"].Value != 3 {
-		t.Errorf("%v", m)
-	}
-}

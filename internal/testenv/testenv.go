@@ -8,12 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/securetrain/securetrain/internal/versions"
 )
 
-// Pinned versions; keep in sync with scripts/versions.env.
-const (
-	GVisorVersion = "v0.0.0-20260905035102-160fafc42237"
-	VaultVersion  = "v1.13.0"
+// Pinned versions (internal/versions/versions.env).
+var (
+	GVisorVersion = versions.GVisor
+	VaultVersion  = versions.Vault
 )
 
 // InCI reports whether the tests run in CI, where every component listed as

@@ -65,7 +65,7 @@ func Main(args []string) int {
 		return ec.ExitCode()
 	}
 	fmt.Fprintln(os.Stderr, "securetrain: "+firstLine(err.Error()))
-	var re *launcher.RefusedError
+	var re *launcher.JobRefusedError
 	if errors.As(err, &re) {
 		return launcher.ExitRefused
 	}

@@ -1,0 +1,4 @@
+# Sourced by scripts/*.sh: the pinned versions (internal/versions/versions.env,
+# the one place they are written) and where the built tools are cached.
+. "$(dirname "${BASH_SOURCE[0]}")/../internal/versions/versions.env"
+TOOLS_DIR=${SECURETRAIN_TOOLS:-/var/cache/securetrain/tools}
