@@ -615,7 +615,7 @@ func (s *Server) kill(ctx context.Context, id Identity, jobID string, force bool
 			return noJob // another user's job does not exist for this caller
 		}
 		if force {
-			if err := s.Launcher.Kill(ctx, jobID, 0, true); err != nil {
+			if err := s.Launcher.Kill(ctx, launcher.Viewer{Admin: true}, jobID, true); err != nil {
 				return Reply{Error: "kill: " + err.Error()}
 			}
 		} else {
@@ -632,11 +632,7 @@ func (s *Server) kill(ctx context.Context, id Identity, jobID string, force bool
 		if st.LauncherPID == os.Getpid() {
 			return Reply{Error: fmt.Sprintf("kill: job %s is not running", jobID)}
 		}
-		uid := id.UID
-		if id.Admin {
-			uid = 0
-		}
-		if err := s.Launcher.Kill(ctx, jobID, uid, force); err != nil {
+		if err := s.Launcher.Kill(ctx, id.viewer(), jobID, force); err != nil {
 			return Reply{Error: "kill: " + err.Error()}
 		}
 		s.audit(ctx, jobID, st.User, audit.Kill{Signal: sig, Reason: "user", By: id.Name})

@@ -144,15 +144,12 @@ var ErrNoJob = errors.New("no such job")
 
 // Kill stops a running job: SIGTERM to its launcher, which forwards it to the
 // job and kills it after the stop grace; with force the sandbox is killed at
-// once. Only the job's owner (uid) or root may kill it.
-func (l *Launcher) Kill(ctx context.Context, id string, callerUID int, force bool) error {
-	store := l.Store()
-	st, err := store.Load(id)
-	if err != nil {
-		return fmt.Errorf("job %s: %w", id, ErrNoJob)
-	}
-	if callerUID != 0 && callerUID != st.UID {
-		return fmt.Errorf("job %s: %w", id, ErrNoJob)
+// once. Only a viewer who sees the job (its owner, root, an admin of the
+// daemon) may kill it; to anyone else it does not exist.
+func (l *Launcher) Kill(ctx context.Context, v Viewer, id string, force bool) error {
+	st, err := l.Store().Load(id)
+	if err != nil || !v.Sees(st.UID) {
+		return fmt.Errorf("job %s: %w", id, ErrNoJob) // another user's job does not exist for v
 	}
 	if !st.Live {
 		return fmt.Errorf("job %s is not running (its launcher is gone; run securetrain gc)", id)

@@ -197,20 +197,20 @@ func TestKill(t *testing.T) {
 		{"pid 1 is no launcher", "dddddddddddd", 1000, "job dddddddddddd: launcher pid 1 is not a securetrain process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := l.Kill(ctx, tc.id, tc.uid, false)
+			err := l.Kill(ctx, Viewer{UID: tc.uid, Admin: tc.uid == 0}, tc.id, false)
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("Kill = %v, want %s", err, tc.want)
 			}
 		})
 	}
-	if err := l.Kill(ctx, "dddddddddddd", 1000, true); err != nil {
+	if err := l.Kill(ctx, Viewer{UID: 1000}, "dddddddddddd", true); err != nil {
 		t.Fatalf("force: %v", err)
 	}
 	if calls, _ := os.ReadFile(logf); !strings.Contains(string(calls), "kill --all dddddddddddd KILL") {
 		t.Errorf("force kill: runsc calls %q", calls)
 	}
 	h.Release()
-	if err := l.Kill(ctx, "dddddddddddd", 0, false); err == nil || !strings.Contains(err.Error(), "is not running") {
+	if err := l.Kill(ctx, Viewer{Admin: true}, "dddddddddddd", false); err == nil || !strings.Contains(err.Error(), "is not running") {
 		t.Errorf("dead job: %v", err)
 	}
 }

@@ -35,7 +35,7 @@ func (l *Launcher) StopWhere(ctx context.Context, match func(JobState) bool, gra
 		}
 		ids = append(ids, j.ID)
 		pids[j.ID] = j.LauncherPID
-		if err := l.Kill(ctx, j.ID, 0, false); err != nil {
+		if err := l.Kill(ctx, Viewer{Admin: true}, j.ID, false); err != nil {
 			l.Log.Warn("stop: SIGTERM", "job", j.ID, "err", err)
 		}
 	}

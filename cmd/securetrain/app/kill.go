@@ -2,6 +2,8 @@ package app
 
 import (
 	"github.com/urfave/cli/v2"
+
+	"github.com/securetrain/securetrain/launcher"
 )
 
 // KillCommand stops a running job.
@@ -25,6 +27,6 @@ var KillCommand = &cli.Command{
 		}
 		ctx, cancel := interruptible(c)
 		defer cancel()
-		return l.Kill(ctx, c.Args().First(), uidOf(), c.Bool("force"))
+		return l.Kill(ctx, launcher.Viewer{UID: uidOf(), Admin: uidOf() == 0}, c.Args().First(), c.Bool("force"))
 	},
 }
