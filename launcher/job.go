@@ -98,12 +98,18 @@ func (l *Launcher) newJob(id string, pl *plan) *job {
 // run takes the job from its staged sources to its account. A nil Result
 // means it never started; the caller tears down either way.
 func (j *job) run(ctx context.Context, sigs <-chan os.Signal) (*Result, error) {
-	for _, step := range []func(context.Context) error{
-		j.outputs, j.data, j.network, j.credentials, j.snapshotCode, j.writeBundle, j.auditStart, j.start,
+	for _, step := range []struct {
+		name string
+		do   func(context.Context) error
+	}{
+		{"outputs", j.outputs}, {"data", j.data}, {"network", j.network}, {"credentials", j.credentials},
+		{"code", j.snapshotCode}, {"bundle", j.writeBundle}, {"audit", j.auditStart}, {"start", j.start},
 	} {
-		if err := step(ctx); err != nil {
+		t0 := time.Now()
+		if err := step.do(ctx); err != nil {
 			return nil, err
 		}
+		j.log.Debug("step done", "step", step.name, "took", time.Since(t0))
 	}
 	err := j.supervise(ctx, sigs)
 	j.drainOutput()
