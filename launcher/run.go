@@ -29,7 +29,9 @@ func (l *Launcher) Run(ctx context.Context, req Request, sigs <-chan os.Signal) 
 	}
 	started := time.Now()
 	res, runErr := j.run(ctx, sigs)
+	t0 := time.Now()
 	tdErr := j.teardown()
+	j.log.Debug("teardown done", "took", time.Since(t0))
 	if res == nil {
 		if tdErr != nil {
 			j.log.Error("teardown after failed setup", "err", tdErr)
