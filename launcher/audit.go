@@ -127,7 +127,7 @@ func (l *Launcher) auditGC(ctx context.Context, job string, removed []jobstate.R
 }
 
 func isSystemMount(target string) bool {
-	return hostVisible(target) || strings.HasPrefix(target, "/etc/")
+	return hostVisible(target) || target == "/etc" || strings.HasPrefix(target, "/etc/")
 }
 
 func sortedValues(m map[string]string) []string {

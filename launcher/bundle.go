@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/securetrain/securetrain/sandbox"
 )
@@ -21,7 +23,7 @@ func (j *job) writeBundle(context.Context) error {
 	if j.guard != nil {
 		resolv, hosts = j.guard.ResolvConf(), j.guard.Hosts(j.hostname)
 	}
-	etc, err := sandbox.EtcFiles(filepath.Join(j.bundle, "etc"), pl.user, j.hostname, resolv, hosts)
+	etc, err := j.etc(resolv, hosts)
 	if err != nil {
 		return err
 	}
@@ -47,6 +49,33 @@ func (j *job) writeBundle(context.Context) error {
 	}
 	j.log.Debug("bundle written", "bundle", j.bundle, "mounts", len(spec.Mounts))
 	return nil
+}
+
+// etc is the job's /etc: its own files (passwd, group, hosts, hostname,
+// resolv.conf) over, for a host-minimal root, the host's allowlisted
+// entries, shown by one read-only mount of a shared copy (HostEtcView), or
+// each by its own mount when another mount lies under /etc (the shared copy
+// has no mount point for it); in a root file system of its own, over the
+// image's /etc.
+func (j *job) etc(resolv, hosts []byte) ([]sandbox.Mount, error) {
+	pl := j.pl
+	files, err := sandbox.EtcFiles(filepath.Join(j.bundle, "etc"), pl.user, j.hostname, resolv, hosts)
+	if err != nil || pl.rootfs != "" {
+		return files, err
+	}
+	under := func(m sandbox.Mount) bool { return strings.HasPrefix(m.Target, "/etc/") }
+	if slices.ContainsFunc(pl.mounts, under) || slices.ContainsFunc(pl.integrity.mounts, under) || slices.ContainsFunc(j.secrets, under) {
+		var host []sandbox.Mount
+		for _, e := range pl.hostEtc {
+			host = append(host, sandbox.Mount{Kind: sandbox.Bind, Source: e, Target: "/etc/" + filepath.Base(e), ReadOnly: true})
+		}
+		return append(host, files...), nil
+	}
+	view, err := sandbox.HostEtcView(filepath.Join(j.l.Host.StateDir, "etc"), pl.hostEtc)
+	if err != nil {
+		return nil, err
+	}
+	return append([]sandbox.Mount{{Kind: sandbox.Bind, Source: view, Target: "/etc", ReadOnly: true}}, files...), nil
 }
 
 // hostName is the job's host name: "st-ID", or, for the job holding its

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/sandbox"
 )
 
 // GCReport says what gc removed.
@@ -64,6 +65,13 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 			if err := rs.ReleaseShared(); err != nil {
 				errs = append(errs, err)
 			}
+		}
+	}
+	if len(live) == 0 {
+		// Views of the host's /etc from before it changed (HostEtcView):
+		// no job shows them any more.
+		if err := sandbox.RemoveStaleEtcViews(filepath.Join(l.Host.StateDir, "etc"), sandbox.HostEtcEntries("/")); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return rep, errors.Join(errs...)

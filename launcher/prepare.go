@@ -49,7 +49,8 @@ type plan struct {
 	env       []string
 	mounts    []sandbox.Mount
 	links     []sandbox.Link
-	rootfs    string // "" = host-minimal skeleton in the bundle
+	hostEtc   []string // the host's /etc entries a host-minimal root shows (its /etc is made per job)
+	rootfs    string   // "" = host-minimal skeleton in the bundle
 	gpus      []int
 	devices   []sandbox.Device
 	gpuLibs   []string
@@ -183,6 +184,7 @@ func (pl *plan) setRoot() error {
 			return err
 		}
 		pl.mounts, pl.links = append(pl.mounts, mounts...), links
+		pl.hostEtc = sandbox.HostEtcEntries("/")
 		return nil
 	}
 	rf, err := resolveDir(pl.prof.Sandbox.Rootfs, "sandbox.rootfs")

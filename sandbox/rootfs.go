@@ -32,8 +32,9 @@ var HostEtc = []string{
 type Link struct{ Name, Target string }
 
 // HostRoot returns the read-only mounts and symlinks that make a
-// host-minimal root: system directories bound read-only (or linked when the
-// host links them, as usr-merged systems do) and the allowlisted /etc entries.
+// host-minimal root: system directories bound read-only, or linked when the
+// host links them, as usr-merged systems do. Its /etc is made per job
+// (EtcDir) from the allowlisted entries (HostEtcEntries).
 func HostRoot(hostRoot string) ([]Mount, []Link, error) {
 	var mounts []Mount
 	var links []Link
@@ -58,13 +59,18 @@ func HostRoot(hostRoot string) ([]Mount, []Link, error) {
 			mounts = append(mounts, Mount{Kind: Bind, Source: hp, Target: d, ReadOnly: true})
 		}
 	}
+	return mounts, links, nil
+}
+
+// HostEtcEntries are the host's /etc entries HostEtc allows that exist, as
+// host paths.
+func HostEtcEntries(hostRoot string) []string {
+	var out []string
 	for _, pat := range HostEtc {
 		matches, _ := filepath.Glob(filepath.Join(hostRoot, "etc", pat))
-		for _, m := range matches {
-			mounts = append(mounts, Mount{Kind: Bind, Source: m, Target: "/etc/" + filepath.Base(m), ReadOnly: true})
-		}
+		out = append(out, matches...)
 	}
-	return mounts, links, nil
+	return out
 }
 
 // PrepareRoot creates the root skeleton directory at dir: the symlinks and
@@ -90,6 +96,12 @@ func PrepareRoot(dir string, links []Link, mounts []Mount) error {
 	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777|fs.ModeSticky); err != nil {
 		return err
 	}
+	return mountPoints(dir, links, mounts)
+}
+
+// mountPoints creates under dir an empty directory (or file) for each
+// mount's target, skipping those under one of links.
+func mountPoints(dir string, links []Link, mounts []Mount) error {
 	for _, m := range mounts {
 		if linked(links, m.Target) {
 			continue
@@ -137,6 +149,9 @@ type User struct {
 	Groups   []uint32
 	Home     string
 }
+
+// EtcFileNames are the /etc files EtcFiles makes for each job.
+var EtcFileNames = []string{"group", "hostname", "hosts", "passwd", "resolv.conf"}
 
 // EtcFiles writes the per-job /etc files (passwd, group, hosts, hostname,
 // resolv.conf) into dir and returns the read-only mounts that show them.

@@ -95,6 +95,13 @@ func TestHostRoot(t *testing.T) {
 	for t := range got {
 		targets = append(targets, t)
 	}
+	for _, e := range HostEtcEntries(r) {
+		if filepath.Dir(e) != filepath.Join(r, "etc") {
+			t.Errorf("etc entry %s is not in the host's /etc", e)
+		}
+		targets = append(targets, "/etc/"+filepath.Base(e))
+		mounts = append(mounts, Mount{Target: "/etc/" + filepath.Base(e)})
+	}
 	slices.Sort(targets)
 	want := []string{"/etc/ld.so.cache", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/mime.types",
 		"/etc/nsswitch.conf", "/etc/os-release", "/etc/python3.11", "/etc/ssl", "/opt", "/usr"}
@@ -278,5 +285,92 @@ func TestEtcFilesResolverAndHosts(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(dir, f)); string(b) != want {
 			t.Errorf("%s = %q, want %q", f, b, want)
 		}
+	}
+}
+
+// TestHostEtcView: a host-minimal root's /etc is a copy that holds the
+// allowlisted entries as bind mounts showed them (a top-level link
+// followed, links inside kept) with mount points for the job's own files,
+// and nothing the job could not read on the host; it is made once for a
+// content and made again when the host's entries change.
+func TestHostEtcView(t *testing.T) {
+	r := fakeHost(t)
+	mkfile(t, filepath.Join(r, "etc/ssl/certs/ca.pem"), "CERT\n")
+	symlink(t, "ca.pem", filepath.Join(r, "etc/ssl/certs/abcd.0"))
+	mkfile(t, filepath.Join(r, "etc/ssl/private/host.key"), "KEY\n")
+	os.Chmod(filepath.Join(r, "etc/ssl/private"), 0o700)
+	mkfile(t, filepath.Join(r, "etc/ssl/openssl.cnf"), "conf\n")
+	mkfile(t, filepath.Join(r, "etc/timezone.real"), "Etc/UTC\n")
+	symlink(t, filepath.Join(r, "etc/timezone.real"), filepath.Join(r, "etc/timezone"))
+	mkfile(t, filepath.Join(r, "etc/gai.conf"), "root only\n")
+	os.Chmod(filepath.Join(r, "etc/gai.conf"), 0o600)
+
+	cache := t.TempDir()
+	dir, err := HostEtcView(cache, HostEtcEntries(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(rel string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, rel))
+		return string(b)
+	}
+	for rel, want := range map[string]string{"ssl/certs/ca.pem": "CERT\n", "ssl/openssl.cnf": "conf\n", "timezone": "Etc/UTC\n", "nsswitch.conf": "x\n"} {
+		if got := read(rel); got != want {
+			t.Errorf("%s = %q, want %q", rel, got, want)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "ssl/certs/abcd.0")); err != nil || l != "ca.pem" {
+		t.Errorf("a link inside a directory must stay a link: %q %v", l, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "timezone")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("a top-level link must be followed, as a bind mount did: %v %v", fi, err)
+	}
+	for _, never := range []string{"ssl/private", "gai.conf", "shadow", "sudoers", "ssh", "securetrain", "krb5.keytab", "machine-id", "timezone.real"} {
+		if _, err := os.Lstat(filepath.Join(dir, never)); err == nil {
+			t.Errorf("%s was copied", never)
+		}
+	}
+	for _, n := range EtcFileNames {
+		if fi, err := os.Stat(filepath.Join(dir, n)); err != nil || fi.Size() != 0 {
+			t.Errorf("mount point %s: %v %v", n, fi, err)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("the view must be root's and readable by all: %v %v", fi, err)
+	}
+
+	again, err := HostEtcView(cache, HostEtcEntries(r))
+	if err != nil || again != dir {
+		t.Fatalf("the same content must give the same view: %s %v", again, err)
+	}
+	mkfile(t, filepath.Join(r, "etc/ssl/certs/new.pem"), "NEW\n")
+	changed, err := HostEtcView(cache, HostEtcEntries(r))
+	if err != nil || changed == dir {
+		t.Fatalf("a changed /etc must give a new view: %s %v", changed, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(changed, "ssl/certs/new.pem")); string(b) != "NEW\n" {
+		t.Errorf("the new view lacks the new file")
+	}
+	if err := RemoveStaleEtcViews(cache, HostEtcEntries(r)); err != nil {
+		t.Fatal(err)
+	}
+	if des, _ := os.ReadDir(cache); len(des) != 1 || filepath.Join(cache, des[0].Name()) != changed {
+		t.Errorf("after removing stale views: %v, want only %s", des, changed)
+	}
+}
+
+// TestEtcFileNames: the mount points a view holds are the files EtcFiles
+// makes.
+func TestEtcFileNames(t *testing.T) {
+	ms, err := EtcFiles(t.TempDir(), User{Name: "a", UID: 1000, GID: 1000}, "h", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, filepath.Base(m.Target))
+	}
+	if !slices.Equal(got, EtcFileNames) {
+		t.Errorf("EtcFiles makes %v, EtcFileNames says %v", got, EtcFileNames)
 	}
 }
