@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -27,6 +29,44 @@ func TestStdioAndExitCodes(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("/bin/true: %s", r)
 	}
+}
+
+// TestClosedStdout: `securetrain run -- JOB | head -1`. The reader going
+// away stops the job as closing its terminal would (SIGTERM, then SIGKILL
+// after the stop grace), and the launcher lives to tear it down: it is not
+// killed by SIGPIPE, and nothing is left for gc. (Inside gVisor the job's
+// write to the closed pipe fails with EIO, not SIGPIPE: a job that ignores
+// write errors would otherwise run on with nobody reading.)
+func TestClosedStdout(t *testing.T) {
+	e := setup(t)
+	dir := e.project(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, dir, nil, "run", "--user", jobUser, "--", "/bin/sh", "-c", "while :; do echo line; done")
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	c.Stderr = &errb
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); line != "line\n" {
+		t.Fatalf("first line %q: %v", line, err)
+	}
+	out.Close()
+	code, err := exitCode(c.Wait())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := c.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+		t.Fatalf("the launcher died of %v; stderr: %.500s", ws.Signal(), errb.String())
+	}
+	if code != 128+15 && code != 128+9 {
+		t.Errorf("exit %d, want the job stopped (143, or 137 after the grace); stderr: %.500s", code, errb.String())
+	}
+	assertClean(t, e)
 }
 
 func TestRefusalsAreOneLineAndLeaveNothing(t *testing.T) {

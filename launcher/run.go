@@ -104,7 +104,7 @@ func (l *Launcher) attachTTY(ctx context.Context, console *sandbox.ConsoleSocket
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go tee(req.Stdout, jlog, pty, &wg)
+	go tee(req.Stdout, jlog, pty, &wg, nil)
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
 	// Before the terminal is restored, let the job's last output through

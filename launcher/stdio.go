@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,11 +25,15 @@ type jobOutput struct {
 	writers []*os.File // the job's ends, closed in the launcher once runsc has them
 	readers []*os.File
 	copies  sync.WaitGroup
+	// gone is closed when the caller's stdout or stderr reader went away
+	// (`securetrain run ... | head`): the supervisor stops the job.
+	gone     chan struct{}
+	goneOnce sync.Once
 }
 
 // newJobOutput makes the two pipes; the job writes to stdout and stderr.
 func newJobOutput() (o *jobOutput, stdout, stderr *os.File, err error) {
-	o = &jobOutput{}
+	o = &jobOutput{gone: make(chan struct{})}
 	for range 2 {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -48,8 +53,9 @@ func (o *jobOutput) start(stdout, stderr, log io.Writer) {
 	}
 	o.writers = nil
 	o.copies.Add(2)
-	go tee(stdout, log, o.readers[0], &o.copies)
-	go tee(stderr, log, o.readers[1], &o.copies)
+	gone := func() { o.goneOnce.Do(func() { close(o.gone) }) }
+	go tee(stdout, log, o.readers[0], &o.copies, gone)
+	go tee(stderr, log, o.readers[1], &o.copies, gone)
 }
 
 // drain waits up to d for the copies to reach the end of the job's output;
@@ -146,7 +152,9 @@ func (c *cappedLog) note(format string, args ...any) {
 
 // tee copies r to both the log and the caller's stream until EOF (the log
 // first: a caller's stream that blocks must not keep what was read from it).
-func tee(dst io.Writer, log io.Writer, r io.Reader, done *sync.WaitGroup) {
+// When the caller's reader goes away (EPIPE), tee says so through gone (nil:
+// nobody to tell) and goes on into the log alone.
+func tee(dst io.Writer, log io.Writer, r io.Reader, done *sync.WaitGroup, gone func()) {
 	defer done.Done()
 	buf := make([]byte, 32<<10)
 	for {
@@ -154,7 +162,12 @@ func tee(dst io.Writer, log io.Writer, r io.Reader, done *sync.WaitGroup) {
 		if n > 0 {
 			log.Write(buf[:n])
 			if dst != nil {
-				dst.Write(buf[:n])
+				if _, werr := dst.Write(buf[:n]); errors.Is(werr, unix.EPIPE) {
+					dst = nil
+					if gone != nil {
+						gone()
+					}
+				}
 			}
 		}
 		if err != nil {

@@ -93,7 +93,7 @@ func TestTee(t *testing.T) {
 	var out bytes.Buffer
 	var wg sync.WaitGroup
 	wg.Add(1)
-	tee(&out, l, strings.NewReader("0123456789"), &wg)
+	tee(&out, l, strings.NewReader("0123456789"), &wg, nil)
 	wg.Wait()
 	l.Close()
 	if out.String() != "0123456789" {

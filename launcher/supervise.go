@@ -27,6 +27,9 @@ func (j *job) supervise(ctx context.Context, sigs <-chan os.Signal) error {
 	if j.guard != nil {
 		s.netViol = j.guard.Violations()
 	}
+	if j.output != nil {
+		s.readerGone = j.output.gone
+	}
 	if j.grant != nil {
 		wctx, stopWatch := context.WithCancel(ctx)
 		defer stopWatch()
@@ -50,6 +53,8 @@ type supervisor struct {
 	netViol   <-chan violation.Violation
 	usageViol <-chan violation.Violation
 	renewals  <-chan secrets.Event
+	// readerGone: the caller's stdout or stderr reader went away.
+	readerGone <-chan struct{}
 
 	grace    <-chan time.Time // the stop grace, once a stop was asked
 	stopping bool
@@ -95,6 +100,13 @@ func (s *supervisor) run(ctx context.Context) error {
 				continue
 			}
 			s.renewal(ev)
+		case <-s.readerGone:
+			// `securetrain run ... | head`: as closing its terminal, the
+			// job's consumer leaving stops it.
+			s.readerGone = nil
+			s.log.Info("the job's output reader went away: stopping it")
+			s.stopped("stopped: its output reader went away")
+			s.stop("TERM")
 		case <-s.grace:
 			s.log.Info("stop grace over: killing job", "grace", s.limits.StopGrace.D())
 			s.kill()

@@ -118,6 +118,13 @@ func runAction(c *cli.Context) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
+	// A reader of our stdout or stderr that goes away (`| head`) must not
+	// kill the launcher, which would leave the job's state for gc: with
+	// SIGPIPE caught, the write fails with EPIPE and the job gets what it
+	// would get without securetrain (launcher/stdio.go, tee).
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE)
+	defer signal.Stop(pipes)
 	res, err := l.Run(c.Context, req, sigs)
 	if res == nil {
 		return refuse(err)
