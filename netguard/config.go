@@ -85,13 +85,28 @@ type Config struct {
 var (
 	jobIDRe      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,48}$`)
 	allocationRe = regexp.MustCompile(`^[A-Za-z0-9_.+-]{1,64}$`)
-	// Host names as /etc/hosts takes them: DNS labels, plus '_' (Slurm node
-	// names may have one; glibc resolves them from the file).
-	hostNameRe = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}[A-Za-z0-9_])?$`)
 )
 
-// ValidHostName reports whether name can be an /etc/hosts name of a job.
-func ValidHostName(name string) bool { return hostNameRe.MatchString(name) }
+// ValidHostName reports whether name can be an /etc/hosts name of a job:
+// DNS labels, plus '_' (Slurm node names may have one; glibc resolves them
+// from the file), 1 to 254 bytes, beginning and ending with a letter, digit
+// or '_'. (Written out rather than as a regular expression: a repetition
+// bounded at 252 compiles into a program of 252 copies at every start.)
+func ValidHostName(name string) bool {
+	if len(name) == 0 || len(name) > 254 {
+		return false
+	}
+	end := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !end(c) && (i == 0 || i == len(name)-1 || (c != '.' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 // withDefaults returns a copy with defaults filled in (one place).
 func (c Config) withDefaults() (Config, error) {
@@ -176,7 +191,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for name, a := range c.HostNames {
-		if !hostNameRe.MatchString(name) {
+		if !ValidHostName(name) {
 			bad("host name %q: allowed letters, digits, '_', '-' and '.', not starting or ending with '-' or '.'", name)
 		}
 		if !a.Is4() {
