@@ -444,3 +444,52 @@ func TestAttackDaemonDataUnderOpt(t *testing.T) {
 		t.Fatalf("the job's spec has no /data/x mount (%d specs): %s", len(specs), out)
 	}
 }
+
+// TestAttackJobWritesSharedEtc: the job's /etc is a copy of the host's
+// allowlisted entries that every job shares (sandbox.HostEtcView). A
+// trojaned package in job A tries to change it for job B (a CA certificate
+// added, the loader cache or nsswitch.conf replaced, a file planted): every
+// write fails, job B sees the view as it was, and on the host the copy is
+// root's and writable by no one else.
+func TestAttackJobWritesSharedEtc(t *testing.T) {
+	e := setup(t)
+	dir := e.project(t, nil)
+	attack := `n=0
+for f in /etc/ssl/certs/evil.pem /etc/ld.so.cache /etc/nsswitch.conf /etc/planted; do
+  if (echo evil >> "$f") 2>/dev/null; then n=$((n+1)); fi
+done
+if mkdir /etc/ssl/evil 2>/dev/null; then n=$((n+1)); fi
+if ln -s /tmp /etc/evil 2>/dev/null; then n=$((n+1)); fi
+echo "writes=$n"
+cat /etc/nsswitch.conf | md5sum`
+	a := e.job(t, dir, nil, "/bin/sh", "-c", attack)
+	if a.code != 0 || !strings.Contains(a.stdout, "writes=0\n") {
+		t.Fatalf("job A changed its /etc: %s", a)
+	}
+	b := e.job(t, dir, nil, "/bin/sh", "-c", "ls /etc/planted /etc/ssl/certs/evil.pem 2>&1; cat /etc/nsswitch.conf | md5sum")
+	if strings.Count(b.stdout, "No such file") != 2 {
+		t.Errorf("job B sees what job A tried to plant: %s", b)
+	}
+	if sumA, sumB := lastLine(a.stdout), lastLine(b.stdout); sumA != sumB {
+		t.Errorf("nsswitch.conf differs between the jobs: %q %q", sumA, sumB)
+	}
+	writable := 0
+	filepath.WalkDir(filepath.Join(stateDir, "etc"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(p, &st) == nil && d.Type()&fs.ModeSymlink == 0 && (st.Uid != 0 || st.Mode&0o022 != 0) {
+			writable++
+			t.Errorf("%s: uid %d mode %o: the shared copy must be root's and writable by no one else", p, st.Uid, st.Mode&0o777)
+		}
+		return nil
+	})
+	attackFigure(t, "writes_by_job=%s host_entries_writable_by_others=%d", strings.TrimPrefix(strings.SplitN(a.stdout, "\n", 2)[0], "writes="), writable)
+	assertClean(t, e)
+}
+
+func lastLine(s string) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	return ls[len(ls)-1]
+}
