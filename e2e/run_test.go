@@ -69,6 +69,32 @@ func TestClosedStdout(t *testing.T) {
 	assertClean(t, e)
 }
 
+// TestStrictUmask: an admin's root shell with a hardened umask (027, 077)
+// runs `sudo securetrain run`. What the launcher makes for the sandbox (the
+// root skeleton, /etc, mount points) must still be readable by the job: the
+// job starts in its code directory and reads /etc/passwd and the loader
+// cache as it does with umask 022.
+func TestStrictUmask(t *testing.T) {
+	e := setup(t)
+	dir := e.project(t, nil)
+	for _, mask := range []string{"027", "077"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		c := e.cmd(ctx, dir, nil, "run", "--user", jobUser, "--", "/bin/sh", "-c", "pwd; id -un; cat /etc/ld.so.cache /etc/hostname >/dev/null && echo readable")
+		c.Path, c.Args = "/bin/sh", append([]string{"sh", "-c", "umask " + mask + "; exec \"$0\" \"$@\""}, c.Args...)
+		var out, errb bytes.Buffer
+		c.Stdout, c.Stderr = &out, &errb
+		code, err := exitCode(c.Run())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := dir + "\n" + jobUser + "\nreadable\n"; code != 0 || out.String() != want {
+			t.Errorf("umask %s: exit %d, stdout %q (want %q); stderr: %.400s", mask, code, out.String(), want, errb.String())
+		}
+	}
+	assertClean(t, e)
+}
+
 func TestRefusalsAreOneLineAndLeaveNothing(t *testing.T) {
 	e := setup(t)
 	dir := e.project(t, map[string]string{"bad.yaml": "version: 1\nlimits:\n  cpus: lots\n"})

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/internal/versions"
 	"github.com/securetrain/securetrain/jobstate"
@@ -37,8 +39,14 @@ type Launcher struct {
 	}
 }
 
-// New returns a launcher for the host configuration.
+// New returns a launcher for the host configuration. It sets the process's
+// umask to 022: what the launcher makes for a sandbox (the root skeleton,
+// /etc, mount points) must be readable by the job whatever umask the
+// caller's shell had (with a hardened 027 or 077 the job could not enter
+// its own working directory). What must stay private is created with
+// explicit modes (0600, 0700).
 func New(h *configs.Host, log *slog.Logger) *Launcher {
+	unix.Umask(0o022)
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -57,6 +57,9 @@ func HostEtcView(cacheDir string, entries []string) (string, error) {
 		if err := os.WriteFile(filepath.Join(tmp, n), nil, 0o644); err != nil {
 			return "", fmt.Errorf("/etc: %w", err)
 		}
+		if err := os.Chmod(filepath.Join(tmp, n), 0o644); err != nil {
+			return "", fmt.Errorf("/etc: %w", err)
+		}
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return "", fmt.Errorf("/etc: %w", err)
@@ -125,7 +128,7 @@ func etcSignature(entries []string) (string, error) {
 			return "", err
 		}
 	}
-	fmt.Fprintf(h, "format 1 %v\n", EtcFileNames)
+	fmt.Fprintf(h, "format 2 %v\n", EtcFileNames) // 2: modes set whatever the umask
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }
 
@@ -155,7 +158,10 @@ func copyEtcEntry(src, dst string) error {
 			if fi.Mode().Perm()&0o005 != 0o005 {
 				return fs.SkipDir
 			}
-			return os.Mkdir(to, 0o755)
+			if err := os.Mkdir(to, 0o755); err != nil {
+				return err
+			}
+			return os.Chmod(to, 0o755) // whatever the umask
 		case fi.Mode()&fs.ModeSymlink != 0:
 			t, err := os.Readlink(p)
 			if err != nil {
@@ -181,8 +187,12 @@ func copyEtcFile(src, dst string, fi fs.FileInfo) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm()&^0o022)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
+		return err
+	}
+	if err := out.Chmod(fi.Mode().Perm() &^ 0o022); err != nil { // whatever the umask
+		out.Close()
 		return err
 	}
 	if _, err := io.Copy(out, io.LimitReader(in, EtcMaxFile)); err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -306,9 +307,16 @@ func TestHostEtcView(t *testing.T) {
 	os.Chmod(filepath.Join(r, "etc/gai.conf"), 0o600)
 
 	cache := t.TempDir()
+	old := syscall.Umask(0o077) // a hardened root shell: the job must still read its /etc
 	dir, err := HostEtcView(cache, HostEtcEntries(r))
+	syscall.Umask(old)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for rel, want := range map[string]fs.FileMode{"ssl": 0o755, "ssl/certs": 0o755, "ssl/certs/ca.pem": 0o644, "passwd": 0o644} {
+		if fi, err := os.Stat(filepath.Join(dir, rel)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want mode %o whatever the umask", rel, fi, err, want)
+		}
 	}
 	read := func(rel string) string {
 		b, _ := os.ReadFile(filepath.Join(dir, rel))
