@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/securetrain/securetrain/internal/testenv"
@@ -21,10 +19,7 @@ import (
 // $SECURETRAIN_BENCH_MB (default 1024) in 8 weight shards, a config and a
 // tokenizer. The page cache is warm for both.
 func BenchmarkVerifyModel(b *testing.B) {
-	mb := 1024
-	if s := os.Getenv("SECURETRAIN_BENCH_MB"); s != "" {
-		mb, _ = strconv.Atoi(s)
-	}
+	mb := testenv.BenchMB(1024)
 	dir := filepath.Join(b.TempDir(), "model")
 	os.MkdirAll(dir, 0o755)
 	shard := make([]byte, (mb<<20)/8)
@@ -70,13 +65,5 @@ func BenchmarkVerifyModel(b *testing.B) {
 			}
 		}
 	})
-	b.Run("sha256sum", func(b *testing.B) {
-		sum := testenv.LookPath(b, "sha256sum")
-		b.SetBytes(total)
-		for range b.N {
-			if err := exec.Command(sum, paths...).Run(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	testenv.Sha256sumBaseline(b, total, paths)
 }

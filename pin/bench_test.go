@@ -7,9 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/securetrain/securetrain/internal/testenv"
@@ -22,10 +20,7 @@ import (
 // small ones. The page cache is warm for all three ("cold" means no
 // verification cache, not a cold disk).
 func BenchmarkVerify(b *testing.B) {
-	mb := 256
-	if s := os.Getenv("SECURETRAIN_BENCH_MB"); s != "" {
-		mb, _ = strconv.Atoi(s)
-	}
+	mb := testenv.BenchMB(256)
 	dir := b.TempDir()
 	var total int64
 	big := make([]byte, (mb<<20)*3/4/16)
@@ -81,15 +76,5 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
-	b.Run("sha256sum", func(b *testing.B) {
-		sum := testenv.LookPath(b, "sha256sum")
-		b.SetBytes(total)
-		for i := 0; i < b.N; i++ {
-			cmd := exec.Command(sum, paths...)
-			cmd.Stdout = nil
-			if err := cmd.Run(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	testenv.Sha256sumBaseline(b, total, paths)
 }

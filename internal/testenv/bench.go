@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,4 +46,28 @@ func BenchRow(tb interface{ Logf(string, ...any) }, what, baseline, securetrain,
 	if _, err := f.WriteString(row); err != nil {
 		tb.Logf("BENCH_TABLE: %v", err)
 	}
+}
+
+// BenchMB is the data size of a verification benchmark in MiB:
+// $SECURETRAIN_BENCH_MB, or def.
+func BenchMB(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("SECURETRAIN_BENCH_MB")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// Sha256sumBaseline runs GNU sha256sum over paths (one process) as the
+// "sha256sum" sub-benchmark, total bytes a run: the baseline every
+// verification benchmark is compared with in the same run.
+func Sha256sumBaseline(b *testing.B, total int64, paths []string) {
+	b.Run("sha256sum", func(b *testing.B) {
+		sum := LookPath(b, "sha256sum")
+		b.SetBytes(total)
+		for range b.N {
+			if err := exec.Command(sum, paths...).Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
