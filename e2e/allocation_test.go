@@ -100,27 +100,11 @@ func wantAllReduce(t *testing.T, rdzv netip.Addr, ranks ...result) {
 // peer ports is killed for reaching rank 0's rendezvous.
 func TestNetworkAllocationOnOneNode(t *testing.T) {
 	n := setupNet(t)
-	host, _ := os.Hostname()
-	host, _, _ = strings.Cut(host, ".")
-	if !netguard.ValidHostName(host) {
-		t.Fatalf("host name %q is not a DNS name", host)
-	}
-	rdzv, err := netguard.AllocationAddr(n.w.Pool, "41", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{"dist.py": allocScript, "p.yaml": distProfile}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	var ranks []<-chan result
-	for range 2 {
-		dir := n.project(t, files)
-		ranks = append(ranks, async(t, n.cmd(ctx, dir, nil, jobArgs(
-			[]string{"--profile", "p.yaml", "--allocation", "41", "--env", "MASTER_ADDR=" + host},
-			"/usr/bin/python3", "-I", "dist.py")...)))
-	}
+	rdzv, ranks := startRanks(ctx, t, n, "41")
 	// Another allocation: it waits for rank 0's store to listen, then dials it.
-	dir := n.project(t, files)
+	dir := n.project(t, map[string]string{"dist.py": allocScript, "p.yaml": distProfile})
 	rp := filepath.Join(dir, "report.json")
 	other := async(t, n.cmd(ctx, dir, nil, jobArgs(
 		[]string{"--profile", "p.yaml", "--allocation", "42", "--report", rp},
@@ -138,6 +122,29 @@ func TestNetworkAllocationOnOneNode(t *testing.T) {
 	r0, r1, ro := <-ranks[0], <-ranks[1], <-other
 	wantAllReduce(t, rdzv, r0, r1)
 	wantKilled(t, ro, readReport(t, rp, ro), "tcp", rdzv.String(), 29500)
+}
+
+// startRanks starts the two ranks of dist.py (world size 2, gloo) as jobs
+// of allocation alloc on this node, rank 0 found by the host's name; rdzv is
+// the allocation's address, which rank 0 holds.
+func startRanks(ctx context.Context, t *testing.T, n *netEnv, alloc string) (rdzv netip.Addr, ranks []<-chan result) {
+	t.Helper()
+	host, _ := os.Hostname()
+	host, _, _ = strings.Cut(host, ".")
+	if !netguard.ValidHostName(host) {
+		t.Fatalf("host name %q is not a DNS name", host)
+	}
+	rdzv, err := netguard.AllocationAddr(n.w.Pool, alloc, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		dir := n.project(t, map[string]string{"dist.py": allocScript, "p.yaml": distProfile})
+		ranks = append(ranks, async(t, n.cmd(ctx, dir, nil, jobArgs(
+			[]string{"--profile", "p.yaml", "--allocation", alloc, "--env", "MASTER_ADDR=" + host},
+			"/usr/bin/python3", "-I", "dist.py")...)))
+	}
+	return rdzv, ranks
 }
 
 // twoNodes is node A (this host, w.Pool) and node B: a network namespace

@@ -582,23 +582,10 @@ func refusedName(rep report, name string) bool {
 func TestAttackControlDistributedPeers(t *testing.T) {
 	n := setupNet(t)
 	pythonWithTorch(t)
-	host, _ := os.Hostname()
-	host, _, _ = strings.Cut(host, ".")
-	rdzv, err := netguard.AllocationAddr(n.w.Pool, "61", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{"dist.py": allocScript, "p.yaml": distProfile}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	var ranks []<-chan result
-	var dir string
-	for range 2 {
-		dir = n.project(t, files)
-		ranks = append(ranks, async(t, n.cmd(ctx, dir, nil, jobArgs(
-			[]string{"--profile", "p.yaml", "--allocation", "61", "--env", "MASTER_ADDR=" + host},
-			"/usr/bin/python3", "-I", "dist.py")...)))
-	}
+	rdzv, ranks := startRanks(ctx, t, n, "61")
+	dir := n.project(t, nil)
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if strings.Contains(n.run(t, dir, nil, "ps").stdout, rdzv.String()+"@61") {
 			break

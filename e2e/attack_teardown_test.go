@@ -53,9 +53,7 @@ func pgLogin(pg *testenv.PG, user, password string) bool {
 func TestAttackInsiderCutsVaultAtTeardown(t *testing.T) {
 	e := daemonSetup(t)
 	daemonUsers(t)
-	v := testenv.StartVault(t)
-	pg := testenv.Postgres(t)
-	f := testenv.SetupVault(t, v, pg)
+	v, pg, f := vaultWithDatabase(t)
 	h := newTDHost(t, e, f, "tdd", fmt.Sprintf("  gc_interval: 1s\npolicy:\n  rules:\n    - users: [%s]\n      profiles: [leftover]\n", daemonUser))
 	d := h.daemon(t, e)
 	dir := userProject(t, daemonUser)
@@ -107,28 +105,41 @@ func TestAttackInsiderCutsVaultAtTeardown(t *testing.T) {
 		t.Fatal("the leaked login died while Vault was cut; the test proves nothing")
 	}
 
-	lift()
-	back := time.Now()
-	for pgLogin(pg, dbUser, dbPass) {
-		if time.Since(back) > 30*time.Second {
-			t.Fatalf("the leaked login still works 30s after Vault is back: the daemon did not revoke the lease; its log:\n%s", d.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	alive := time.Since(back)
+	alive := revokedAfterVaultBack(t, lift, func() bool { return pgLogin(pg, dbUser, dbPass) }, d.log)
 	attackFigure(t, "seconds_valid_after_vault_back=%.1f (gc_interval 1s; lease TTL otherwise 3600)", alive.Seconds())
 	if _, err := v.Root.Auth().Token().LookupAccessor(acc); err == nil {
 		t.Errorf("the job token (accessor %s) outlived the retry", acc)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ents, _ := os.ReadDir(filepath.Join(h.state, "jobs")); len(ents) == 0 {
-			break
+	waitStateGone(t, h.state)
+}
+
+// revokedAfterVaultBack lifts the cut to Vault and returns how long the
+// leaked database login still works; the daemon's periodic retry must
+// revoke it within 30 s.
+func revokedAfterVaultBack(t *testing.T, lift func(), loginWorks func() bool, daemonLog fmt.Stringer) time.Duration {
+	t.Helper()
+	lift()
+	back := time.Now()
+	for loginWorks() {
+		if time.Since(back) > 30*time.Second {
+			t.Fatalf("the leaked login still works 30s after Vault is back: the daemon did not revoke the lease; its log:\n%s", daemonLog)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(back)
+}
+
+// waitStateGone waits up to 10 s for the kept job state under state to go
+// once the retry revoked what it held.
+func waitStateGone(t *testing.T, state string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(state, "jobs")); len(ents) == 0 {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the daemon's retry revoked the token but kept the job's state")
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -190,9 +201,7 @@ func TestAttackJobReadsLauncherVaultToken(t *testing.T) {
 // seconds the leaked login works after Vault is back.
 func TestAttackHostKillsLauncherDuringVaultOutage(t *testing.T) {
 	e := setup(t)
-	v := testenv.StartVault(t)
-	pg := testenv.Postgres(t)
-	f := testenv.SetupVault(t, v, pg)
+	v, pg, f := vaultWithDatabase(t)
 	h := newTDHost(t, e, f, "tdk", "  gc_interval: 1s\n")
 	dir := e.project(t, map[string]string{"job.sh": leftoverJob})
 	c := e.withConfig(h.config).cmd(context.Background(), dir, nil, "run", "--user", jobUser, "--profile", "leftover", "--", "/bin/sh", "job.sh")
@@ -209,21 +218,6 @@ func TestAttackHostKillsLauncherDuringVaultOutage(t *testing.T) {
 	if !strings.Contains(d.log.String(), "gc left state behind") || !pgLogin(pg, dbUser, dbPass) {
 		t.Fatalf("with Vault cut the daemon's first gc must fail and the login live on; its log:\n%s", d.log)
 	}
-	lift()
-	back := time.Now()
-	for pgLogin(pg, dbUser, dbPass) {
-		if time.Since(back) > 30*time.Second {
-			t.Fatalf("the leaked login still works 30s after Vault is back; the daemon's log:\n%s", d.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	attackFigure(t, "seconds_valid_after_vault_back=%.1f (gc_interval 1s)", time.Since(back).Seconds())
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if ents, _ := os.ReadDir(filepath.Join(h.state, "jobs")); len(ents) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the retry revoked the token but kept the dead job's state")
-		}
-	}
+	attackFigure(t, "seconds_valid_after_vault_back=%.1f (gc_interval 1s)", revokedAfterVaultBack(t, lift, func() bool { return pgLogin(pg, dbUser, dbPass) }, d.log).Seconds())
+	waitStateGone(t, h.state)
 }

@@ -218,9 +218,7 @@ func keptToken(t *testing.T, state, id string) string {
 // state goes.
 func TestTeardownWithVaultUnreachableKeepsStateForGC(t *testing.T) {
 	e := setup(t)
-	v := testenv.StartVault(t)
-	pg := testenv.Postgres(t)
-	f := testenv.SetupVault(t, v, pg)
+	v, pg, f := vaultWithDatabase(t)
 	h := newTDHost(t, e, f, "td", "")
 	dir := e.project(t, map[string]string{"job.sh": leftoverJob})
 

@@ -47,9 +47,7 @@ if [ -n "$HOLD" ]; then while [ ! -e outputs/go ]; do sleep 0.1; done; fi
 
 func TestSecretsEndToEnd(t *testing.T) {
 	e := setup(t)
-	v := testenv.StartVault(t)
-	pg := testenv.Postgres(t)
-	f := testenv.SetupVault(t, v, pg)
+	v, pg, f := vaultWithDatabase(t)
 	launcherToken := f.LauncherToken(t)
 	vaultEnv := []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + launcherToken}
 
@@ -108,9 +106,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 
 func TestSecretsSurviveLauncherTokenRevocationAndGCRevokesAfterCrash(t *testing.T) {
 	e := setup(t)
-	v := testenv.StartVault(t)
-	pg := testenv.Postgres(t)
-	f := testenv.SetupVault(t, v, pg)
+	v, pg, f := vaultWithDatabase(t)
 	launcherToken := f.LauncherToken(t)
 	vaultEnv := []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + launcherToken}
 	dir := e.project(t, map[string]string{"secrets.yaml": secretsProfile, "job.sh": secretsJob, "probe": "no-such-probe"})
@@ -160,9 +156,7 @@ func TestSecretsSurviveLauncherTokenRevocationAndGCRevokesAfterCrash(t *testing.
 
 func TestSecretsFailClosed(t *testing.T) {
 	e := setup(t)
-	v := testenv.StartVault(t)
-	pg := testenv.Postgres(t)
-	f := testenv.SetupVault(t, v, pg)
+	v, _, f := vaultWithDatabase(t)
 	vaultEnv := []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + f.LauncherToken(t)}
 	denied := strings.Replace(secretsProfile, "secret/securetrain/app", "secret/other/app", 1)
 	dir := e.project(t, map[string]string{"denied.yaml": denied})
@@ -174,4 +168,13 @@ func TestSecretsFailClosed(t *testing.T) {
 	if r.code != 125 || !strings.Contains(r.stderr, "vault") {
 		t.Fatalf("an unreachable Vault must refuse the job: %s", r)
 	}
+}
+
+// vaultWithDatabase starts a dev Vault and a PostgreSQL behind its database
+// engine, set up for the secrets tests (AppRole, KV, a dynamic role).
+func vaultWithDatabase(t *testing.T) (*testenv.Vault, *testenv.PG, *testenv.VaultFixture) {
+	t.Helper()
+	v := testenv.StartVault(t)
+	pg := testenv.Postgres(t)
+	return v, pg, testenv.SetupVault(t, v, pg)
 }
