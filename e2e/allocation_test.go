@@ -112,7 +112,8 @@ func TestNetworkAllocationOnOneNode(t *testing.T) {
 	// ps shows where each job is and its allocation while they run.
 	var ps string
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if ps = n.run(t, dir, nil, "ps").stdout; strings.Contains(ps, rdzv.String()+"@41") {
+		// Both rows carry an address only once each job's network is up.
+		if ps = n.run(t, dir, nil, "ps").stdout; strings.Contains(ps, rdzv.String()+"@41") && strings.Contains(ps, "@42") {
 			break
 		}
 	}
