@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/securetrain/securetrain/netguard"
@@ -22,10 +23,13 @@ func netLeaks() []string {
 			left = append(left, "netns "+e.Name())
 		}
 	}
-	links, _ := netlink.LinkList()
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, netguard.VethPrefix) {
-			left = append(left, "veth "+l.Attrs().Name)
+	// The kernel removes a job's veth pair with its namespace, moments
+	// after the job (netguard's releaseVeth): wait up to 2 s for it.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		veths := jobVeths()
+		if len(veths) == 0 || time.Now().After(deadline) {
+			left = append(left, veths...)
+			break
 		}
 	}
 	if c, err := nftables.New(); err == nil {
@@ -43,6 +47,17 @@ func netLeaks() []string {
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, "netguard", "forwarding-owned")); err == nil {
 		left = append(left, "netguard forwarding still owned (net.ipv4.ip_forward)")
+	}
+	return left
+}
+
+func jobVeths() []string {
+	var left []string
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, netguard.VethPrefix) {
+			left = append(left, "veth "+l.Attrs().Name)
+		}
 	}
 	return left
 }

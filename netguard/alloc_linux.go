@@ -3,6 +3,7 @@ package netguard
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -205,10 +206,22 @@ func acquireLease(cfg Config, rec jobstate.Recorder) (slot int, err error) {
 					cfg.Allocation, slotJobAddr(cfg.Pool, want), cfg.AllocationIndex, err)
 			}
 		}
+		// A free slot whose veth the kernel is still removing (an earlier
+		// job's, see Guard.releaseVeth) is taken only when no other is free.
+		stale := -1
 		for i := 0; slot < 0 && i < poolSlots(cfg.Pool); i++ {
-			if usable(i) == nil {
+			switch {
+			case usable(i) != nil:
+			case linkExists(vethPrefix + strconv.FormatInt(int64(i), 16)):
+				if stale < 0 {
+					stale = i
+				}
+			default:
 				slot = i
 			}
+		}
+		if slot < 0 {
+			slot = stale
 		}
 		if slot < 0 {
 			return fmt.Errorf("netguard pool %s: no free /30 (all leased or overlapping host routes)", cfg.Pool)
@@ -442,7 +455,11 @@ func forwardingUsers(had []string) ([]string, error) {
 	}
 	var out []string
 	for _, l := range links {
-		if n := l.Attrs().Name; n != "lo" && !slices.Contains(had, n) {
+		n := l.Attrs().Name
+		// A job veth that is down is a released one the kernel is still
+		// removing (Guard.releaseVeth): it forwards nothing.
+		released := strings.HasPrefix(n, vethPrefix) && l.Type() == "veth" && l.Attrs().Flags&net.FlagUp == 0
+		if n != "lo" && !slices.Contains(had, n) && !released {
 			out = append(out, n)
 		}
 	}
@@ -478,4 +495,10 @@ func lastOut(dir string) error {
 		return nil
 	}
 	return errors.Join(restoreForwarding(dir), removeNodeRoutes(dir))
+}
+
+// linkExists reports whether the caller's namespace has a link of that name.
+func linkExists(name string) bool {
+	_, err := netlink.LinkByName(name)
+	return err == nil
 }

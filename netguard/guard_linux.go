@@ -21,6 +21,7 @@ import (
 	"github.com/securetrain/securetrain/violation"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where named network namespaces are mounted (as by ip netns).
@@ -186,10 +187,20 @@ func (g *Guard) makeVeth(rec jobstate.Recorder) func() error {
 		defer ns.Close()
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: g.hostIf}, PeerName: JobIfName,
 			PeerNamespace: netlink.NsFd(int(ns))}
-		if err := netlink.LinkAdd(veth); err != nil {
+		err = netlink.LinkAdd(veth)
+		if errors.Is(err, unix.EEXIST) && releasedVeth(g.hostIf) {
+			// The slot is ours (leased under the lock) and a link of its
+			// name is down: an earlier job's that the kernel has not yet
+			// removed (releaseVeth). Remove it and retry. A link that is
+			// up is not ours to remove.
+			if err = hostnet.DeleteLink(g.hostIf); err == nil {
+				err = netlink.LinkAdd(veth)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("add veth %s: %w", g.hostIf, err)
 		}
-		g.push(func() error { return hostnet.DeleteLink(g.hostIf) })
+		g.push(g.releaseVeth)
 		// Host end: no IPv6 (jobs are IPv4 only), the proxy's address.
 		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+g.hostIf+"/disable_ipv6", []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -232,6 +243,40 @@ func (g *Guard) makeVeth(rec jobstate.Recorder) func() error {
 		}
 		return nil
 	}
+}
+
+// releaseVeth cuts the host end (down, no address: no route, no traffic)
+// and deletes the job's namespace, which takes the veth pair with it: the
+// kernel removes both ends once the namespace's last reference goes,
+// outside the job's teardown (deleting the veth here waits ~25 ms for an
+// RCU grace period). A namespace some process still holds keeps a veth
+// that is down; the next job of the slot removes it (makeVeth), and
+// acquireLease prefers slots without one.
+func (g *Guard) releaseVeth() error {
+	if l, err := netlink.LinkByName(g.hostIf); err == nil {
+		if err := netlink.LinkSetDown(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("set %s down: %w", g.hostIf, err)
+		}
+		// Its address goes now, so that the slot is free for the next job.
+		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("addresses of %s: %w", g.hostIf, err)
+		}
+		for _, a := range as {
+			if err := netlink.AddrDel(l, &a); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove %s from %s: %w", a.IPNet, g.hostIf, err)
+			}
+		}
+	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+		return fmt.Errorf("find link %s: %w", g.hostIf, err)
+	}
+	return hostnet.DeleteNetns(g.nsName)
+}
+
+// releasedVeth reports whether the link is a veth that is down.
+func releasedVeth(name string) bool {
+	l, err := netlink.LinkByName(name)
+	return err == nil && l.Type() == "veth" && l.Attrs().Flags&net.FlagUp == 0
 }
 
 func ipnet(p netip.Prefix) *net.IPNet {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -486,7 +487,7 @@ func TestAllocationMates(t *testing.T) {
 		t.Errorf("Hosts() = %q, want the job's own address under its host name, then the allocation's node names", h)
 	}
 	echoCaller(t, a0, 29500)
-	echoCaller(t, a1, 29500)
+	stopA1 := echoCaller(t, a1, 29500)
 	to := func(g *Guard) string { return netip.AddrPortFrom(g.JobAddr(), 29500).String() }
 	if got, err := jobDial(a1, "tcp4", to(a0)); err != nil || got != a1.JobAddr().String() {
 		t.Fatalf("mate dial = %q, %v; want to be seen as %s (no NAT)", got, err, a1.JobAddr())
@@ -515,9 +516,15 @@ func TestAllocationMates(t *testing.T) {
 	if m := mates(t, a0); len(m) != 1 || m[0] != old {
 		t.Fatalf("mates of the first job = %v, want [%s]", m, old)
 	}
+	stopA1() // the job's own sockets die with it
 	must(t, a1.Close())
 	if m := mates(t, a0); len(m) != 0 {
 		t.Fatalf("mates of the first job after its mate left = %v, want none", m)
+	}
+	// Its veth goes with its namespace, moments later; until then a new
+	// job prefers another slot.
+	if !linkGoneWithin(a1.hostIf, 5*time.Second) {
+		t.Fatalf("%s outlived its job", a1.hostIf)
 	}
 	cc := alloc("8")
 	cc.StateDir = ca0.StateDir
@@ -550,7 +557,7 @@ func mates(t *testing.T, g *Guard) []netip.Addr {
 
 // echoCaller listens on port inside g's namespace until the test ends and
 // answers each connection with the address it came from.
-func echoCaller(t *testing.T, g *Guard, port int) {
+func echoCaller(t *testing.T, g *Guard, port int) (stop func()) {
 	t.Helper()
 	var ln net.Listener
 	must(t, inNetns(g.NetnsPath(), func() (err error) {
@@ -568,6 +575,7 @@ func echoCaller(t *testing.T, g *Guard, port int) {
 			c.Close()
 		}
 	}()
+	return func() { ln.Close() }
 }
 
 // TestAllocationBlock: with a block of 4, task 2 takes the block's third
@@ -625,5 +633,107 @@ func TestGCOfAllocationMate(t *testing.T) {
 	}
 	if err := g1.Close(); err != nil {
 		t.Errorf("Close after GC: %v", err)
+	}
+}
+
+// TestCloseCutsVethOfHeldNamespace: Close lets the kernel remove the job's
+// veth pair with its namespace instead of deleting it (which waits for an
+// RCU grace period). A process that still holds the namespace (a sandbox
+// that outlived its job, or anyone who opened it) keeps the pair alive: the
+// host end is down, so it reaches neither the host's services nor the
+// allowed server, the next job of the state directory takes another slot,
+// and the pair goes when the namespace is let go.
+func TestCloseCutsVethOfHeldNamespace(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t, Enforce, "tcp:10.214.1.2:9090")
+	rec := &jobstate.MemRecorder{}
+	g, err := Setup(t.Context(), cfg, rec)
+	must(t, err)
+	t.Cleanup(func() { g.Close() })
+	hostSvc := netip.AddrPortFrom(g.ProxyAddr(), uint16(w.hostSvc)).String()
+	// Reachable before; closed with a reset, so that no socket of the test's
+	// own (one waiting for the server's FIN) keeps the namespace alive.
+	err = inNetns(g.NetnsPath(), func() error {
+		c, err := net.DialTimeout("tcp4", "10.214.1.2:9090", dialTimeout)
+		if err == nil {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial 10.214.1.2:9090 before Close: %v", err)
+	}
+	held, err := os.Open(g.NetnsPath())
+	must(t, err)
+	defer held.Close()
+	must(t, g.Close())
+	heldPath := fmt.Sprintf("/proc/self/fd/%d", held.Fd())
+	for _, addr := range []string{hostSvc, "10.214.1.2:9090"} {
+		err := inNetns(heldPath, func() error {
+			c, err := net.DialTimeout("tcp4", addr, dialTimeout)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			t.Errorf("the held namespace reached %s after Close", addr)
+		}
+	}
+	if !releasedVeth(g.hostIf) {
+		t.Fatalf("after Close with the namespace held, %s is not a veth that is down", g.hostIf)
+	}
+	cfg2 := cfg
+	cfg2.JobID = "t" + randTag()
+	g2 := setup(t, cfg2)
+	if g2.hostIf == g.hostIf {
+		t.Errorf("the next job took %s, whose veth is still there", g.hostIf)
+	}
+	held.Close()
+	if !linkGoneWithin(g.hostIf, 2*time.Second) {
+		t.Errorf("%s outlived its namespace", g.hostIf)
+	}
+	assertGone(t, rec.Snapshot())
+}
+
+// TestStaleVethOfSlot: a job whose slot still has an earlier job's veth
+// (down, going away) removes it; a link of that name that is up is not an
+// earlier job's, and Setup refuses rather than take it down.
+func TestStaleVethOfSlot(t *testing.T) {
+	w := newWorld(t)
+	for _, up := range []bool{false, true} {
+		cfg := w.config(t, Enforce)
+		cfg.Allocation, cfg.AllocationBlock, cfg.PeerPorts = "stale"+randTag(), 1, []PortRange{{29500, 29510}}
+		name := vethPrefix + strconv.FormatInt(int64(AllocationSlot(cfg.Pool, cfg.Allocation, 1)), 16)
+		stale := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
+		must(t, netlink.LinkAdd(stale))
+		t.Cleanup(func() { netlink.LinkDel(stale) })
+		if up {
+			must(t, netlink.LinkSetUp(stale))
+		}
+		rec := &jobstate.MemRecorder{}
+		g, err := Setup(t.Context(), cfg, rec)
+		switch {
+		case !up && err != nil:
+			t.Fatalf("Setup over a released veth %s: %v", name, err)
+		case up && err == nil:
+			g.Close()
+			t.Fatalf("Setup took over %s, which is up", name)
+		case up && !strings.Contains(err.Error(), "file exists"):
+			t.Errorf("Setup over a live %s: %v; want file exists", name, err)
+		}
+		if g != nil {
+			must(t, g.Close())
+		}
+		res := rec.Snapshot()
+		if up {
+			// Still the other owner's, and up.
+			if l, err := netlink.LinkByName(name); err != nil || l.Attrs().Flags&net.FlagUp == 0 {
+				t.Errorf("the live %s was touched: %v", name, err)
+			}
+			res = slices.DeleteFunc(res, func(r jobstate.Resource) bool { return r.Kind == KindVeth })
+		}
+		assertGone(t, res)
 	}
 }

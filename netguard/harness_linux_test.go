@@ -112,8 +112,9 @@ func assertGone(t testing.TB, res []jobstate.Resource) {
 			_, err := os.Stat("/var/run/netns/" + r.Name)
 			present = err == nil
 		case KindVeth:
-			_, err := netlink.LinkByName(r.Name)
-			present = err == nil
+			// Close lets the kernel remove the pair with the namespace
+			// (releaseVeth): gone within moments, not at once.
+			present = !linkGoneWithin(r.Name, 2*time.Second)
 		case KindTable:
 			c, _ := nftables.New()
 			_, err := c.ListTableOfFamily(r.Name, nftables.TableFamilyINet)
@@ -139,6 +140,18 @@ func assertGone(t testing.TB, res []jobstate.Resource) {
 	}
 }
 
+// linkGoneWithin waits up to d for the link to be gone.
+func linkGoneWithin(name string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := netlink.LinkByName(name); err != nil {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 func atoi(s string) int {
 	var n int
 	fmt.Sscan(s, &n)
@@ -155,6 +168,11 @@ func jobDial(g *Guard, network, addr string) (string, error) {
 		c, err := net.DialTimeout(network, addr, dialTimeout)
 		if err != nil {
 			return err
+		}
+		// Closed with a reset: no socket of the test's own lingers in the
+		// job's namespace (and keeps it, and its veth, alive) after it.
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(dialTimeout))
