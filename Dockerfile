@@ -31,7 +31,7 @@ ARG GVISOR_VERSION
 # runsc must be static: a cgo runsc fails at sandbox start after pivot_root.
 RUN pinned=$(. ./internal/versions/versions.env && echo "$GVISOR_VERSION") && \
     CGO_ENABLED=0 GOBIN=/out go install -trimpath "gvisor.dev/gvisor/runsc@${GVISOR_VERSION:-$pinned}"
-RUN go build -trimpath -o /out/securetrain ./cmd/securetrain
+RUN go build -trimpath -tags urfave_cli_no_docs -o /out/securetrain ./cmd/securetrain
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \

@@ -104,7 +104,7 @@ func build(runsc string) (*env, string) {
 		// daemon's clients).
 		os.Chmod(dir, 0o755)
 		bin = filepath.Join(dir, "securetrain")
-		out, err := exec.Command("go", "build", "-o", bin, "../cmd/securetrain").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", bin, "../cmd/securetrain").CombinedOutput()
 		if err != nil {
 			return nil, fmt.Sprintf("go build: %v: %s", err, out)
 		}

@@ -9,9 +9,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/securetrain/securetrain/internal/charset"
 )
 
 // Defaults filled in by Config.withDefaults.
@@ -82,10 +83,10 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-var (
-	jobIDRe      = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,48}$`)
-	allocationRe = regexp.MustCompile(`^[A-Za-z0-9_.+-]{1,64}$`)
-)
+// validJobID and validAllocation: ^[A-Za-z0-9_.-]{1,48}$ and
+// ^[A-Za-z0-9_.+-]{1,64}$.
+func validJobID(s string) bool      { return charset.Only(s, 1, 48, "_.-") }
+func validAllocation(s string) bool { return charset.Only(s, 1, 64, "_.+-") }
 
 // ValidHostName reports whether name can be an /etc/hosts name of a job:
 // DNS labels, plus '_' (Slurm node names may have one; glibc resolves them
@@ -144,7 +145,7 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...))
 	}
-	if !jobIDRe.MatchString(c.JobID) {
+	if !validJobID(c.JobID) {
 		bad("job id %q: allowed 1-48 characters of A-Z a-z 0-9 _ . -", c.JobID)
 	}
 	switch c.Mode {
@@ -177,7 +178,7 @@ func (c Config) Validate() error {
 		bad("peer_ports: required when peers are set (e.g. 29500-29510 for torchrun)")
 	}
 	if c.Allocation != "" {
-		if !allocationRe.MatchString(c.Allocation) {
+		if !validAllocation(c.Allocation) {
 			bad("allocation %q: allowed 1-64 characters of A-Z a-z 0-9 _ . + -", c.Allocation)
 		}
 		if len(c.PeerPorts) == 0 {

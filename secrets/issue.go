@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
-
+	"github.com/securetrain/securetrain/internal/charset"
 	"github.com/securetrain/securetrain/jobstate"
 )
 
@@ -65,7 +65,6 @@ type Secret struct {
 }
 
 var (
-	jobIDRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	envRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	vpathRe  = regexp.MustCompile(`^[A-Za-z0-9_.@+=-]+(/[A-Za-z0-9_.@+=-]+)*$`)
 	policyRe = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
@@ -84,8 +83,8 @@ func (s JobSpec) withDefaults() JobSpec {
 // Validate checks the spec without side effects.
 func (s JobSpec) Validate() error {
 	s = s.withDefaults()
-	if !jobIDRe.MatchString(s.JobID) {
-		return configErr("job id", "%q must match %s", s.JobID, jobIDRe)
+	if s.JobID == "" || !charset.Alnum(s.JobID[0]) || !charset.Only(s.JobID, 1, 64, "._-") {
+		return configErr("job id", "%q must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", s.JobID)
 	}
 	if s.TokenRole == "" || !policyRe.MatchString(s.TokenRole) {
 		return configErr("secrets.token_role", "%q must be a token role name", s.TokenRole)
