@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -101,35 +103,65 @@ func RemoveStaleEtcViews(cacheDir string, entries []string) error {
 // under them (top-level links followed) with its mode, size, times and
 // inode.
 func etcSignature(entries []string) (string, error) {
+	// One listing per entry, the entries' listings in parallel (a few
+	// thousand lstat calls in all; the launch waits for them).
+	sums := make([][]byte, len(entries))
+	errs := make([]error, len(entries))
+	var wg sync.WaitGroup
+	for i, src := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sums[i], errs[i] = entrySignature(src)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
 	h := sha256.New()
-	for _, src := range entries {
-		real, err := filepath.EvalSymlinks(src)
-		if errors.Is(err, fs.ErrNotExist) {
-			fmt.Fprintf(h, "%s dangling\n", src)
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s -> %s\n", src, real)
-		err = filepath.WalkDir(real, func(p string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			// A link cannot change in place: a new target is a new inode.
-			var st unix.Stat_t
-			if err := unix.Lstat(p, &st); err != nil {
-				return err
-			}
-			fmt.Fprintf(h, "%s %o %d %d %d %d\n", p, st.Mode, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Ino)
-			return nil
-		})
-		if err != nil {
-			return "", err
-		}
+	for _, sum := range sums {
+		h.Write(sum)
 	}
 	fmt.Fprintf(h, "format 2 %v\n", EtcFileNames) // 2: modes set whatever the umask
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// entrySignature digests one entry's listing: where it leads, then each
+// path under it with its mode, size, times and inode.
+func entrySignature(src string) ([]byte, error) {
+	h := sha256.New()
+	real, err := filepath.EvalSymlinks(src)
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(h, "%s dangling\n", src)
+		return h.Sum(nil), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(h, "%s -> %s\n", src, real)
+	var line []byte
+	err = filepath.WalkDir(real, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		// A link cannot change in place: a new target is a new inode.
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line = append(append(line[:0], p...), ' ')
+		line = strconv.AppendUint(line, uint64(st.Mode), 8)
+		for _, n := range []int64{st.Size, st.Mtim.Nano(), st.Ctim.Nano(), int64(st.Ino)} {
+			line = strconv.AppendInt(append(line, ' '), n, 10)
+		}
+		h.Write(append(line, '\n'))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
 }
 
 // copyEtcEntry copies one top-level entry, following it if it is a link.
