@@ -2,10 +2,13 @@ package launcher
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/securetrain/securetrain/sandbox"
 )
@@ -71,11 +74,40 @@ func (j *job) etc(resolv, hosts []byte) ([]sandbox.Mount, error) {
 		}
 		return append(host, files...), nil
 	}
-	view, err := sandbox.HostEtcView(filepath.Join(j.l.Host.StateDir, "etc"), pl.hostEtc)
+	view, err := j.etcView()
 	if err != nil {
 		return nil, err
 	}
 	return append([]sandbox.Mount{{Kind: sandbox.Bind, Source: view, Target: "/etc", ReadOnly: true}}, files...), nil
+}
+
+// startEtcView starts what the bundle step needs and nothing before it
+// does, to run beside the steps before it (on the other core): listing
+// (and, when the host's /etc changed, copying) the host-minimal root's
+// shared /etc view, ~1.5 ms of lstat calls, and encoding/json's first look
+// at the OCI spec's types, ~2.5 ms. A job that ends up with per-entry /etc
+// mounts (etc) never asks for the view; it still waits for it, so that
+// nothing runs on after the job.
+func (j *job) startEtcView() {
+	type made struct {
+		dir string
+		err error
+	}
+	go func() { _ = json.NewEncoder(io.Discard).Encode(sandbox.EmptySpec()) }()
+	ch := make(chan made, 1)
+	go func() {
+		if j.pl.rootfs != "" {
+			ch <- made{}
+			return
+		}
+		dir, err := sandbox.HostEtcView(filepath.Join(j.l.Host.StateDir, "etc"), j.pl.hostEtc)
+		ch <- made{dir, err}
+	}()
+	j.etcView = sync.OnceValues(func() (string, error) {
+		m := <-ch
+		return m.dir, m.err
+	})
+	j.undo.push(func() error { _, _ = j.etcView(); return nil })
 }
 
 // hostName is the job's host name: "st-ID", or, for the job holding its

@@ -43,6 +43,7 @@ type job struct {
 
 	code *provenance.CodeSnapshot // attested jobs: what the job runs
 
+	etcView  func() (string, error) // the shared /etc view, made beside the steps before bundle
 	bundle   string
 	hostname string
 	mounts   []sandbox.Mount // the sandbox's mounts by their names (audited); the spec has them staged
@@ -78,6 +79,7 @@ func (l *Launcher) startJob(ctx context.Context, req Request) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
+	j.startEtcView() // a live job's: gc removes no view while a job lives
 	if j.staged, err = l.stage(j.id, pl, j.h, &j.undo); err != nil {
 		if tdErr := j.teardown(); tdErr != nil {
 			j.log.Error("teardown after refused paths", "err", tdErr)

@@ -103,7 +103,7 @@ func PrepareRoot(dir string, links []Link, mounts []Mount) error {
 // mount's target, skipping those under one of links.
 func mountPoints(dir string, links []Link, mounts []Mount) error {
 	for _, m := range mounts {
-		if linked(links, m.Target) {
+		if linked(links, m.Target) || shownBy(mounts, m.Target) {
 			continue
 		}
 		p := filepath.Join(dir, m.Target)
@@ -129,6 +129,22 @@ func mountPoints(dir string, links []Link, mounts []Mount) error {
 		}
 	}
 	return nil
+}
+
+// shownBy reports whether target lies under a bind mount whose source
+// already has it (the job's /etc files in the shared /etc view): its mount
+// point in the skeleton would be hidden under that mount.
+func shownBy(mounts []Mount, target string) bool {
+	for _, b := range mounts {
+		rel, ok := strings.CutPrefix(target, strings.TrimSuffix(b.Target, "/")+"/")
+		if b.Kind != Bind || !ok || rel == "" {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(b.Source, rel)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // linked reports whether target lies under one of the skeleton's symlinks

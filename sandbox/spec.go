@@ -241,3 +241,14 @@ func SortMounts(ms []Mount) {
 }
 
 func depth(p string) int { return strings.Count(path.Clean(p), "/") }
+
+// EmptySpec is an OCI spec with every part BuildSpec fills present and
+// empty: encoding it once builds encoding/json's encoders for the spec's
+// types ahead of the bundle (launcher).
+func EmptySpec() *specs.Spec {
+	return &specs.Spec{Process: &specs.Process{User: specs.User{}, Capabilities: &specs.LinuxCapabilities{},
+		Rlimits: []specs.POSIXRlimit{{}}}, Root: &specs.Root{}, Mounts: []specs.Mount{{}},
+		Linux: &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{}, CPU: &specs.LinuxCPU{},
+			Pids: &specs.LinuxPids{}, Devices: []specs.LinuxDeviceCgroup{{}}}, Namespaces: []specs.LinuxNamespace{{}},
+			Devices: []specs.LinuxDevice{{}}, Seccomp: &specs.LinuxSeccomp{}}}
+}
