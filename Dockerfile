@@ -25,12 +25,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# The pinned gVisor is internal/versions/versions.env's; --build-arg
-# GVISOR_VERSION=... overrides it.
-ARG GVISOR_VERSION
-# runsc must be static: a cgo runsc fails at sandbox start after pivot_root.
-RUN pinned=$(. ./internal/versions/versions.env && echo "$GVISOR_VERSION") && \
-    CGO_ENABLED=0 GOBIN=/out go install -trimpath "gvisor.dev/gvisor/runsc@${GVISOR_VERSION:-$pinned}"
+# The pinned runsc (internal/versions/versions.env, tools/runsc), static and
+# with its seccomp filters precompiled, as `make runsc` builds it.
+RUN mkdir -p /out && cp "$(SECURETRAIN_TOOLS=/tmp/tools scripts/build-runsc.sh)" /out/runsc
 RUN go build -trimpath -tags urfave_cli_no_docs -o /out/securetrain ./cmd/securetrain
 
 FROM debian:bookworm-slim

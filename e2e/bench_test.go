@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securetrain/securetrain/internal/testenv"
+	"github.com/securetrain/securetrain/internal/versions"
 )
 
 // Benchmarks compare securetrain against its baselines in the same run,
@@ -248,7 +249,7 @@ func benchSetup(b *testing.B) *env {
 	}
 	runsc := os.Getenv("SECURETRAIN_RUNSC")
 	if runsc == "" {
-		runsc = filepath.Join(testenv.ToolsDir(), "runsc-"+testenv.GVisorVersion)
+		runsc = filepath.Join(testenv.ToolsDir(), versions.RunscTool)
 	}
 	once.Do(func() { shared, setupErr = build(runsc) })
 	if shared == nil {

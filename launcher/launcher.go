@@ -68,7 +68,7 @@ func DefaultRunsc() string {
 			return p
 		}
 	}
-	return "/var/cache/securetrain/tools/runsc-" + PinnedGVisor
+	return "/var/cache/securetrain/tools/" + versions.RunscTool
 }
 
 // PinnedGVisor is the gVisor version securetrain is built and tested against

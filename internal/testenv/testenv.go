@@ -50,7 +50,7 @@ func ToolsDir() string {
 // Runsc returns the path of the pinned static runsc ($SECURETRAIN_RUNSC wins).
 func Runsc(t testing.TB) string {
 	t.Helper()
-	return tool(t, "SECURETRAIN_RUNSC", "runsc-"+GVisorVersion, "make runsc")
+	return tool(t, "SECURETRAIN_RUNSC", versions.RunscTool, "make runsc")
 }
 
 // VaultBin returns the path of the pinned Vault binary ($SECURETRAIN_VAULT wins).

@@ -18,6 +18,9 @@ var (
 	GVisor = mustGet("GVISOR_VERSION")
 	// Vault is the Vault version the tests run (tools/vault builds it).
 	Vault = mustGet("VAULT_VERSION")
+	// RunscTool is the pinned runsc's name in the tools cache
+	// (scripts/build-runsc.sh): the version and how it was built.
+	RunscTool = "runsc-" + GVisor + "-" + mustGet("RUNSC_BUILD")
 )
 
 // parse reads NAME=value lines; blank lines and # comments are skipped.

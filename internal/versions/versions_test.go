@@ -23,6 +23,16 @@ func TestPinned(t *testing.T) {
 	if want := "require github.com/hashicorp/vault " + Vault + "\n"; !strings.Contains(string(b), want) {
 		t.Errorf("tools/vault/go.mod does not say %q", strings.TrimSpace(want))
 	}
+	// tools/runsc builds the runsc its go.mod requires: the same one.
+	if b, err = os.ReadFile("../../tools/runsc/go.mod"); err != nil {
+		t.Fatal(err)
+	}
+	if want := "require gvisor.dev/gvisor " + GVisor + "\n"; !strings.Contains(string(b), want) {
+		t.Errorf("tools/runsc/go.mod does not say %q", strings.TrimSpace(want))
+	}
+	if !strings.HasPrefix(RunscTool, "runsc-"+GVisor+"-") {
+		t.Errorf("RunscTool = %q, want runsc-%s-BUILD", RunscTool, GVisor)
+	}
 }
 
 func TestParse(t *testing.T) {
