@@ -10,6 +10,7 @@
 #   BENCH_TINY=1                              tiny workloads, one round each (a smoke run)
 #   LAUNCH_RUNS, TRAIN_RUNS                   rounds (default 30, 3)
 #   BENCH_DIR                                 where the files go (default .bench)
+#   SECURETRAIN_RUNSC_PLAIN                   a plain go-install runsc for the launch's second baseline (default: built and cached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${BENCH_DIR:-$PWD/.bench}
@@ -23,6 +24,18 @@ if [[ -n ${BENCH_TINY:-} ]]; then
   launch_runs=${LAUNCH_RUNS:-1} train_runs=${TRAIN_RUNS:-1}
 fi
 want() { [[ $only == " all " || $only == *" $1 "* ]]; }
+# The launch's second baseline: the pinned runsc as a plain `go install`
+# builds it (no precompiled seccomp filters), cached beside make runsc's.
+if want launch && [[ -z ${SECURETRAIN_RUNSC_PLAIN:-} ]]; then
+  . scripts/env.sh
+  SECURETRAIN_RUNSC_PLAIN="$TOOLS_DIR/runsc-$GVISOR_VERSION-plain"
+  if [[ ! -x $SECURETRAIN_RUNSC_PLAIN ]]; then
+    gobin=$(mktemp -d)
+    CGO_ENABLED=0 GOBIN="$gobin" GOFLAGS=-buildvcs=false go install -trimpath "gvisor.dev/gvisor/runsc@$GVISOR_VERSION"
+    mv "$gobin/runsc" "$SECURETRAIN_RUNSC_PLAIN" && rmdir "$gobin"
+  fi
+  export SECURETRAIN_RUNSC_PLAIN
+fi
 header="# securetrain benchmarks, $(date -u +%FT%TZ), $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%s\n\n| what | baseline (same run) | securetrain | ratio |\n|---|---|---|---|\n' "$header" >"$BENCH_TABLE"
 {
