@@ -102,9 +102,11 @@ func Setup(ctx context.Context, cfg Config, rec jobstate.Recorder) (_ *Guard, er
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		t0 := time.Now()
 		if err := f(); err != nil {
 			return fmt.Errorf("netguard %s: %w", what, err)
 		}
+		g.log.Debug("netguard step done", "step", what, "took", time.Since(t0))
 		return nil
 	}
 	if err := step("lease", g.lease(rec)); err != nil {
@@ -665,12 +667,14 @@ func (g *Guard) Close() error {
 				"proxy_packets", ref.ProxyPackets, "proxy_queries", ref.ProxyQueries)
 		}
 		var errs []error
+		t0 := time.Now()
 		for i := len(g.undo) - 1; i >= 0; i-- {
 			if err := g.undo[i](); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		g.wg.Wait()
+		g.log.Debug("netguard closed", "took", time.Since(t0))
 		g.closeErr = errors.Join(errs...)
 	})
 	return g.closeErr
