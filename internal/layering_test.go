@@ -131,7 +131,7 @@ var rules = []rule{
 
 	{from: "netguard", files: code, only: []string{"jobstate", "violation", "internal/hostnet", "internal/charset"},
 		why: "netguard knows netlink, nftables and DNS; its host primitives are internal/hostnet, shared with the test world"},
-	{from: "netguard", files: testFiles, only: []string{"jobstate", "violation", "internal/hostnet", "internal/charset", "internal/testenv", "internal/nettest"},
+	{from: "netguard", files: testFiles, only: []string{"jobstate", "violation", "internal/hostnet", "internal/testenv", "internal/nettest"},
 		why: "netguard's tests build their world with internal/nettest"},
 	{from: "usage", files: code, only: []string{"jobstate", "violation"},
 		why: "usage measures and limits; the launcher drives it"},

@@ -81,14 +81,14 @@ func (j *job) etc(resolv, hosts []byte) ([]sandbox.Mount, error) {
 	return append([]sandbox.Mount{{Kind: sandbox.Bind, Source: view, Target: "/etc", ReadOnly: true}}, files...), nil
 }
 
-// startEtcView starts what the bundle step needs and nothing before it
+// startAheadOfBundle starts what the bundle step needs and nothing before it
 // does, to run beside the steps before it (on the other core): listing
 // (and, when the host's /etc changed, copying) the host-minimal root's
 // shared /etc view, ~1.5 ms of lstat calls, and encoding/json's first look
 // at the OCI spec's types, ~2.5 ms. A job that ends up with per-entry /etc
 // mounts (etc) never asks for the view; it still waits for it, so that
 // nothing runs on after the job.
-func (j *job) startEtcView() {
+func (j *job) startAheadOfBundle() {
 	type made struct {
 		dir string
 		err error

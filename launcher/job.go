@@ -79,7 +79,7 @@ func (l *Launcher) startJob(ctx context.Context, req Request) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
-	j.startEtcView() // a live job's: gc removes no view while a job lives
+	j.startAheadOfBundle() // a live job's: gc removes no view while a job lives
 	if j.staged, err = l.stage(j.id, pl, j.h, &j.undo); err != nil {
 		if tdErr := j.teardown(); tdErr != nil {
 			j.log.Error("teardown after refused paths", "err", tdErr)

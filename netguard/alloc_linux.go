@@ -3,7 +3,6 @@ package netguard
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -455,11 +454,8 @@ func forwardingUsers(had []string) ([]string, error) {
 	}
 	var out []string
 	for _, l := range links {
-		n := l.Attrs().Name
-		// A job veth that is down is a released one the kernel is still
-		// removing (Guard.releaseVeth): it forwards nothing.
-		released := strings.HasPrefix(n, vethPrefix) && l.Type() == "veth" && l.Attrs().Flags&net.FlagUp == 0
-		if n != "lo" && !slices.Contains(had, n) && !released {
+		// A released job veth the kernel is still removing forwards nothing.
+		if n := l.Attrs().Name; n != "lo" && !slices.Contains(had, n) && !(strings.HasPrefix(n, vethPrefix) && released(l)) {
 			out = append(out, n)
 		}
 	}

@@ -275,10 +275,16 @@ func (g *Guard) releaseVeth() error {
 	return hostnet.DeleteNetns(g.nsName)
 }
 
-// releasedVeth reports whether the link is a veth that is down.
+// releasedVeth reports whether the named link is a veth that is down.
 func releasedVeth(name string) bool {
 	l, err := netlink.LinkByName(name)
-	return err == nil && l.Type() == "veth" && l.Attrs().Flags&net.FlagUp == 0
+	return err == nil && released(l)
+}
+
+// released reports whether l is a veth that is down: a job's, after
+// releaseVeth, that the kernel is still removing.
+func released(l netlink.Link) bool {
+	return l.Type() == "veth" && l.Attrs().Flags&net.FlagUp == 0
 }
 
 func ipnet(p netip.Prefix) *net.IPNet {

@@ -651,18 +651,8 @@ func TestCloseCutsVethOfHeldNamespace(t *testing.T) {
 	must(t, err)
 	t.Cleanup(func() { g.Close() })
 	hostSvc := netip.AddrPortFrom(g.ProxyAddr(), uint16(w.hostSvc)).String()
-	// Reachable before; closed with a reset, so that no socket of the test's
-	// own (one waiting for the server's FIN) keeps the namespace alive.
-	err = inNetns(g.NetnsPath(), func() error {
-		c, err := net.DialTimeout("tcp4", "10.214.1.2:9090", dialTimeout)
-		if err == nil {
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial 10.214.1.2:9090 before Close: %v", err)
+	if got, err := jobDial(g, "tcp4", "10.214.1.2:9090"); got != "allowed" {
+		t.Fatalf("dial 10.214.1.2:9090 before Close = %q, %v", got, err)
 	}
 	held, err := os.Open(g.NetnsPath())
 	must(t, err)
