@@ -122,7 +122,20 @@ type HostDaemon struct {
 	// could not remove (a token Vault could not be asked to revoke when the
 	// job ended, ...). Default 30s.
 	GCInterval Duration `yaml:"gc_interval"`
+	// Warm keeps sandboxes booted ahead of jobs (warm starts).
+	Warm HostWarm `yaml:"warm"`
 }
+
+// HostWarm is daemon.warm: for each profile named, Size sandboxes are kept
+// booted, each one used by one job and replaced after it (launcher/warm.go).
+type HostWarm struct {
+	Profiles []string `yaml:"profiles"`
+	Size     int      `yaml:"size"` // per profile; default 1 when profiles are named
+}
+
+// MaxWarmSize bounds daemon.warm.size: each ready sandbox holds an idle
+// gVisor kernel (tens of MB).
+const MaxWarmSize = 8
 
 // GC interval bounds: often enough that a Vault outage's leftovers go soon
 // after it ends, seldom enough not to load Vault.
@@ -183,6 +196,9 @@ func (h *Host) SetDefaults() {
 	if h.Daemon.GCInterval == 0 {
 		h.Daemon.GCInterval = DefaultGCInterval
 	}
+	if len(h.Daemon.Warm.Profiles) > 0 && h.Daemon.Warm.Size == 0 {
+		h.Daemon.Warm.Size = 1
+	}
 	if h.Integrity.TransitMount == "" {
 		h.Integrity.TransitMount = "transit"
 	}
@@ -226,6 +242,9 @@ func (h *Host) Validate() error {
 	}
 	if g := h.Daemon.GCInterval; g < minGCInterval || g > maxGCInterval {
 		add("daemon.gc_interval", "must be between %s and %s, got %s", minGCInterval, maxGCInterval, g)
+	}
+	if w := h.Daemon.Warm; w.Size < 0 || w.Size > MaxWarmSize || (w.Size > 0 && len(w.Profiles) == 0) {
+		add("daemon.warm.size", "must be between 1 and %d sandboxes per profile, with daemon.warm.profiles naming the profiles, got %d", MaxWarmSize, w.Size)
 	}
 	if h.Integrity.SigningKey != "" && !path.IsAbs(h.Integrity.SigningKey) {
 		add("integrity.signing_key", "must be an absolute path to an ed25519 private key file, got %q", h.Integrity.SigningKey)

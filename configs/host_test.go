@@ -94,6 +94,8 @@ func TestLoadHostErrors(t *testing.T) {
 		{"gc interval negative", "version: 1\ndaemon: {gc_interval: -30s}\n", `h.yaml:2: daemon.gc_interval: want a duration such as 30s or 2h, got "-30s"`},
 		{"gc interval too long", "version: 1\ndaemon: {gc_interval: 2h}\n", "h.yaml:2: daemon.gc_interval: must be between 1s and 1h0m0s, got 2h0m0s"},
 		{"gc interval not a duration", "version: 1\ndaemon: {gc_interval: 30}\n", `h.yaml:2: daemon.gc_interval: want a duration such as 30s or 2h, got "30"`},
+		{"warm size too large", "version: 1\ndaemon:\n  warm: {profiles: [default], size: 9}\n", "h.yaml:3: daemon.warm.size: must be between 1 and 8 sandboxes per profile, with daemon.warm.profiles naming the profiles, got 9"},
+		{"warm size without profiles", "version: 1\ndaemon:\n  warm:\n    size: 2\n", "h.yaml:4: daemon.warm.size: must be between 1 and 8 sandboxes per profile, with daemon.warm.profiles naming the profiles, got 2"},
 		{"two failures in order", "version: 1\ndata_dir: d\nstate_dir: s\n",
 			"h.yaml:3: state_dir: must be an absolute path, got \"s\"\nh.yaml:2: data_dir: must be an absolute path, got \"d\""},
 	}

@@ -88,6 +88,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Log.Warn("gc left state behind; it is retried every daemon.gc_interval, or by securetrain gc", "err", gcErr)
 	}
 
+	waitWarm, err := s.startWarm(ctx)
+	if err != nil {
+		return err
+	}
+	defer waitWarm()
 	ln, err := listen(h.Daemon.Socket)
 	if err != nil {
 		return err
@@ -159,6 +164,32 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.wg.Wait()
 	s.summarizeRefusals(context.WithoutCancel(ctx)) // nothing counted goes unrecorded
 	return nil
+}
+
+// startWarm starts the pool of sandboxes booted ahead of jobs
+// (daemon.warm); the returned function waits, after ctx ended, until the
+// pool's unused sandboxes are deleted.
+func (s *Server) startWarm(ctx context.Context) (func(), error) {
+	h := s.Launcher.Host
+	if h.Daemon.Warm.Size == 0 {
+		return func() {}, nil
+	}
+	var profs []*configs.Profile
+	for _, name := range h.Daemon.Warm.Profiles {
+		p, err := configs.LoadProfile(name, h.ProfileDir)
+		if err != nil {
+			return nil, fmt.Errorf("daemon.warm.profiles: %w", err)
+		}
+		profs = append(profs, p)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	wait, err := s.Launcher.StartWarm(wctx, profs, h.Daemon.Warm.Size)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.Log.Info("warm sandboxes", "profiles", h.Daemon.Warm.Profiles, "size", h.Daemon.Warm.Size)
+	return func() { cancel(); wait() }, nil
 }
 
 // retryLeftovers collects, every interval (host daemon.gc_interval), what

@@ -37,13 +37,13 @@ func (l *Launcher) startAccounting(ctx context.Context, j *job, start time.Time)
 	a := &accounting{job: id, start: start, memLimit: uint64(p.Memory), pids: p.Pids}
 	var err error
 	a.live, err = usage.NewSampler(usage.Config{
-		CgroupPath: sandboxCgroup(id), Runsc: rs.Path, RunscRoot: rs.Root, ContainerID: id,
+		CgroupPath: sandboxCgroup(j.cgroup()), Runsc: rs.Path, RunscRoot: rs.Root, ContainerID: id,
 		GPUs: pl.gpus, Logger: l.Log.With("job", id),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("usage accounting: %w", err)
 	}
-	a.final, err = usage.NewSampler(usage.Config{CgroupPath: jobCgroup(id), GPUs: nil, Logger: l.Log})
+	a.final, err = usage.NewSampler(usage.Config{CgroupPath: jobCgroup(j.cgroup()), GPUs: nil, Logger: l.Log})
 	if err != nil {
 		a.live.Close()
 		return nil, fmt.Errorf("usage accounting: %w", err)

@@ -17,6 +17,10 @@ import (
 // /etc, the mounts (credential masks and hidden files included) and the spec.
 func (j *job) writeBundle(context.Context) error {
 	pl := j.pl
+	if j.warm = j.takeWarm(); j.warm != nil {
+		j.undo.push(j.warm.retire)
+		j.log.Debug("warm sandbox", "sandbox", j.warm.id)
+	}
 	j.bundle = filepath.Join(j.h.Dir(), "bundle")
 	if err := os.Mkdir(j.bundle, 0o711); err != nil {
 		return err
@@ -110,13 +114,18 @@ func (j *job) startAheadOfBundle() {
 	j.undo.push(func() error { _, _ = j.etcView(); return nil })
 }
 
-// hostName is the job's host name: "st-ID", or, for the job holding its
+// hostName is the job's host name: "st-ID", or, in a warm sandbox, the
+// sandbox's own (a gVisor kernel has one host name for all its
+// containers), or, for the job holding its
 // allocation's address on this node, this node's name. The host name is the
 // job's own address, answered locally: torch (torchrun's agent, Gloo without
 // an interface name) resolves it and advertises the result to the other
 // ranks; the other nodes' jobs resolve this node's name to that address, so
 // torchrun's rendezvous host recognises itself by it.
 func (j *job) hostName() string {
+	if j.warm != nil {
+		return "st-" + j.warm.id
+	}
 	if j.guard != nil && j.pl.net.Allocation != "" {
 		if self := j.l.nodeName(); self != "" && j.pl.net.HostNames[self] == j.guard.JobAddr() {
 			return self
@@ -183,13 +192,17 @@ func (j *job) spec(root string, mounts []sandbox.Mount) sandbox.Spec {
 	if j.guard != nil {
 		netns = j.guard.NetnsPath()
 	}
+	var pod sandbox.Pod
+	if j.warm != nil {
+		pod.Join = j.warm.id
+	}
 	return sandbox.Spec{
 		ID: j.id, Args: j.args, Env: j.env, Cwd: pl.codeDir,
 		UID: pl.user.UID, GID: pl.user.GID, AdditionalGIDs: pl.user.Groups,
 		Hostname: j.hostname, Terminal: pl.req.TTY, Root: root, Mounts: mounts,
 		Shm:         uint64(lim.Shm),
 		Resources:   sandbox.Resources{CPUs: lim.CPUs, Memory: int64(lim.Memory), Pids: lim.Pids},
-		CgroupsPath: sandboxCgroup(j.id), Devices: pl.devices, NetnsPath: netns,
+		CgroupsPath: sandboxCgroup(j.cgroup()), Devices: pl.devices, NetnsPath: netns, Pod: pod,
 	}
 }
 

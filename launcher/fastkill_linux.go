@@ -26,22 +26,40 @@ func killSandbox(runscPID int, id string) error {
 		return errNoSandbox
 	}
 	for _, pid := range childPIDs(runscPID) {
-		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			continue // gone already
+		if err := killSandboxPID(pid, id); !errors.Is(err, errNoSandbox) {
+			return err
 		}
-		if !isSandboxOf(pid, id) {
-			unix.Close(fd)
-			continue
-		}
-		err = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("SIGKILL runsc-sandbox %d: %w", pid, err)
-		}
-		return nil
 	}
 	return errNoSandbox
+}
+
+// killSandboxPID sends SIGKILL to pid if it is sandbox id's runsc-sandbox
+// process, pinned with a pidfd before it is identified.
+func killSandboxPID(pid int, id string) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return errNoSandbox // gone already
+	}
+	defer unix.Close(fd)
+	if !isSandboxOf(pid, id) {
+		return errNoSandbox
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		return fmt.Errorf("SIGKILL runsc-sandbox %d: %w", pid, err)
+	}
+	return nil
+}
+
+// killDirect kills the job's sandbox process: a warm sandbox's by the pid
+// its boot wrote, else the child of the job's `runsc run`.
+func (res *Result) killDirect() error {
+	if res.WarmSandbox != "" {
+		if res.sandboxPID <= 0 {
+			return errNoSandbox
+		}
+		return killSandboxPID(res.sandboxPID, res.WarmSandbox)
+	}
+	return killSandbox(res.runscPID, res.ID)
 }
 
 // childPIDs lists the children of pid from /proc/PID/task/*/children.

@@ -49,6 +49,7 @@ type job struct {
 	mounts   []sandbox.Mount // the sandbox's mounts by their names (audited); the spec has them staged
 	audit    *audit.Log
 
+	warm    *warmSandbox // a pooled sandbox the job runs in (warm.go); nil: runsc boots one
 	rs      *sandbox.Runsc
 	cmd     *exec.Cmd
 	console *sandbox.ConsoleSocket // --tty
@@ -234,6 +235,9 @@ func (j *job) start(ctx context.Context) error {
 		Profile: pl.prof.Name, ProfileDigest: pl.prof.Digest, Log: j.jlog.f.Name(), Output: pl.outputDir,
 		runscPID: pid,
 	}
+	if j.warm != nil {
+		j.res.WarmSandbox, j.res.sandboxPID = j.warm.id, j.warm.pid
+	}
 	if pl.req.TTY {
 		restore, err := j.l.attachTTY(ctx, j.console, pl.req, j.jlog)
 		if err != nil {
@@ -259,6 +263,15 @@ func (j *job) drainOutput() {
 	j.log.Warn("output cut", "after", OutputDrain)
 	j.jlog.note("%s", n)
 	j.res.Notes = append(j.res.Notes, n)
+}
+
+// cgroup is the name of the job's cgroup (jobCgroup): its own, or its warm
+// sandbox's.
+func (j *job) cgroup() string {
+	if j.warm != nil {
+		return j.warm.id
+	}
+	return j.id
 }
 
 // teardown runs the cleanup stack, then removes the job's state. Every step

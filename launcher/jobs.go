@@ -46,7 +46,7 @@ func (l *Launcher) Jobs(v Viewer, all bool) ([]JobRow, error) {
 	}
 	var rows []JobRow
 	for _, j := range jobs {
-		if !v.Sees(j.UID) || (!j.Live && !all) {
+		if !v.Sees(j.UID) || (!j.Live && !all) || j.Status == StatusWarm {
 			continue
 		}
 		rows = append(rows, l.jobRow(j))

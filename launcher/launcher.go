@@ -37,6 +37,7 @@ type Launcher struct {
 		sync.Mutex
 		c *secrets.Client
 	}
+	warm *warmPool // daemon.warm (StartWarm): sandboxes booted ahead of jobs
 }
 
 // New returns a launcher for the host configuration. It sets the process's
@@ -121,8 +122,13 @@ type Result struct {
 	// Summary is the short human account printed on stderr.
 	Summary string `json:"-"`
 
+	// WarmSandbox names the pooled sandbox the job ran in (daemon.warm);
+	// empty for a sandbox booted for the job.
+	WarmSandbox string `json:"warm_sandbox,omitempty"`
+
 	killedByUs bool
-	runscPID   int // the `runsc run` process, parent of the sandbox
+	runscPID   int // the `runsc run` process, parent of the sandbox (cold starts)
+	sandboxPID int // the warm sandbox's process
 }
 
 // Outcomes.

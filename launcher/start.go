@@ -23,11 +23,13 @@ func (j *job) startRunsc(ctx context.Context) error {
 	if err := os.MkdirAll(j.rs.Root, 0o700); err != nil {
 		return err
 	}
-	if err := j.l.record(j.h, &j.undo, jobstate.Resource{Kind: KindCgroup, Name: jobCgroup(j.id)}); err != nil {
-		return err
-	}
-	if err := makeCgroup(jobCgroup(j.id)); err != nil {
-		return err
+	if j.warm == nil { // a warm sandbox's cgroup is its own
+		if err := j.l.record(j.h, &j.undo, jobstate.Resource{Kind: KindCgroup, Name: jobCgroup(j.id)}); err != nil {
+			return err
+		}
+		if err := makeCgroup(jobCgroup(j.id)); err != nil {
+			return err
+		}
 	}
 	if err := j.l.record(j.h, &j.undo, jobstate.Resource{Kind: KindRunsc, Name: j.id, Attrs: map[string]string{"root": j.rs.Root}}); err != nil {
 		return err

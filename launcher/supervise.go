@@ -158,7 +158,7 @@ func (s *supervisor) kill() {
 		return
 	}
 	s.res.killedByUs = true
-	direct := killSandbox(s.res.runscPID, s.id)
+	direct := s.res.killDirect()
 	kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.rs.Kill(kctx, s.id, "KILL", true); err != nil && !errors.Is(err, sandbox.ErrNotFound) && direct != nil {

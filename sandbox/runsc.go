@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ErrNotFound is returned when runsc does not know the container; callers
@@ -54,6 +56,16 @@ func (r *Runsc) globalFlags() []string {
 
 // RunArgs returns the arguments of `runsc run` for a job.
 func (r *Runsc) RunArgs(id, bundle string, o RunOptions) []string {
+	a := append(r.sandboxFlags(o), "run", "--bundle", bundle)
+	if o.ConsoleSocket != "" {
+		a = append(a, "--console-socket", o.ConsoleSocket)
+	}
+	return append(a, id)
+}
+
+// sandboxFlags are the global flags of a command that makes a container:
+// the platform, the network and the hardening spelled out.
+func (r *Runsc) sandboxFlags(o RunOptions) []string {
 	a := r.globalFlags()
 	platform := r.Platform
 	if platform == "" {
@@ -79,11 +91,52 @@ func (r *Runsc) RunArgs(id, bundle string, o RunOptions) []string {
 	if len(o.GPUCaps) > 0 {
 		a = append(a, "--nvproxy-allowed-driver-capabilities="+strings.Join(o.GPUCaps, ","))
 	}
-	a = append(a, "run", "--bundle", bundle)
-	if o.ConsoleSocket != "" {
-		a = append(a, "--console-socket", o.ConsoleSocket)
+	return a
+}
+
+// Boot creates the sandbox of bundle (its holder container, Pod.Holder)
+// and starts it: `runsc create`, then `runsc start`. It returns the pid of
+// the sandbox process (runsc-sandbox boot). The holder's stdio is
+// /dev/null; runsc's own complaints go to errFile, which the sandbox keeps
+// open (a pipe would keep the caller waiting for as long as it lives).
+func (r *Runsc) Boot(ctx context.Context, id, bundle, errFile string, o RunOptions) (int, error) {
+	ef, err := os.OpenFile(errFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return 0, err
 	}
-	return append(a, id)
+	defer ef.Close()
+	pidFile := filepath.Join(bundle, "sandbox.pid")
+	create := exec.CommandContext(ctx, r.Path, append(r.sandboxFlags(o), "create", "--bundle", bundle, "--pid-file", pidFile, id)...)
+	create.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	create.Stderr = ef
+	if err := create.Run(); err != nil {
+		return 0, fmt.Errorf("runsc create %s: %s", id, lastLine(errFile, err))
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0, fmt.Errorf("runsc create %s: %w", id, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("runsc create %s: pid file %q", id, b)
+	}
+	if _, err := r.run(ctx, append(r.globalFlags(), "start", id)...); err != nil {
+		return pid, err
+	}
+	return pid, nil
+}
+
+// lastLine is the last line runsc wrote to errFile, or err's text.
+func lastLine(errFile string, err error) string {
+	b, _ := os.ReadFile(errFile)
+	msg := strings.TrimSpace(string(b))
+	if msg == "" {
+		return err.Error()
+	}
+	if i := strings.LastIndex(msg, "\n"); i >= 0 {
+		msg = msg[i+1:]
+	}
+	return msg
 }
 
 // Kill sends sig to the container's processes (all of them with all).

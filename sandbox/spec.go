@@ -66,7 +66,27 @@ type Spec struct {
 	NetnsPath string
 	Devices   []Device
 	NoFile    uint64 // RLIMIT_NOFILE, 0 = 1048576
+	// Pod makes the container one of a sandbox of several (gVisor's
+	// multi-container sandboxes, named by the CRI annotations runsc reads).
+	Pod Pod
 }
+
+// Pod is a container's place in a sandbox of several containers: the
+// holder is the sandbox's first container, which boots it; a container
+// that joins an existing sandbox (Join: the holder's id) runs in its
+// kernel with its own mounts, root, process tree and hostname, served by a
+// gofer of its own.
+type Pod struct {
+	Holder bool
+	Join   string
+}
+
+// The annotations runsc reads to place a container in a sandbox
+// (runsc/specutils/cri.go).
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+)
 
 // CPUPeriod is the CFS period used to express limits.cpus as a quota.
 const CPUPeriod = 100000
@@ -122,6 +142,14 @@ func BuildSpec(s Spec) (*specs.Spec, error) {
 			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"},
 			ReadonlyPaths: []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"},
 		},
+	}
+	switch {
+	case s.Pod.Holder && s.Pod.Join != "":
+		return nil, fmt.Errorf("sandbox: a container cannot both hold a sandbox and join %s", s.Pod.Join)
+	case s.Pod.Holder:
+		sp.Annotations = map[string]string{annotationContainerType: "sandbox", annotationSandboxID: s.ID}
+	case s.Pod.Join != "":
+		sp.Annotations = map[string]string{annotationContainerType: "container", annotationSandboxID: s.Pod.Join}
 	}
 	sp.Mounts = systemMounts(s.Shm)
 	for _, m := range s.Mounts {

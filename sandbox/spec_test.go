@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -332,5 +333,37 @@ func TestDeviceFileModeIsPermissionsOnly(t *testing.T) {
 	}
 	if !bytes.Contains(b, []byte(`"fileMode": 438`)) {
 		t.Errorf("fileMode not serialised as 438 (0666)")
+	}
+}
+
+// TestBuildSpecPod: the holder of a sandbox and a container that joins it
+// carry the annotations runsc reads (runsc/specutils/cri.go); a plain job has
+// none, and a container cannot be both.
+func TestBuildSpecPod(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pod  Pod
+		want map[string]string
+	}{
+		{"plain", Pod{}, nil},
+		{"holder", Pod{Holder: true}, map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "job1"}},
+		{"joins", Pod{Join: "warm-1"}, map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "warm-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := cpuJob()
+			s.ID, s.Pod = "job1", tc.pod
+			sp, err := BuildSpec(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(sp.Annotations, tc.want) {
+				t.Errorf("annotations %v, want %v", sp.Annotations, tc.want)
+			}
+		})
+	}
+	s := cpuJob()
+	s.Pod = Pod{Holder: true, Join: "warm-1"}
+	if _, err := BuildSpec(s); err == nil || !strings.Contains(err.Error(), "cannot both hold a sandbox and join warm-1") {
+		t.Errorf("holder that joins: %v", err)
 	}
 }

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// warmConfig turns on the daemon's warm sandboxes for the default profile.
+func warmConfig(t *testing.T, d *daemonEnv) {
+	t.Helper()
+	b, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "  metrics_addr: 127.0.0.1:0\n", "  metrics_addr: 127.0.0.1:0\n  warm:\n    profiles: [default]\n    size: 1\n", 1)
+	if err := os.WriteFile(d.config, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// warmReady waits until the daemon's pool holds a booted sandbox other than
+// the ones in used, and returns its id.
+func warmReady(t *testing.T, d *daemonEnv, used ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, _ := exec.Command(d.runsc, "--root", filepath.Join(daemonStateDir, "runsc"), "list", "--format=json").Output()
+		var cs []struct{ ID, Status string }
+		_ = json.Unmarshal(out, &cs)
+		for _, c := range cs {
+			if strings.HasPrefix(c.ID, "warm-") && c.Status == "running" && !contains(used, c.ID) {
+				return c.ID
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no warm sandbox ready (runsc list: %s); daemon log:\n%s", out, d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// warmGone waits until nothing of the warm sandbox id is left: its runsc
+// container, its state, its cgroups and its processes.
+func warmGone(t *testing.T, d *daemonEnv, id string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var left []string
+		out, _ := exec.Command(d.runsc, "--root", filepath.Join(daemonStateDir, "runsc"), "list", "-quiet").Output()
+		if contains(strings.Fields(string(out)), id) {
+			left = append(left, "runsc container")
+		}
+		if _, err := os.Stat(filepath.Join(daemonStateDir, "jobs", id)); err == nil {
+			left = append(left, "state")
+		}
+		if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/securetrain/" + id); len(cgs) > 0 {
+			left = append(left, "cgroups "+strings.Join(cgs, " "))
+		}
+		if ps, _ := exec.Command("pgrep", "-f", "runsc-.* "+id+"$").Output(); len(ps) > 0 {
+			left = append(left, "processes "+strings.Join(strings.Fields(string(ps)), " "))
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("warm sandbox %s not deleted: %s", id, strings.Join(left, "; "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// warmProbe is what each job of TestDaemonWarmStart runs: it reports its
+// gVisor kernel's age (/proc/uptime counts from the sandbox's boot), host
+// name and any process or file another job could have left, then leaves
+// such things itself: files in /tmp, $HOME and /dev/shm, and a process in
+// the background.
+const warmProbe = `echo up=$(cut -d' ' -f1 /proc/uptime)
+echo host=$(hostname)
+for f in /tmp/mark "$HOME/mark" /dev/shm/mark; do [ -e "$f" ] && echo found=$f; done
+for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null); case "$c" in *"sleep infinity "|"sleep 4242 ") echo "proc=$c";; esac; done
+for f in /tmp/mark "$HOME/mark" /dev/shm/mark; do echo secret > "$f" || echo nowrite=$f; done
+sleep 4242 >/dev/null 2>&1 &
+echo done`
+
+// warmJob runs warmProbe through the daemon and returns its output's
+// key=value lines and the sandbox its result names.
+func warmJob(t *testing.T, d *daemonEnv, dir, report string) (map[string][]string, string) {
+	t.Helper()
+	r := d.userRun(t, daemonUser, dir, "run", "-q", "--report", report, "--", "/bin/sh", "-c", warmProbe)
+	if r.code != 0 || !strings.Contains(r.stdout, "done") {
+		t.Fatalf("warm job: %s\ndaemon log:\n%s", r, d.log)
+	}
+	kv := map[string][]string{}
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			kv[k] = append(kv[k], v)
+		}
+	}
+	var res struct {
+		Warm string `json:"warm_sandbox"`
+	}
+	b, err := os.ReadFile(report)
+	if err != nil || json.Unmarshal(b, &res) != nil {
+		t.Fatalf("report %s: %v %s", report, err, b)
+	}
+	return kv, res.Warm
+}
+
+// TestDaemonWarmStart: with daemon.warm, a job starts in a sandbox booted
+// before it was asked for, and two jobs from the pool share nothing: the
+// second runs in another gVisor kernel (one younger than the first job:
+// a reused sandbox's kernel would be older), sees none of the first's
+// files (/tmp, $HOME, /dev/shm) or processes (its background process, the
+// pool's holder), and the first's sandbox is deleted with everything of it
+// (runsc container, state, cgroups, processes). A daemon SIGKILLed with a
+// sandbox in its pool leaves it to gc, which removes it. Were a pooled
+// sandbox handed to a second job, the second would find the first's files.
+func TestDaemonWarmStart(t *testing.T) {
+	e := daemonSetup(t)
+	d := daemonConfig(t, e)
+	warmConfig(t, d)
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+
+	first := warmReady(t, d)
+	// Let the first kernel age a second before job A: a kernel that served
+	// A is then at least a second older than A's start, and one booted
+	// after A took its sandbox is younger.
+	time.Sleep(time.Second)
+	startA := time.Now()
+	a, warmA := warmJob(t, d, dir, filepath.Join(dir, "a.json"))
+	if warmA != first {
+		t.Fatalf("job A ran in %q, want the ready sandbox %s", warmA, first)
+	}
+	if len(a["found"]) > 0 || len(a["proc"]) > 0 || len(a["nowrite"]) > 0 {
+		t.Errorf("job A, the first in a fresh sandbox: %v", a)
+	}
+	if want := "st-" + first; len(a["host"]) != 1 || a["host"][0] != want {
+		t.Errorf("job A's host name %v, want %s", a["host"], want)
+	}
+	warmGone(t, d, first)
+
+	second := warmReady(t, d, first)
+	for id := range psRows(t, e.run(t, dir, nil, "--config", d.config, "ps", "--all")) {
+		if strings.HasPrefix(id, "warm-") {
+			t.Errorf("ps --all lists the pool's sandbox %s as a job", id)
+		}
+	}
+	b, warmB := warmJob(t, d, dir, filepath.Join(dir, "b.json"))
+	if warmB != second {
+		t.Fatalf("job B ran in %q, want the replacement %s", warmB, second)
+	}
+	if len(b["found"]) > 0 || len(b["proc"]) > 0 {
+		t.Errorf("job B sees what job A or the pool left: files %v, processes %v", b["found"], b["proc"])
+	}
+	sinceA := time.Since(startA).Seconds()
+	if len(b["up"]) != 1 {
+		t.Fatalf("job B's uptime: %v", b["up"])
+	}
+	if up, err := strconv.ParseFloat(b["up"][0], 64); err != nil || up >= sinceA {
+		t.Errorf("job B's kernel is %s s old, job A started %.2f s ago: B ran in a kernel booted before A's start", b["up"][0], sinceA)
+	}
+	warmGone(t, d, second)
+
+	// A SIGKILLed daemon's pool is gc's.
+	third := warmReady(t, d, first, second)
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.cmd.Wait()
+	if _, err := os.Stat(filepath.Join(daemonStateDir, "jobs", third)); err != nil {
+		t.Fatalf("the killed daemon's pooled sandbox has no state for gc: %v", err)
+	}
+	if out, err := exec.Command(d.bin, "--config", d.config, "gc").CombinedOutput(); err != nil {
+		t.Fatalf("gc: %v: %s", err, out)
+	}
+	warmGone(t, d, third)
+}
