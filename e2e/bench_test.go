@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ import (
 type variant struct {
 	name string
 	run  func() (float64, error)
+	// settle, when set, runs before each of the variant's runs, untimed
+	// (BenchmarkLaunch: until the daemon's warm pool is full again, so that
+	// no sandbox boots in the background of any measured run).
+	settle func() error
 }
 
 // measured is one run: wall time, CPU time of the whole process tree
@@ -47,6 +52,11 @@ func interleave(b *testing.B, rounds int, vs []variant) map[string][]measured {
 	out := map[string][]measured{}
 	for r := 0; r < rounds; r++ {
 		for _, v := range vs {
+			if v.settle != nil {
+				if err := v.settle(); err != nil {
+					b.Fatalf("%s: %v", v.name, err)
+				}
+			}
 			c0, t0 := childCPU(), time.Now()
 			rate, err := v.run()
 			if err != nil {
@@ -128,18 +138,26 @@ func BenchmarkLaunch(b *testing.B) {
 			return 0, nil
 		}
 	}
+	daemonRun, poolFull := benchDaemon(b, e)
 	variants := []variant{
-		{"bare", func() (float64, error) { return 0, exec.Command("/bin/true").Run() }},
-		{"runsc-do", func() (float64, error) { return 0, do(dir, nil, "/bin/true").Run() }},
-		{"securetrain", st()},
-		{"securetrain-net", st("--allow", "tcp:192.0.2.10/32:443")},
+		{name: "bare", run: func() (float64, error) { return 0, exec.Command("/bin/true").Run() }},
+		{name: "runsc-do", run: func() (float64, error) { return 0, do(dir, nil, "/bin/true").Run() }},
+		{name: "securetrain", run: st()},
+		{name: "securetrain-net", run: st("--allow", "tcp:192.0.2.10/32:443")},
+		// Through the daemon, as the job's user: a warm start, and a cold
+		// one (another memory limit than the pooled sandboxes').
+		{name: "daemon-warm", run: daemonRun(dir)},
+		{name: "daemon-cold", run: daemonRun(dir, "--memory", "4GiB")},
 	}
 	// The same runsc as a plain `go install` builds it, without the
 	// precompiled seccomp filters of make runsc (scripts/bench.sh builds it).
 	plainRunsc := os.Getenv("SECURETRAIN_RUNSC_PLAIN")
 	if plainRunsc != "" {
 		plain := runscDoWith(b, plainRunsc)
-		variants = append(variants, variant{"runsc-do-plain", func() (float64, error) { return 0, plain(dir, nil, "/bin/true").Run() }})
+		variants = append(variants, variant{name: "runsc-do-plain", run: func() (float64, error) { return 0, plain(dir, nil, "/bin/true").Run() }})
+	}
+	for i := range variants {
+		variants[i].settle = poolFull
 	}
 	b.ResetTimer()
 	res := interleave(b, b.N, variants)
@@ -171,6 +189,98 @@ func BenchmarkLaunch(b *testing.B) {
 		fmt.Sprintf("`runsc --network=none do` %.1f ms (%.0f ms CPU)", med["runsc-do"], cpu["runsc-do"]),
 		fmt.Sprintf("%.1f ms (%.1f; %.0f ms CPU)", med["securetrain-net"], p90["securetrain-net"], cpu["securetrain-net"]),
 		fmt.Sprintf("%.2f× runsc wall (goal ≤ 1.3), %.2f× CPU%s", med["securetrain-net"]/med["runsc-do"], cpu["securetrain-net"]/cpu["runsc-do"], plainRatio("securetrain-net")))
+	b.ReportMetric(med["daemon-warm"]/med["runsc-do"], "warm-x-runsc")
+	testenv.BenchRow(b, fmt.Sprintf("warm start through the daemon (daemon.warm, default profile), `/bin/true` as the job's user, median of %d (p90; CPU of the client only)", n),
+		fmt.Sprintf("`runsc --network=none do` %.1f ms; cold start through the same daemon %.1f ms (%.1f)", med["runsc-do"], med["daemon-cold"], p90["daemon-cold"]),
+		fmt.Sprintf("%.1f ms (%.1f)", med["daemon-warm"], p90["daemon-warm"]),
+		fmt.Sprintf("%.2f× runsc wall (goal ≤ 0.5); %.2f× the daemon's cold start", med["daemon-warm"]/med["runsc-do"], med["daemon-warm"]/med["daemon-cold"]))
+}
+
+// benchDaemon starts a daemon with a warm pool of one default-profile
+// sandbox (its own state directory), and returns a client run as the job's
+// user and a wait until the pool is full.
+func benchDaemon(b *testing.B, e *env) (run func(dir string, extra ...string) func() (float64, error), full func() error) {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "st-bench-daemon-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "securetrain")
+	src, err := os.ReadFile(e.bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(bin, src, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	const state = "/run/securetrain-bench-daemon"
+	cfg := filepath.Join(dir, "securetrain.yaml")
+	body := fmt.Sprintf(`version: 1
+runsc: %s
+state_dir: %s
+data_dir: /var/lib/securetrain-bench-daemon
+profile_dir: %s
+audit:
+  path: %s
+daemon:
+  socket: %s
+  warm:
+    profiles: [default]
+    size: 1
+policy:
+  rules:
+    - users: [%s]
+      profiles: [default]
+      max_memory: 8GiB
+`, e.runsc, state, dir, filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "securetrain.sock"), jobUser)
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	d := exec.Command(bin, "--config", cfg, "daemon")
+	log := &syncBuffer{}
+	d.Stdout, d.Stderr = log, log
+	d.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		d.Process.Signal(unix.SIGTERM)
+		d.Wait()
+		exec.Command(bin, "--config", cfg, "gc").Run()
+	})
+	full = func() error {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			ents, _ := os.ReadDir(filepath.Join(state, "jobs"))
+			out, _ := exec.Command(e.runsc, "--root", filepath.Join(state, "runsc"), "list", "-quiet").Output()
+			// One pooled sandbox, running, and nothing else: no job, no
+			// used sandbox still being deleted.
+			if f := strings.Fields(string(out)); len(ents) == 1 && len(f) == 1 && strings.HasPrefix(f[0], "warm-") {
+				if st, err := exec.Command(e.runsc, "--root", filepath.Join(state, "runsc"), "state", f[0]).Output(); err == nil && strings.Contains(string(st), `"running"`) {
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the daemon's warm pool did not fill: %s\n%s", out, log)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	run = func(wd string, extra ...string) func() (float64, error) {
+		return func() (float64, error) {
+			c := exec.Command(bin, append(append([]string{"--config", cfg, "run", "-q"}, extra...), "--", "/bin/true")...)
+			c.Dir = wd
+			c.Env = []string{"PATH=/usr/bin:/bin"}
+			c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(e.uid), Gid: uint32(e.gid), Groups: []uint32{}}}
+			if out, err := c.CombinedOutput(); err != nil {
+				return 0, fmt.Errorf("%w: %s", err, out)
+			}
+			return 0, nil
+		}
+	}
+	return run, full
 }
 
 var rateRE = regexp.MustCompile(`(?:steps|iters)/s ([0-9.]+)`)
@@ -225,15 +335,15 @@ func BenchmarkTraining(b *testing.B) {
 			do := runscDo(b, e)
 			b.ResetTimer()
 			res := interleave(b, b.N, []variant{
-				{"bare", func() (float64, error) {
+				{name: "bare", run: func() (float64, error) {
 					c := exec.Command(cmdline[0], append(cmdline[1:], "--out", b.TempDir())...)
 					c.Dir, c.Env = dir, threads
 					return rate(c)
 				}},
-				{"runsc-do", func() (float64, error) {
+				{name: "runsc-do", run: func() (float64, error) {
 					return rate(do(dir, threads, append(cmdline, "--out", "/tmp/out")...))
 				}},
-				{"securetrain", func() (float64, error) {
+				{name: "securetrain", run: func() (float64, error) {
 					return rate(e.cmd(b.Context(), dir, nil, append([]string{"run", "--user", jobUser, "--"}, cmdline...)...))
 				}},
 			})
@@ -325,7 +435,7 @@ func TestBenchScriptTiny(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("table:\n%s", table)
-	for _, row := range []string{"| launch `/bin/true`", "| launch with netguard", "| `examples/train.py", "| `examples/gan.py", "| supervisor", "the plain build's"} {
+	for _, row := range []string{"| launch `/bin/true`", "| launch with netguard", "| warm start through the daemon", "| `examples/train.py", "| `examples/gan.py", "| supervisor", "the plain build's"} {
 		if !strings.Contains(string(table), row) {
 			t.Errorf("no row %q in the table", row)
 		}
