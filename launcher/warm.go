@@ -37,6 +37,10 @@ var holderArgs = []string{"/bin/sleep", "infinity"}
 // warmRetry is how long the pool waits after a boot failed.
 var warmRetry = 5 * time.Second
 
+// warmRetire is how long after a job's teardown its sandbox is deleted:
+// after the job's caller has its answer.
+var warmRetire = 200 * time.Millisecond
+
 // warmRefill is how long after a job took a sandbox its replacement starts
 // booting: a boot is ~0.3 CPU-seconds of runsc, which the job's own start
 // should not compete with.
@@ -277,24 +281,26 @@ func (w *warmSandbox) boot(ctx context.Context, lim configs.Limits) error {
 }
 
 // retire ends a job's use of its sandbox, as the last step of the job's
-// teardown: the sandbox process is killed at once (SIGKILL through a
-// pidfd: the gVisor kernel and everything in it die with it), and the
-// rest (runsc's record, the cgroup, the pool's state) is deleted in the
-// background, so that the job's caller does not wait for a runsc process.
-// The pool's state keeps the sandbox for gc until then; the daemon waits
-// for these deletions before it exits.
+// teardown. By then nothing of the job runs in it: runsc destroyed the
+// job's container (every process of it) when its process ended, and the
+// teardown's earlier step deleted the container if runsc had not. What is
+// left is the holder, in a kernel no other job will use; so the sandbox is
+// killed and deleted (runsc's record, the cgroup, the pool's state) in the
+// background, warmRetire later, and the job's caller does not wait for the
+// process exits and the runsc process that takes. The pool's state keeps
+// the sandbox for gc until then; the daemon waits for these deletions
+// before it exits.
 func (w *warmSandbox) retire() error {
-	if err := killSandboxPID(w.pid, w.id); err != nil && !errors.Is(err, errNoSandbox) {
-		// runsc delete --force kills it then.
-		return errors.Join(fmt.Errorf("warm sandbox %s: %w", w.id, err), w.release())
-	}
 	w.pool.retired.Add(1)
-	go func() {
+	time.AfterFunc(warmRetire, func() {
 		defer w.pool.retired.Done()
+		if err := killSandboxPID(w.pid, w.id); err != nil && !errors.Is(err, errNoSandbox) {
+			w.l.Log.Warn("warm sandbox: kill", "id", w.id, "err", err) // runsc delete --force kills it
+		}
 		if err := w.release(); err != nil {
 			w.l.Log.Warn("warm sandbox", "id", w.id, "err", err)
 		}
-	}()
+	})
 	return nil
 }
 
