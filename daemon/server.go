@@ -554,6 +554,7 @@ func (s *Server) run(ctx context.Context, c *net.UnixConn, id Identity, args *Ru
 	}
 	log.Info("job ended", "outcome", res.Outcome, "exit", res.ExitCode)
 	s.reportToSlurm(ctx, sj, res.Summary)
+	s.Metrics.RanIn(res.WarmSandbox != "")
 	s.Metrics.JobEnded(jobID, outcome(res.Outcome))
 	code2 := res.ExitCode
 	return Reply{ID: res.ID, Exit: &code2, Notes: notes, Summary: res.Summary, Suggested: res.Suggested}

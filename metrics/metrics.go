@@ -75,6 +75,7 @@ type Metrics struct {
 	ended      *prometheus.CounterVec
 	violations *prometheus.CounterVec
 	launch     prometheus.Histogram
+	sandboxes  *prometheus.CounterVec
 
 	jobCPU, jobMem, jobMemPeak, jobGPU *prometheus.GaugeVec
 	userCPU, userGPU                   *prometheus.CounterVec
@@ -98,6 +99,8 @@ func New() *Metrics {
 		launch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "launch_duration_seconds",
 			Help:    "Time from a launch request to the workload running in its sandbox.",
 			Buckets: []float64{.1, .25, .5, 1, 2, 4, 8, 15, 30, 60, 120}}),
+		sandboxes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "job_sandboxes_total",
+			Help: "Jobs that ran, by sandbox: warm (booted ahead, daemon.warm) or cold (booted for the job)."}, []string{"sandbox"}),
 		jobCPU: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "job_cpu_seconds",
 			Help: "CPU seconds used so far by a live job."}, []string{"job", "user"}),
 		jobMem: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "job_memory_bytes",
@@ -111,7 +114,7 @@ func New() *Metrics {
 		userGPU: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "user_gpu_seconds_total",
 			Help: "GPU seconds used by a user's jobs on this node."}, []string{"user"}),
 	}
-	m.reg.MustRegister(m.jobs, m.ended, m.violations, m.launch,
+	m.reg.MustRegister(m.jobs, m.ended, m.violations, m.launch, m.sandboxes,
 		m.jobCPU, m.jobMem, m.jobMemPeak, m.jobGPU, m.userCPU, m.userGPU,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: namespace}))
@@ -122,6 +125,8 @@ func New() *Metrics {
 	for _, o := range outcomes {
 		m.ended.WithLabelValues(string(o))
 	}
+	m.sandboxes.WithLabelValues("warm")
+	m.sandboxes.WithLabelValues("cold")
 	return m
 }
 
@@ -182,6 +187,19 @@ func (m *Metrics) Violation(k violation.Kind) {
 		return
 	}
 	m.violations.WithLabelValues(string(k)).Inc()
+}
+
+// RanIn counts a job that ran in a warm sandbox (daemon.warm) or in one
+// booted for it: how often the pool had one ready.
+func (m *Metrics) RanIn(warm bool) {
+	if m == nil {
+		return
+	}
+	k := "cold"
+	if warm {
+		k = "warm"
+	}
+	m.sandboxes.WithLabelValues(k).Inc()
 }
 
 // ObserveLaunch records the time from request to running workload.

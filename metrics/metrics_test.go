@@ -27,8 +27,14 @@ func TestJobLifecycle(t *testing.T) {
 	m.Violation(violation.Network)
 	m.Violation(violation.Memory)
 	m.ObserveLaunch(1500 * time.Millisecond)
+	m.RanIn(true)
+	m.RanIn(true)
 
 	want := `
+# HELP securetrain_job_sandboxes_total Jobs that ran, by sandbox: warm (booted ahead, daemon.warm) or cold (booted for the job).
+# TYPE securetrain_job_sandboxes_total counter
+securetrain_job_sandboxes_total{sandbox="cold"} 0
+securetrain_job_sandboxes_total{sandbox="warm"} 2
 # HELP securetrain_jobs Jobs on this node by state.
 # TYPE securetrain_jobs gauge
 securetrain_jobs{state="running"} 2
@@ -47,7 +53,7 @@ securetrain_violations_total{kind="memory"} 1
 securetrain_violations_total{kind="network"} 2
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
-		"securetrain_jobs", "securetrain_job_cpu_seconds", "securetrain_user_gpu_seconds_total", "securetrain_violations_total"); err != nil {
+		"securetrain_job_sandboxes_total", "securetrain_jobs", "securetrain_job_cpu_seconds", "securetrain_user_gpu_seconds_total", "securetrain_violations_total"); err != nil {
 		t.Fatal(err)
 	}
 	if got := testutil.ToFloat64(m.userCPU.WithLabelValues("alice")); got != 25 {
@@ -122,6 +128,7 @@ func TestNilMetricsIgnored(t *testing.T) {
 	m.SetUsage("j", "u", Usage{})
 	m.Violation(violation.DNS)
 	m.ObserveLaunch(time.Second)
+	m.RanIn(false)
 	m.JobEnded("j", Success)
 }
 
