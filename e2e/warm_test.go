@@ -2,14 +2,21 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/securetrain/securetrain/internal/nettest"
+	"github.com/securetrain/securetrain/netguard"
 )
 
 // warmConfig turns on the daemon's warm sandboxes for the default profile.
@@ -189,4 +196,105 @@ func TestDaemonWarmStart(t *testing.T) {
 		t.Fatalf("gc: %v: %s", err, out)
 	}
 	warmGone(t, d, third)
+}
+
+// TestDaemonWarmStartNetwork: a profile with an allowlist is pooled with
+// its network up (namespace, veth, table, DNS proxy made at the boot). A
+// job from the pool reaches the allowed server by name; the next job gets
+// a fresh table: the address job A's lookup put in A's table is not in
+// B's, so B, dialling it without a lookup of its own, is killed for it (the
+// pooled sandbox's own netguard enforces the allowlist, and the kill goes
+// to the pooled sandbox). With a reused sandbox or table B would reach it
+// (checked). Each job's table is gone after it.
+func TestDaemonWarmStartNetwork(t *testing.T) {
+	e := daemonSetup(t)
+	d := daemonConfig(t, e)
+	w := nettest.New(t, nettest.Options{Octet: worldOctet, JobIfPrefix: netguard.VethPrefix})
+	prof := "version: 1\nname: warmnet\nnetwork:\n  mode: sandbox\n  allow: [\"allowed.test:8080\"]\n"
+	if err := os.WriteFile(filepath.Join(d.profiles, "warmnet.yaml"), []byte(prof), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "  metrics_addr: 127.0.0.1:0\n", "  metrics_addr: 127.0.0.1:0\n  warm:\n    profiles: [warmnet]\n", 1)
+	cfg = strings.Replace(cfg, "      profiles: [default]\n", "      profiles: [default, warmnet]\n", 1)
+	cfg += fmt.Sprintf("network:\n  pool: %s\n  upstreams: [%q]\n  internal_ranges: [%q]\n", w.Pool, w.Resolver, w.Servers)
+	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.start(t, false)
+	dir := userProject(t, daemonUser)
+	u, _ := user.Lookup(daemonUser)
+	uid, _ := strconv.Atoi(u.Uid)
+	if err := os.WriteFile(filepath.Join(dir, "net.py"), []byte(netScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(filepath.Join(dir, "net.py"), uid, -1)
+	allowed := w.AllowedIP.String()
+	netJob := func(name string, actions ...string) (result, report) {
+		rp := filepath.Join(dir, name+".json")
+		r := d.userRun(t, daemonUser, dir, append([]string{"run", "--profile", "warmnet", "--report", rp, "--", "/usr/bin/python3", "-I", "net.py"}, actions...)...)
+		return r, readReport(t, rp, r)
+	}
+	warmOf := func(rp string) string {
+		var res struct {
+			Warm string `json:"warm_sandbox"`
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, rp+".json"))
+		json.Unmarshal(b, &res)
+		return res.Warm
+	}
+
+	first := warmReady(t, d)
+	if !tableExists(t, netguard.NamePrefix+first) {
+		t.Fatalf("the pooled sandbox's table %s is not up before any job", netguard.NamePrefix+first)
+	}
+	r, rep := netJob("a", "resolve", "allowed.test", "dial", "allowed.test", "8080")
+	if warmOf("a") != first {
+		t.Fatalf("job A ran in %q, want the pooled %s\n%s", warmOf("a"), first, r)
+	}
+	for _, want := range []string{"resolved:allowed.test:" + allowed, "said:allowed.test:8080:allowed", "done"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("job A's output lacks %q:\n%s", want, r)
+		}
+	}
+	if r.code != 0 || len(rep.Violations) > 0 {
+		t.Errorf("job A: %s, violations %+v", r, rep.Violations)
+	}
+	warmGone(t, d, first)
+	if tableExists(t, netguard.NamePrefix+first) {
+		t.Errorf("job A's table %s outlived its sandbox", netguard.NamePrefix+first)
+	}
+
+	second := warmReady(t, d, first)
+	r, rep = netJob("b", "dial", allowed, "8080")
+	if warmOf("b") != second {
+		t.Fatalf("job B ran in %q, want the replacement %s\n%s", warmOf("b"), second, r)
+	}
+	if strings.Contains(r.stdout, "said:") {
+		t.Errorf("job B reached %s:8080, which only job A's lookup allowed:\n%s", allowed, r)
+	}
+	wantKilled(t, r, rep, "tcp", allowed, 8080)
+	warmGone(t, d, second)
+}
+
+// tableExists reports whether the inet nftables table name exists.
+func tableExists(t *testing.T, name string) bool {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range ts {
+		if tb.Name == name {
+			return true
+		}
+	}
+	return false
 }

@@ -17,10 +17,6 @@ import (
 // /etc, the mounts (credential masks and hidden files included) and the spec.
 func (j *job) writeBundle(context.Context) error {
 	pl := j.pl
-	if j.warm = j.takeWarm(); j.warm != nil {
-		j.undo.push(j.warm.retire)
-		j.log.Debug("warm sandbox", "sandbox", j.warm.id)
-	}
 	j.bundle = filepath.Join(j.h.Dir(), "bundle")
 	if err := os.Mkdir(j.bundle, 0o711); err != nil {
 		return err

@@ -166,22 +166,36 @@ func (j *job) data(context.Context) error {
 	})
 }
 
-// network sets up the job's namespace, veth, allowlist and DNS proxy. It
-// fails closed: no job starts without every rule in place.
+// network sets up the job's namespace, veth, allowlist and DNS proxy, or
+// takes a warm sandbox (warm.go) whose network is ready. It fails closed:
+// no job starts without every rule in place.
 func (j *job) network(ctx context.Context) error {
+	if j.warm = j.takeWarm(); j.warm != nil {
+		// Its network (the same configuration) came up with it; it goes
+		// with it.
+		j.undo.push(j.warm.retire)
+		j.guard = j.warm.guard
+		j.log.Debug("warm sandbox", "sandbox", j.warm.id)
+		if (j.guard == nil) != (j.pl.net == nil) { // warmKey has the network: never
+			return fmt.Errorf("network: warm sandbox %s does not have the job's network", j.warm.id)
+		}
+	}
 	if j.pl.net == nil {
 		return nil
 	}
-	cfg := *j.pl.net
-	cfg.JobID = j.id
-	cfg.Logger = j.l.Log // netguard adds job=ID itself
-	n := j.h.recorded()
-	guard, err := netguard.Setup(ctx, cfg, j.h)
-	if err != nil {
-		return fmt.Errorf("network: %w", err)
+	if j.guard == nil {
+		cfg := *j.pl.net
+		cfg.JobID = j.id
+		cfg.Logger = j.l.Log // netguard adds job=ID itself
+		n := j.h.recorded()
+		guard, err := netguard.Setup(ctx, cfg, j.h)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		j.guard = guard
+		j.undo.pushRemoving(j.h.recordedSince(n), guard.Close)
 	}
-	j.guard = guard
-	j.undo.pushRemoving(j.h.recordedSince(n), guard.Close)
+	guard := j.guard
 	// The interface variables distributed training reads; a value the user
 	// set wins, and no name appears twice.
 	have := envMap(j.env)

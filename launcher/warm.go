@@ -11,6 +11,7 @@ import (
 
 	"github.com/securetrain/securetrain/configs"
 	"github.com/securetrain/securetrain/jobstate"
+	"github.com/securetrain/securetrain/netguard"
 	"github.com/securetrain/securetrain/sandbox"
 )
 
@@ -49,9 +50,9 @@ var warmRefill = time.Second
 // warmPool keeps Size booted sandboxes ready for each sandbox shape (warmKey)
 // of the profiles it serves.
 type warmPool struct {
-	l    *Launcher
-	size int
-	keys map[string]configs.Limits
+	l      *Launcher
+	size   int
+	shapes map[string]warmShape
 
 	mu      sync.Mutex
 	ready   map[string][]*warmSandbox
@@ -63,29 +64,44 @@ type warmPool struct {
 // warmSandbox is one pooled sandbox: its state (recorded like a job's, so
 // that gc removes it after the daemon's death) and its cleanup.
 type warmSandbox struct {
-	id   string // runsc's container and sandbox id, its state's and cgroup's name
-	key  string
-	pid  int // the sandbox process (runsc-sandbox boot)
-	h    *Handle
-	undo cleanup
-	l    *Launcher
-	pool *warmPool
+	id    string // runsc's container and sandbox id, its state's and cgroup's name
+	key   string
+	pid   int             // the sandbox process (runsc-sandbox boot)
+	guard *netguard.Guard // the sandbox's network (namespace, veth, table, DNS proxy), for a profile with one
+	h     *Handle
+	undo  cleanup
+	l     *Launcher
+	pool  *warmPool
+}
+
+// warmShape is what a pooled sandbox is booted with: the cgroup limits and
+// root overlay size, and the network (nil: none).
+type warmShape struct {
+	lim configs.Limits
+	net *netguard.Config
 }
 
 // warmKey is what a sandbox is booted with that a job cannot change after
-// the boot: its cgroup limits, the size of its root overlay, and the
-// gVisor kernel's view of them (CPU count, total memory).
-func warmKey(lim configs.Limits) string {
-	return fmt.Sprintf("cpus=%g memory=%d pids=%d scratch=%d", lim.CPUs, lim.Memory, lim.Pids, lim.Scratch)
+// the boot: its cgroup limits, the size of its root overlay, the gVisor
+// kernel's view of them (CPU count, total memory), and its network: the
+// whole netguard configuration (allowlist, mode, budget, resolvers, pool)
+// but the job id and logger. A job whose flags change any of it (--allow,
+// --peers, --allocation, --learn, --cpus, ...) starts cold.
+func warmKey(lim configs.Limits, net *netguard.Config) string {
+	k := fmt.Sprintf("cpus=%g memory=%d pids=%d scratch=%d", lim.CPUs, lim.Memory, lim.Pids, lim.Scratch)
+	if net != nil {
+		c := *net
+		c.JobID, c.Logger = "", nil
+		k += fmt.Sprintf(" net=%+v", c)
+	}
+	return k
 }
 
 // WarmEligible reports why a profile's jobs can never start warm, or nil:
-// a warm sandbox has no network (an allowlist is set up per job), no GPUs
-// and the host-minimal root.
+// a warm sandbox has no GPUs (they are given per job) and the host-minimal
+// root.
 func WarmEligible(p *configs.Profile) error {
 	switch {
-	case p.Network.Mode != "none":
-		return fmt.Errorf("profile %s: network.mode is %s; warm sandboxes have no network (network.mode: none)", p.Name, p.Network.Mode)
 	case !p.Limits.GPUs.None():
 		return fmt.Errorf("profile %s: limits.gpus is %s; warm sandboxes have no GPUs", p.Name, p.Limits.GPUs)
 	case p.Sandbox.Rootfs != "host":
@@ -102,12 +118,17 @@ func (l *Launcher) StartWarm(ctx context.Context, profiles []*configs.Profile, s
 	if cgroupV2() {
 		return nil, errors.New("daemon.warm: warm sandboxes need cgroup v1 (a cgroup v2 counter cannot be reset for the job that takes the sandbox)")
 	}
-	p := &warmPool{l: l, size: size, keys: map[string]configs.Limits{}, ready: map[string][]*warmSandbox{}, kick: make(chan struct{}, 1)}
+	p := &warmPool{l: l, size: size, shapes: map[string]warmShape{}, ready: map[string][]*warmSandbox{}, kick: make(chan struct{}, 1)}
 	for _, prof := range profiles {
 		if err := WarmEligible(prof); err != nil {
 			return nil, fmt.Errorf("daemon.warm.profiles: %w", err)
 		}
-		p.keys[warmKey(prof.Limits)] = prof.Limits
+		// The network of the profile's job without flags.
+		net, err := l.netConfig(prof, Request{})
+		if err != nil {
+			return nil, fmt.Errorf("daemon.warm.profiles: profile %s: %w", prof.Name, err)
+		}
+		p.shapes[warmKey(prof.Limits, net)] = warmShape{lim: prof.Limits, net: net}
 	}
 	l.warm = p
 	done := make(chan struct{})
@@ -123,9 +144,9 @@ func (l *Launcher) StartWarm(ctx context.Context, profiles []*configs.Profile, s
 func (p *warmPool) fill(ctx context.Context) {
 	defer p.drain()
 	for {
-		for key, lim := range p.keys {
+		for key, shape := range p.shapes {
 			for p.count(key) < p.size && ctx.Err() == nil {
-				w, err := p.l.bootWarm(ctx, key, lim)
+				w, err := p.l.bootWarm(ctx, key, shape)
 				if err != nil {
 					p.l.Log.Warn("warm sandbox", "err", err)
 					select {
@@ -191,8 +212,8 @@ func (p *warmPool) take(key string) *warmSandbox {
 }
 
 // takeWarm is the job's warm sandbox, or nil for a cold start: the job must
-// fit one (no network, no GPUs, the host-minimal root, no terminal, the
-// limits of a pooled shape). Its counters are reset before the job's
+// fit one (no GPUs, the host-minimal root, no terminal, the limits and the
+// network of a pooled shape). Its counters are reset before the job's
 // accounting starts; a sandbox whose counters cannot be reset is deleted
 // and the job starts cold.
 func (j *job) takeWarm() *warmSandbox {
@@ -212,15 +233,15 @@ func (j *job) takeWarm() *warmSandbox {
 
 // takeFor takes a sandbox the plan's job fits, or nil.
 func (p *warmPool) takeFor(pl *plan) *warmSandbox {
-	if p == nil || pl.net != nil || len(pl.devices) > 0 || pl.rootfs != "" || pl.req.TTY {
+	if p == nil || len(pl.devices) > 0 || pl.rootfs != "" || pl.req.TTY {
 		return nil
 	}
-	return p.take(warmKey(pl.prof.Limits))
+	return p.take(warmKey(pl.prof.Limits, pl.net))
 }
 
 // bootWarm boots one sandbox of shape lim: its state and cgroup recorded
 // first, then its holder's bundle, then `runsc create` and `runsc start`.
-func (l *Launcher) bootWarm(ctx context.Context, key string, lim configs.Limits) (*warmSandbox, error) {
+func (l *Launcher) bootWarm(ctx context.Context, key string, shape warmShape) (*warmSandbox, error) {
 	id := "warm-" + NewID()
 	h, err := l.Store().Create(JobState{ID: id, User: "nobody", UID: -1, GID: -1, Command: holderArgs,
 		Created: time.Now().UTC(), LauncherPID: os.Getpid(), Status: StatusWarm})
@@ -228,7 +249,7 @@ func (l *Launcher) bootWarm(ctx context.Context, key string, lim configs.Limits)
 		return nil, err
 	}
 	w := &warmSandbox{id: id, key: key, h: h, l: l, pool: l.warm}
-	if err := w.boot(ctx, lim); err != nil {
+	if err := w.boot(ctx, shape); err != nil {
 		if rerr := w.release(); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
@@ -237,8 +258,8 @@ func (l *Launcher) bootWarm(ctx context.Context, key string, lim configs.Limits)
 	return w, nil
 }
 
-func (w *warmSandbox) boot(ctx context.Context, lim configs.Limits) error {
-	l, rs := w.l, w.l.runsc()
+func (w *warmSandbox) boot(ctx context.Context, shape warmShape) error {
+	l, rs, lim := w.l, w.l.runsc(), shape.lim
 	if err := os.MkdirAll(rs.Root, 0o700); err != nil {
 		return err
 	}
@@ -247,6 +268,22 @@ func (w *warmSandbox) boot(ctx context.Context, lim configs.Limits) error {
 	}
 	if err := makeCgroup(jobCgroup(w.id)); err != nil {
 		return err
+	}
+	netns := ""
+	if shape.net != nil {
+		// The network is the job's from the start: its own namespace,
+		// veth, address and table, and a DNS proxy that answers no one
+		// but the sandbox (netguard). It fails closed as a job's does.
+		cfg := *shape.net
+		cfg.JobID, cfg.Logger = w.id, l.Log
+		n := w.h.recorded()
+		guard, err := netguard.Setup(ctx, cfg, w.h)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		w.guard = guard
+		w.undo.pushRemoving(w.h.recordedSince(n), guard.Close)
+		netns = guard.NetnsPath()
 	}
 	bundle := filepath.Join(w.h.Dir(), "bundle")
 	if err := os.Mkdir(bundle, 0o711); err != nil {
@@ -265,7 +302,7 @@ func (w *warmSandbox) boot(ctx context.Context, lim configs.Limits) error {
 		UID: nobodyID, GID: nobodyID, Hostname: "st-" + w.id, Root: root, Mounts: mounts,
 		Shm:         4096,
 		Resources:   sandbox.Resources{CPUs: lim.CPUs, Memory: int64(lim.Memory), Pids: lim.Pids},
-		CgroupsPath: sandboxCgroup(w.id), Pod: sandbox.Pod{Holder: true},
+		CgroupsPath: sandboxCgroup(w.id), Pod: sandbox.Pod{Holder: true}, NetnsPath: netns,
 	})
 	if err != nil {
 		return err
@@ -276,7 +313,7 @@ func (w *warmSandbox) boot(ctx context.Context, lim configs.Limits) error {
 	if err := l.record(w.h, &w.undo, jobstate.Resource{Kind: KindRunsc, Name: w.id, Attrs: map[string]string{"root": rs.Root}}); err != nil {
 		return err
 	}
-	w.pid, err = rs.Boot(ctx, w.id, bundle, filepath.Join(w.h.Dir(), "runsc.err"), sandbox.RunOptions{OverlaySize: uint64(lim.Scratch)})
+	w.pid, err = rs.Boot(ctx, w.id, bundle, filepath.Join(w.h.Dir(), "runsc.err"), sandbox.RunOptions{OverlaySize: uint64(lim.Scratch), Network: w.guard != nil})
 	return err
 }
 

@@ -18,7 +18,7 @@ import (
 func TestWarmEligible(t *testing.T) {
 	for name, want := range map[string]string{
 		"default":     "",
-		"distributed": "network.mode is sandbox; warm sandboxes have no network",
+		"distributed": "limits.gpus is all; warm sandboxes have no GPUs",
 		"gpu":         "warm sandboxes have no GPUs",
 	} {
 		p, err := configs.LoadProfile(name, "")
@@ -32,15 +32,15 @@ func TestWarmEligible(t *testing.T) {
 	}
 }
 
-// TestWarmTakeFor: a pooled sandbox goes only to a job it fits (no network,
-// no GPUs, the host-minimal root, no terminal, the shape it was booted
+// TestWarmTakeFor: a pooled sandbox goes only to a job it fits (no GPUs,
+// the host-minimal root, no terminal, the limits and network it was booted
 // with), each sandbox to one job only, none once the pool is closed.
 func TestWarmTakeFor(t *testing.T) {
 	def, err := configs.LoadProfile("default", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := warmKey(def.Limits)
+	key := warmKey(def.Limits, nil)
 	p := &warmPool{ready: map[string][]*warmSandbox{key: {{id: "warm-a", key: key}, {id: "warm-b", key: key}}}, kick: make(chan struct{}, 1)}
 	mk := func(mod func(*plan)) *plan {
 		prof := *def
@@ -76,6 +76,28 @@ func TestWarmTakeFor(t *testing.T) {
 	if c := p.takeFor(mk(nil)); c != nil {
 		t.Errorf("an empty pool handed out %s again", c.id)
 	}
+
+	// A pooled network: the same configuration (but the job id and logger)
+	// fits; one more allowlist entry (--allow) does not.
+	rule, err := netguard.ParseRule("tcp:192.0.2.10/32:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pooled := &netguard.Config{JobID: "warm-n", Mode: netguard.Enforce, Allow: []netguard.Rule{rule}}
+	nkey := warmKey(def.Limits, pooled)
+	p.ready[nkey] = []*warmSandbox{{id: "warm-n", key: nkey}}
+	more2, _ := netguard.ParseRule("tcp:192.0.2.11/32:443")
+	if w := p.takeFor(mk(func(pl *plan) {
+		pl.net = &netguard.Config{Mode: netguard.Enforce, Allow: []netguard.Rule{rule, more2}}
+	})); w != nil {
+		t.Errorf("a job with another allowlist took %s", w.id)
+	}
+	if w := p.takeFor(mk(func(pl *plan) {
+		pl.net = &netguard.Config{JobID: "", Mode: netguard.Enforce, Allow: []netguard.Rule{rule}}
+	})); w == nil || w.id != "warm-n" {
+		t.Errorf("a job with the pooled network took %v, want warm-n", w)
+	}
+
 	p.ready[key] = []*warmSandbox{{id: "warm-c", key: key}}
 	p.closed = true
 	if c := p.takeFor(mk(nil)); c != nil {
