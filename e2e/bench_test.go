@@ -191,7 +191,7 @@ func BenchmarkLaunch(b *testing.B) {
 		fmt.Sprintf("%.1f ms (%.1f; %.0f ms CPU)", med["securetrain-net"], p90["securetrain-net"], cpu["securetrain-net"]),
 		fmt.Sprintf("%.2f× runsc wall (goal ≤ 1.3), %.2f× CPU%s", med["securetrain-net"]/med["runsc-do"], cpu["securetrain-net"]/cpu["runsc-do"], plainRatio("securetrain-net")))
 	b.ReportMetric(med["daemon-warm"]/med["runsc-do"], "warm-x-runsc")
-	testenv.BenchRow(b, fmt.Sprintf("warm start through the daemon (daemon.warm, default profile), `/bin/true` as the job's user, median of %d (p90; CPU of the client only)", n),
+	testenv.BenchRow(b, fmt.Sprintf("warm start through the daemon (daemon.warm, default profile), `/bin/true` as the job's user, median of %d (p90)", n),
 		fmt.Sprintf("`runsc --network=none do` %.1f ms; cold start through the same daemon %.1f ms (%.1f)", med["runsc-do"], med["daemon-cold"], p90["daemon-cold"]),
 		fmt.Sprintf("%.1f ms (%.1f)", med["daemon-warm"], p90["daemon-warm"]),
 		fmt.Sprintf("%.2f× runsc wall (goal ≤ 0.5); %.2f× the daemon's cold start", med["daemon-warm"]/med["runsc-do"], med["daemon-warm"]/med["daemon-cold"]))

@@ -185,8 +185,20 @@ func TestDaemonWarmStart(t *testing.T) {
 	}
 	warmGone(t, d, second)
 
+	// A pooled sandbox that died while it waited is not handed out: the
+	// job starts cold, and the dead one is deleted.
+	dead := warmReady(t, d, first, second)
+	if out, err := exec.Command("pkill", "-KILL", "-f", "runsc-sandbox .* "+dead+"$").CombinedOutput(); err != nil {
+		t.Fatalf("killing %s's sandbox: %v %s", dead, err, out)
+	}
+	c, warmC := warmJob(t, d, dir, filepath.Join(dir, "c.json"))
+	if warmC == dead || len(c["up"]) != 1 {
+		t.Errorf("job C ran in %q (the killed sandbox %s): %v", warmC, dead, c)
+	}
+	warmGone(t, d, dead)
+
 	// A SIGKILLed daemon's pool is gc's.
-	third := warmReady(t, d, first, second)
+	third := warmReady(t, d, first, second, dead)
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	d.cmd.Wait()
 	if _, err := os.Stat(filepath.Join(daemonStateDir, "jobs", third)); err != nil {

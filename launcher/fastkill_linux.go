@@ -50,6 +50,17 @@ func killSandboxPID(pid int, id string) error {
 	return nil
 }
 
+// sandboxAlive reports whether pid is still sandbox id's runsc-sandbox
+// process.
+func sandboxAlive(pid int, id string) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return isSandboxOf(pid, id)
+}
+
 // killDirect kills the job's sandbox process: a warm sandbox's by the pid
 // its boot wrote, else the child of the job's `runsc run`.
 func (res *Result) killDirect() error {

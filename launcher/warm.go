@@ -213,22 +213,27 @@ func (p *warmPool) take(key string) *warmSandbox {
 
 // takeWarm is the job's warm sandbox, or nil for a cold start: the job must
 // fit one (no GPUs, the host-minimal root, no terminal, the limits and the
-// network of a pooled shape). Its counters are reset before the job's
-// accounting starts; a sandbox whose counters cannot be reset is deleted
-// and the job starts cold.
+// network of a pooled shape). A sandbox that died while it waited (killed,
+// out of memory) is deleted and the next one tried. Its counters are reset
+// before the job's accounting starts; one whose counters cannot be reset
+// is deleted too.
 func (j *job) takeWarm() *warmSandbox {
-	w := j.l.warm.takeFor(j.pl)
-	if w == nil {
-		return nil
-	}
-	if err := resetCounters(jobCgroup(w.id)); err != nil {
-		j.log.Warn("warm sandbox: counters not reset; starting cold", "sandbox", w.id, "err", err)
+	for {
+		w := j.l.warm.takeFor(j.pl)
+		if w == nil {
+			return nil
+		}
+		var err error
+		if !sandboxAlive(w.pid, w.id) {
+			err = errors.New("its sandbox process is gone")
+		} else if err = resetCounters(jobCgroup(w.id)); err == nil {
+			return w
+		}
+		j.log.Warn("warm sandbox not taken", "sandbox", w.id, "err", err)
 		if err := w.release(); err != nil {
 			j.log.Warn("warm sandbox", "id", w.id, "err", err)
 		}
-		return nil
 	}
-	return w
 }
 
 // takeFor takes a sandbox the plan's job fits, or nil.
