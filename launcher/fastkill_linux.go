@@ -68,7 +68,9 @@ func (res *Result) killDirect() error {
 		if res.sandboxPID <= 0 {
 			return errNoSandbox
 		}
-		return killSandboxPID(res.sandboxPID, res.WarmSandbox)
+		err := killSandboxPID(res.sandboxPID, res.WarmSandbox)
+		res.sandboxKilled = res.sandboxKilled || err == nil
+		return err
 	}
 	return killSandbox(res.runscPID, res.ID)
 }

@@ -126,9 +126,10 @@ type Result struct {
 	// empty for a sandbox booted for the job.
 	WarmSandbox string `json:"warm_sandbox,omitempty"`
 
-	killedByUs bool
-	runscPID   int // the `runsc run` process, parent of the sandbox (cold starts)
-	sandboxPID int // the warm sandbox's process
+	killedByUs    bool
+	sandboxKilled bool // a warm sandbox's process got our SIGKILL (its `runsc run` then exits 128)
+	runscPID      int  // the `runsc run` process, parent of the sandbox (cold starts)
+	sandboxPID    int  // the warm sandbox's process
 }
 
 // Outcomes.

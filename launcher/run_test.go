@@ -47,6 +47,8 @@ func TestFinish(t *testing.T) {
 		{"violation", Result{Outcome: OutcomeViolation, ExitCode: ExitPolicy, Reason: "network: 1.2.3.4:443"}, func(t *testing.T) error { return exitErr(t, "kill -KILL $$") }, OutcomeViolation, 123, 137, "network: 1.2.3.4:443"},
 		{"limit", Result{Outcome: OutcomeLimit, ExitCode: ExitLimit, Reason: "wall time"}, func(t *testing.T) error { return exitErr(t, "kill -TERM $$") }, OutcomeLimit, 124, 143, "wall time"},
 		{"limit, job exits 0", Result{Outcome: OutcomeLimit, ExitCode: ExitLimit}, func(*testing.T) error { return nil }, OutcomeLimit, 124, 0, ""},
+		{"warm sandbox killed", Result{Outcome: OutcomeLimit, ExitCode: ExitLimit, sandboxKilled: true}, func(t *testing.T) error { return exitErr(t, "exit 128") }, OutcomeLimit, 124, 137, ""},
+		{"128 of its own", Result{}, func(t *testing.T) error { return exitErr(t, "exit 128") }, OutcomeFailed, 128, 128, ""},
 		{"wait failed", Result{}, func(*testing.T) error { return errors.New("wait: no child") }, OutcomeFailed, ExitRefused, ExitRefused, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -223,6 +223,12 @@ func (res *Result) finish(err error) {
 			status = ExitRefused
 		}
 	}
+	if status == 128 && res.sandboxKilled {
+		// The job's container is not the sandbox's first, so its `runsc
+		// run` does not see the SIGKILL: it loses its sandbox and exits
+		// 128. The job died of our SIGKILL, as a cold start's does.
+		status = 128 + int(syscall.SIGKILL)
+	}
 	res.JobStatus = status
 	switch res.Outcome {
 	case OutcomeViolation, OutcomeLimit:
