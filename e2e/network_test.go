@@ -311,6 +311,18 @@ func TestNetworkConcurrentJobsKeepTheirOwnAllowlists(t *testing.T) {
 // jobTables lists the inet nftables tables of launcher jobs.
 func jobTables(t *testing.T) []string {
 	t.Helper()
+	var out []string
+	for _, name := range inetTables(t) {
+		if id, ok := strings.CutPrefix(name, netguard.NamePrefix); ok && isJobID(id) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// inetTables lists the names of the host's inet nftables tables.
+func inetTables(t *testing.T) []string {
+	t.Helper()
 	c, err := nftables.New()
 	if err != nil {
 		t.Fatal(err)
@@ -321,9 +333,7 @@ func jobTables(t *testing.T) []string {
 	}
 	var out []string
 	for _, tb := range ts {
-		if id, ok := strings.CutPrefix(tb.Name, netguard.NamePrefix); ok && isJobID(id) {
-			out = append(out, tb.Name)
-		}
+		out = append(out, tb.Name)
 	}
 	return out
 }

@@ -7,13 +7,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/google/nftables"
 
 	"github.com/securetrain/securetrain/internal/nettest"
 	"github.com/securetrain/securetrain/netguard"
@@ -42,7 +41,7 @@ func warmReady(t *testing.T, d *daemonEnv, used ...string) string {
 		var cs []struct{ ID, Status string }
 		_ = json.Unmarshal(out, &cs)
 		for _, c := range cs {
-			if strings.HasPrefix(c.ID, "warm-") && c.Status == "running" && !contains(used, c.ID) {
+			if strings.HasPrefix(c.ID, "warm-") && c.Status == "running" && !slices.Contains(used, c.ID) {
 				return c.ID
 			}
 		}
@@ -53,15 +52,6 @@ func warmReady(t *testing.T, d *daemonEnv, used ...string) string {
 	}
 }
 
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // warmGone waits until nothing of the warm sandbox id is left: its runsc
 // container, its state, its cgroups and its processes.
 func warmGone(t *testing.T, d *daemonEnv, id string) {
@@ -70,7 +60,7 @@ func warmGone(t *testing.T, d *daemonEnv, id string) {
 	for {
 		var left []string
 		out, _ := exec.Command(d.runsc, "--root", filepath.Join(daemonStateDir, "runsc"), "list", "-quiet").Output()
-		if contains(strings.Fields(string(out)), id) {
+		if slices.Contains(strings.Fields(string(out)), id) {
 			left = append(left, "runsc container")
 		}
 		if _, err := os.Stat(filepath.Join(daemonStateDir, "jobs", id)); err == nil {
@@ -295,18 +285,5 @@ func TestDaemonWarmStartNetwork(t *testing.T) {
 // tableExists reports whether the inet nftables table name exists.
 func tableExists(t *testing.T, name string) bool {
 	t.Helper()
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tb := range ts {
-		if tb.Name == name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(inetTables(t), name)
 }
